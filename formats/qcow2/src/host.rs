@@ -1,0 +1,418 @@
+//! Host-only helpers (feature `std`): decompressors over the `flate2` and
+//! `zstd` crates, and [`Image`], a file-backed reader that drives the format
+//! logic exactly as the kernel module does (same [`Chain::read`] engine),
+//! with simple in-memory caches.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::vec;
+use std::vec::Vec;
+
+use crate::format::compressed::max_compressed_len;
+use crate::format::error::{EIO, ENOENT};
+use crate::format::header::HEADER_READ_LEN;
+use crate::format::{
+    find_snapshot, Chain, CompressedClusters, CompressedRead, CompressionType, Decompressor, Error,
+    Header, Layer, LayerFormat, Qcow2Layer, Result, Sink, SnapshotCursor, SnapshotSelector,
+    Storage, Structure, Tables, MAX_CHAIN_DEPTH,
+};
+
+fn io_error(e: &std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        return Error::Io(ENOENT);
+    }
+    Error::Io(e.raw_os_error().filter(|&n| n > 0).unwrap_or(EIO))
+}
+
+/// Decompressor for both compression types, over `flate2` (raw deflate) and
+/// `zstd` (streaming, frame must end within one cluster of output).
+#[derive(Default)]
+pub struct HostDecompressor;
+
+impl HostDecompressor {
+    fn inflate(input: &[u8], output: &mut [u8]) -> Result<usize> {
+        use flate2::{Decompress, FlushDecompress, Status};
+        let mut d = Decompress::new(false);
+        loop {
+            let in_pos = d.total_in() as usize;
+            let out_pos = d.total_out() as usize;
+            let (Some(src), Some(dst)) = (input.get(in_pos..), output.get_mut(out_pos..)) else {
+                return Err(Error::DecompressionFailed);
+            };
+            if dst.is_empty() {
+                // One full cluster: the remaining input is padding.
+                return Ok(out_pos);
+            }
+            let status = d
+                .decompress(src, dst, FlushDecompress::Finish)
+                .map_err(|_| Error::DecompressionFailed)?;
+            if status == Status::StreamEnd {
+                return Ok(d.total_out() as usize);
+            }
+            if d.total_in() as usize == in_pos && d.total_out() as usize == out_pos {
+                // No progress: truncated input.
+                return Ok(out_pos);
+            }
+        }
+    }
+
+    fn unzstd(input: &[u8], output: &mut [u8]) -> Result<usize> {
+        use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
+        let mut dec = Decoder::new().map_err(|_| Error::DecompressionFailed)?;
+        let mut src = InBuffer::around(input);
+        let mut dst = OutBuffer::around(output);
+        loop {
+            let (in_pos, out_pos) = (src.pos(), dst.pos());
+            let hint = dec
+                .run(&mut src, &mut dst)
+                .map_err(|_| Error::DecompressionFailed)?;
+            if hint == 0 {
+                // Frame complete.
+                return Ok(dst.pos());
+            }
+            if src.pos() == in_pos && dst.pos() == out_pos {
+                // Stuck: truncated frame or more output than one cluster.
+                return Err(Error::DecompressionFailed);
+            }
+        }
+    }
+}
+
+impl Decompressor for HostDecompressor {
+    fn decompress(
+        &mut self,
+        kind: CompressionType,
+        input: &[u8],
+        output: &mut [u8],
+    ) -> Result<usize> {
+        match kind {
+            CompressionType::Deflate => Self::inflate(input, output),
+            CompressionType::Zstd => Self::unzstd(input, output),
+        }
+    }
+}
+
+/// One open file per layer.
+pub struct FileStorage {
+    files: Vec<File>,
+}
+
+impl FileStorage {
+    /// Storage over `files`, layer `i` being `files[i]`.
+    pub fn new(files: Vec<File>) -> FileStorage {
+        FileStorage { files }
+    }
+}
+
+impl Storage for FileStorage {
+    fn read_at(&self, layer: usize, buf: &mut [u8], offset: u64) -> Result<()> {
+        let file = self.files.get(layer).ok_or(Error::Internal)?;
+        file.read_exact_at(buf, offset).map_err(|e| io_error(&e))
+    }
+}
+
+/// L1 tables and an unbounded L2 cache.
+struct HostTables<'a> {
+    storage: &'a FileStorage,
+    l1: &'a [Vec<u64>],
+    l2: &'a mut HashMap<(usize, u64), Vec<u8>>,
+    cluster_sizes: &'a [usize],
+}
+
+impl Tables for HostTables<'_> {
+    fn l1_entry(&mut self, layer: usize, index: u32) -> Result<u64> {
+        self.l1
+            .get(layer)
+            .and_then(|t| t.get(index as usize))
+            .copied()
+            .ok_or(Error::Internal)
+    }
+
+    fn with_l2_table<R, F: FnOnce(&[u8]) -> R>(
+        &mut self,
+        layer: usize,
+        offset: u64,
+        f: F,
+    ) -> Result<R> {
+        if let Some(t) = self.l2.get(&(layer, offset)) {
+            return Ok(f(t));
+        }
+        let size = *self.cluster_sizes.get(layer).ok_or(Error::Internal)?;
+        let mut table = vec![0u8; size];
+        self.storage.read_at(layer, &mut table, offset)?;
+        let r = f(&table);
+        self.l2.insert((layer, offset), table);
+        Ok(r)
+    }
+}
+
+/// Single-entry decompressed cluster cache.
+struct HostCompressed<'a> {
+    storage: &'a FileStorage,
+    decompressor: &'a mut HostDecompressor,
+    cache: &'a mut Option<((usize, u64), Vec<u8>)>,
+}
+
+impl CompressedClusters for HostCompressed<'_> {
+    fn with_cluster<R, F: FnOnce(&[u8]) -> R>(
+        &mut self,
+        request: &CompressedRead,
+        f: F,
+    ) -> Result<R> {
+        let key = (request.layer, request.host_offset);
+        if let Some((k, data)) = self.cache.as_ref() {
+            if *k == key {
+                return Ok(f(data));
+            }
+        }
+        let cluster_bits = request.cluster_size.trailing_zeros();
+        let mut input = vec![0u8; max_compressed_len(cluster_bits)];
+        let mut output = vec![0u8; request.cluster_size];
+        request.load(self.storage, self.decompressor, &mut input, &mut output)?;
+        let r = f(&output);
+        *self.cache = Some((key, output));
+        Ok(r)
+    }
+}
+
+/// Sink writing into a byte slice.
+struct SliceSink<'a> {
+    storage: &'a FileStorage,
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl SliceSink<'_> {
+    fn next(&mut self, len: usize) -> Result<&mut [u8]> {
+        let end = self.pos.checked_add(len).ok_or(Error::Internal)?;
+        let out = self.buf.get_mut(self.pos..end).ok_or(Error::Internal)?;
+        self.pos = end;
+        Ok(out)
+    }
+}
+
+impl Sink for SliceSink<'_> {
+    fn fill_zero(&mut self, len: usize) -> Result<()> {
+        self.next(len)?.fill(0);
+        Ok(())
+    }
+
+    fn copy_from(&mut self, data: &[u8]) -> Result<()> {
+        self.next(data.len())?.copy_from_slice(data);
+        Ok(())
+    }
+
+    fn read_from_storage(&mut self, layer: usize, offset: u64, len: usize) -> Result<()> {
+        let storage = self.storage;
+        storage.read_at(layer, self.next(len)?, offset)
+    }
+}
+
+/// A qcow2 image (with its backing chain) opened from the host file system.
+pub struct Image {
+    storage: FileStorage,
+    chain: Chain,
+    headers: Vec<Option<(Header, Vec<u8>)>>,
+    l1: Vec<Vec<u64>>,
+    cluster_sizes: Vec<usize>,
+    l2: HashMap<(usize, u64), Vec<u8>>,
+    compressed: Option<((usize, u64), Vec<u8>)>,
+    decompressor: HostDecompressor,
+}
+
+fn read_prefix(file: &File, file_len: u64) -> Result<Vec<u8>> {
+    let len = file_len.min(HEADER_READ_LEN as u64) as usize;
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, 0).map_err(|e| io_error(&e))?;
+    Ok(buf)
+}
+
+fn load_l1(file: &File, q: &Qcow2Layer) -> Result<Vec<u64>> {
+    let mut raw = vec![0u8; q.l1_table_bytes()];
+    file.read_exact_at(&mut raw, q.l1_table_offset())
+        .map_err(|e| io_error(&e))?;
+    Ok(raw
+        .chunks_exact(8)
+        .map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8])))
+        .collect())
+}
+
+impl Image {
+    /// Opens the image at `path` and its backing chain (backing file names
+    /// relative to the directory of the image naming them, as QEMU does).
+    pub fn open(path: &Path) -> Result<Image> {
+        Self::open_with(path, None)
+    }
+
+    /// Like [`Image::open`], but reads the internal snapshot selected by
+    /// `snapshot` of the top image instead of its active state.
+    pub fn open_snapshot(path: &Path, snapshot: SnapshotSelector<'_>) -> Result<Image> {
+        Self::open_with(path, Some(snapshot))
+    }
+
+    fn open_with(path: &Path, snapshot: Option<SnapshotSelector<'_>>) -> Result<Image> {
+        let mut files = Vec::new();
+        let mut layers = Vec::new();
+        let mut headers = Vec::new();
+        let mut current: PathBuf = path.to_path_buf();
+        let mut format = LayerFormat::Qcow2;
+        loop {
+            if layers.len() >= MAX_CHAIN_DEPTH {
+                return Err(Error::ChainTooDeep);
+            }
+            let file = File::open(&current).map_err(|e| io_error(&e))?;
+            let file_len = file.metadata().map_err(|e| io_error(&e))?.len();
+            if format == LayerFormat::Raw {
+                layers.push(Layer::Raw { len: file_len });
+                headers.push(None);
+                files.push(file);
+                break;
+            }
+            let buf = read_prefix(&file, file_len)?;
+            let header = Header::parse(&buf)?;
+            let q = if let (Some(sel), true) = (snapshot, layers.is_empty()) {
+                let probe = FileStorage::new(vec![file.try_clone().map_err(|e| io_error(&e))?]);
+                let snap = find_snapshot(&probe, 0, &header, file_len, sel)?;
+                Qcow2Layer::from_snapshot(&header, &snap, file_len)?
+            } else {
+                Qcow2Layer::new(&header, file_len)?
+            };
+            layers.push(Layer::Qcow2(q));
+            files.push(file);
+            let backing = header.backing_file_name(&buf).map(|n| n.to_vec());
+            let backing_fmt = header.backing_format_name(&buf).map(|n| n.to_vec());
+            headers.push(Some((header, buf)));
+            let Some(name) = backing else {
+                break;
+            };
+            let name = Path::new(std::ffi::OsStr::from_bytes(&name));
+            let next = if name.is_absolute() {
+                name.to_path_buf()
+            } else {
+                current
+                    .parent()
+                    .unwrap_or_else(|| Path::new("."))
+                    .join(name)
+            };
+            let probe_file = File::open(&next).map_err(|e| io_error(&e))?;
+            let mut magic = [0u8; 4];
+            let n = probe_file
+                .read_at(&mut magic, 0)
+                .map_err(|e| io_error(&e))?;
+            format = LayerFormat::detect(backing_fmt.as_deref(), magic.get(..n).unwrap_or(&[]))?;
+            current = next;
+        }
+        let mut iter = layers.iter();
+        let mut chain = Chain::new(*iter.next().ok_or(Error::Internal)?);
+        for layer in iter {
+            chain.push_backing(*layer)?;
+        }
+        let mut l1 = Vec::new();
+        let mut cluster_sizes = Vec::new();
+        for (layer, file) in layers.iter().zip(files.iter()) {
+            match layer {
+                Layer::Qcow2(q) => {
+                    l1.push(load_l1(file, q)?);
+                    cluster_sizes.push(q.geometry().cluster_len());
+                }
+                Layer::Raw { .. } => {
+                    l1.push(Vec::new());
+                    cluster_sizes.push(0);
+                }
+            }
+        }
+        Ok(Image {
+            storage: FileStorage::new(files),
+            chain,
+            headers,
+            l1,
+            cluster_sizes,
+            l2: HashMap::new(),
+            compressed: None,
+            decompressor: HostDecompressor,
+        })
+    }
+
+    /// Virtual disk size in bytes.
+    pub fn size(&self) -> u64 {
+        self.chain.virtual_size()
+    }
+
+    /// The layer chain.
+    pub fn chain(&self) -> &Chain {
+        &self.chain
+    }
+
+    /// Header of qcow2 layer `layer` (0 = top), `None` for raw layers.
+    pub fn header(&self, layer: usize) -> Option<&Header> {
+        self.headers
+            .get(layer)
+            .and_then(|h| h.as_ref())
+            .map(|(h, _)| h)
+    }
+
+    /// Names (`id`, `name`) of the top image's internal snapshots.
+    pub fn snapshots(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let header = self.header(0).ok_or(Error::Internal)?;
+        let mut cursor = SnapshotCursor::new(header, self.chain.top().file_len());
+        let mut out = Vec::new();
+        while let Some(s) = cursor.next_snapshot(&self.storage, 0)? {
+            let mut id = vec![0u8; usize::from(s.id.len)];
+            self.storage.read_at(0, &mut id, s.id.offset)?;
+            let mut name = vec![0u8; usize::from(s.name.len)];
+            self.storage.read_at(0, &mut name, s.name.offset)?;
+            out.push((id, name));
+        }
+        Ok(out)
+    }
+
+    /// Reads `buf.len()` bytes of the virtual disk at `offset`.
+    pub fn read_at(&mut self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let len = buf.len();
+        let mut tables = HostTables {
+            storage: &self.storage,
+            l1: &self.l1,
+            l2: &mut self.l2,
+            cluster_sizes: &self.cluster_sizes,
+        };
+        let mut compressed = HostCompressed {
+            storage: &self.storage,
+            decompressor: &mut self.decompressor,
+            cache: &mut self.compressed,
+        };
+        let mut sink = SliceSink {
+            storage: &self.storage,
+            buf,
+            pos: 0,
+        };
+        self.chain
+            .read(&mut tables, &mut compressed, offset, len, &mut sink)?;
+        if sink.pos != len {
+            return Err(Error::BufferSize {
+                what: Structure::Guest,
+                expected: len as u64,
+                got: sink.pos as u64,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads the whole virtual disk.
+    pub fn read_all(&mut self) -> Result<Vec<u8>> {
+        let size =
+            usize::try_from(self.size()).map_err(|_| Error::VirtualSizeTooLarge(self.size()))?;
+        let mut out = vec![0u8; size];
+        let mut pos = 0usize;
+        // Reads in 1 MiB requests, as a block device would.
+        while pos < size {
+            let n = (size - pos).min(1 << 20);
+            let chunk = out.get_mut(pos..pos + n).ok_or(Error::Internal)?;
+            self.read_at(chunk, pos as u64)?;
+            pos += n;
+        }
+        Ok(out)
+    }
+}
