@@ -1,0 +1,706 @@
+//! Format detection and qcow2 backing chain resolution, done in userspace
+//! the way QEMU does it, so that the kernel never opens a path named inside
+//! an image:
+//!
+//! - a relative backing file name is resolved against the directory of the
+//!   image that names it (as given, symlinks not followed), not the cwd;
+//! - the backing format extension is honoured (`raw`, `file` or `qcow2`);
+//!   without it the magic is probed;
+//! - the chain is followed up to `LFF_MAX_LAYERS` layers, and a file seen
+//!   twice (same st_dev/st_ino) is a loop and refused;
+//! - backing files are opened read-only; the caller opened the top image.
+//!
+//! The result is the list of open files to pass in `lff_config.fds`.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::errors::strerror;
+use crate::qcow2::{self, HeaderError};
+use crate::uapi;
+
+/// The formats this tool can follow through a chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Byte for byte.
+    Raw,
+    /// qcow2, possibly with a backing file.
+    Qcow2,
+}
+
+impl Format {
+    /// The kernel's name of the format.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Qcow2 => "qcow2",
+        }
+    }
+}
+
+/// Detects the format by its magic: qcow2 if the file starts with
+/// "QFI\xfb", raw otherwise.
+pub fn probe(file: &File) -> io::Result<Format> {
+    Ok(if qcow2::has_magic(file)? {
+        Format::Qcow2
+    } else {
+        Format::Raw
+    })
+}
+
+/// One opened layer of a chain.
+#[derive(Debug)]
+pub struct Layer {
+    /// The path it was opened by (resolved as QEMU resolves it).
+    pub path: PathBuf,
+    /// The open file, read-only for every layer but maybe the first.
+    pub file: File,
+    /// Its format.
+    pub format: Format,
+}
+
+/// Why a chain could not be resolved.
+#[derive(Debug)]
+pub enum ChainError {
+    /// The header of `path` could not be read or is invalid.
+    Header {
+        /// The image.
+        path: PathBuf,
+        /// What is wrong.
+        err: HeaderError,
+    },
+    /// `fstat` failed.
+    Stat {
+        /// The layer.
+        path: PathBuf,
+        /// The error.
+        err: io::Error,
+    },
+    /// A backing file could not be opened.
+    Open {
+        /// The image naming it.
+        image: PathBuf,
+        /// The name as stored in the image.
+        name: PathBuf,
+        /// The resolved path.
+        path: PathBuf,
+        /// The error of open(2).
+        err: io::Error,
+    },
+    /// The backing file name is a protocol (`nbd:`, `json:`...).
+    Protocol {
+        /// The image naming it.
+        image: PathBuf,
+        /// The name as stored.
+        name: PathBuf,
+    },
+    /// The backing format is neither raw nor qcow2.
+    UnsupportedFormat {
+        /// The image naming it.
+        image: PathBuf,
+        /// The backing file.
+        path: PathBuf,
+        /// Its declared format.
+        format: String,
+    },
+    /// A backing file declared qcow2 is not qcow2.
+    NotQcow2 {
+        /// The image naming it.
+        image: PathBuf,
+        /// The backing file.
+        path: PathBuf,
+    },
+    /// The image uses an external data file (not supported).
+    DataFile {
+        /// The image.
+        path: PathBuf,
+    },
+    /// Layer `again` is the same file as layer `first`.
+    Loop {
+        /// Path of layer `again`.
+        path: PathBuf,
+        /// Path of layer `first`.
+        first_path: PathBuf,
+        /// Index of the first occurrence.
+        first: usize,
+        /// Index of the repeated occurrence.
+        again: usize,
+    },
+    /// More than `LFF_MAX_LAYERS` layers.
+    TooDeep {
+        /// The top image.
+        top: PathBuf,
+    },
+}
+
+impl std::fmt::Display for ChainError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChainError::Header { path, err } => write!(f, "{}: {err}", path.display()),
+            ChainError::Stat { path, err } => write!(f, "{}: {}", path.display(), strerror(err)),
+            ChainError::Open {
+                image,
+                name,
+                path,
+                err,
+            } => {
+                write!(
+                    f,
+                    "{}: cannot open backing file '{}'",
+                    image.display(),
+                    path.display()
+                )?;
+                if name != path {
+                    write!(f, " (named '{}' in the image)", name.display())?;
+                }
+                write!(f, ": {}", strerror(err))
+            }
+            ChainError::Protocol { image, name } => write!(
+                f,
+                "{}: backing file '{}' is not a local file; only local backing files are supported",
+                image.display(),
+                name.display()
+            ),
+            ChainError::UnsupportedFormat {
+                image,
+                path,
+                format,
+            } => write!(
+                f,
+                "{}: backing file '{}' has format '{format}'; only raw and qcow2 backing files are supported",
+                image.display(),
+                path.display()
+            ),
+            ChainError::NotQcow2 { image, path } => write!(
+                f,
+                "{}: backing file '{}' is declared qcow2 but is not a qcow2 image",
+                image.display(),
+                path.display()
+            ),
+            ChainError::DataFile { path } => write!(
+                f,
+                "{}: qcow2 images with an external data file are not supported",
+                path.display()
+            ),
+            ChainError::Loop {
+                path,
+                first_path,
+                first,
+                again,
+            } => write!(
+                f,
+                "backing chain loop: layer {again} '{}' is the same file as layer {first} '{}'",
+                path.display(),
+                first_path.display()
+            ),
+            ChainError::TooDeep { top } => write!(
+                f,
+                "{}: backing chain is longer than {} layers",
+                top.display(),
+                uapi::MAX_LAYERS
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ChainError {}
+
+/// QEMU's `path_has_protocol()`: a ':' before any '/'.
+fn has_protocol(name: &[u8]) -> bool {
+    name.iter()
+        .find(|&&b| b == b':' || b == b'/')
+        .is_some_and(|&b| b == b':')
+}
+
+/// Resolves a backing file name stored in `image` the way QEMU does:
+/// absolute names as they are, relative ones against the directory of
+/// `image` (as given, not canonicalized); a `file:` prefix is dropped,
+/// other protocols are refused.
+pub fn resolve_backing_path(image: &Path, name: &[u8]) -> Result<PathBuf, ChainError> {
+    let mut name = name;
+    if has_protocol(name) {
+        match name.strip_prefix(b"file:") {
+            Some(rest) => name = rest,
+            None => {
+                return Err(ChainError::Protocol {
+                    image: image.to_path_buf(),
+                    name: PathBuf::from(OsStr::from_bytes(name)),
+                })
+            }
+        }
+    }
+    let name = Path::new(OsStr::from_bytes(name));
+    if name.is_absolute() {
+        return Ok(name.to_path_buf());
+    }
+    Ok(match image.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join(name),
+        _ => name.to_path_buf(),
+    })
+}
+
+/// Opens backing files; a trait so tests can watch what is opened.
+pub trait Opener {
+    /// Opens `path` read-only.
+    fn open_read_only(&mut self, path: &Path) -> io::Result<File>;
+}
+
+/// Opens with `open(path, O_RDONLY | O_CLOEXEC)`.
+#[derive(Debug, Default)]
+pub struct SystemOpener;
+
+impl Opener for SystemOpener {
+    fn open_read_only(&mut self, path: &Path) -> io::Result<File> {
+        File::open(path)
+    }
+}
+
+fn declared_format(
+    image: &Path,
+    path: &Path,
+    format: Option<&[u8]>,
+    file: &File,
+) -> Result<Format, ChainError> {
+    match format {
+        None => probe(file).map_err(|err| ChainError::Header {
+            path: path.to_path_buf(),
+            err: HeaderError::Io(err),
+        }),
+        Some(b"raw") | Some(b"file") => Ok(Format::Raw),
+        Some(b"qcow2") => {
+            let magic = qcow2::has_magic(file).map_err(|err| ChainError::Header {
+                path: path.to_path_buf(),
+                err: HeaderError::Io(err),
+            })?;
+            if magic {
+                Ok(Format::Qcow2)
+            } else {
+                Err(ChainError::NotQcow2 {
+                    image: image.to_path_buf(),
+                    path: path.to_path_buf(),
+                })
+            }
+        }
+        Some(other) => Err(ChainError::UnsupportedFormat {
+            image: image.to_path_buf(),
+            path: path.to_path_buf(),
+            format: String::from_utf8_lossy(other).into_owned(),
+        }),
+    }
+}
+
+/// Follows the backing chain of the already opened top image.
+///
+/// `top_format` is the format of the top image (already detected or given
+/// by the user). Returns the layers in order, `[0]` being the top image.
+pub fn resolve_chain(
+    top_path: &Path,
+    top: File,
+    top_format: Format,
+    opener: &mut dyn Opener,
+) -> Result<Vec<Layer>, ChainError> {
+    let mut layers: Vec<Layer> = Vec::new();
+    let mut ids: Vec<(u64, u64)> = Vec::new();
+    let mut next = Some((top_path.to_path_buf(), top, top_format));
+
+    while let Some((path, file, format)) = next.take() {
+        let meta = file.metadata().map_err(|err| ChainError::Stat {
+            path: path.clone(),
+            err,
+        })?;
+        let id = (meta.dev(), meta.ino());
+        if let Some(first) = ids.iter().position(|&x| x == id) {
+            return Err(ChainError::Loop {
+                path,
+                first_path: layers[first].path.clone(),
+                first,
+                again: layers.len(),
+            });
+        }
+        if layers.len() == uapi::MAX_LAYERS {
+            return Err(ChainError::TooDeep {
+                top: top_path.to_path_buf(),
+            });
+        }
+
+        if format == Format::Qcow2 {
+            let header = qcow2::read_header(&file).map_err(|err| ChainError::Header {
+                path: path.clone(),
+                err,
+            })?;
+            if header.incompatible_features & qcow2::INCOMPAT_DATA_FILE != 0 {
+                return Err(ChainError::DataFile { path });
+            }
+            if let Some(name) = &header.backing_file {
+                let bpath = resolve_backing_path(&path, name)?;
+                let bfile = opener
+                    .open_read_only(&bpath)
+                    .map_err(|err| ChainError::Open {
+                        image: path.clone(),
+                        name: PathBuf::from(OsStr::from_bytes(name)),
+                        path: bpath.clone(),
+                        err,
+                    })?;
+                let bformat =
+                    declared_format(&path, &bpath, header.backing_format.as_deref(), &bfile)?;
+                next = Some((bpath, bfile, bformat));
+            }
+        }
+        ids.push(id);
+        layers.push(Layer { path, file, format });
+    }
+    Ok(layers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn qemu_img(dir: &Path, args: &[&str]) {
+        let out = Command::new("qemu-img")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("qemu-img is needed for these tests");
+        assert!(
+            out.status.success(),
+            "qemu-img {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn resolve(path: &Path) -> Result<Vec<Layer>, ChainError> {
+        let f = File::open(path).unwrap();
+        let fmt = probe(&f).unwrap();
+        resolve_chain(path, f, fmt, &mut SystemOpener)
+    }
+
+    fn paths(layers: &[Layer]) -> Vec<(PathBuf, Format)> {
+        layers.iter().map(|l| (l.path.clone(), l.format)).collect()
+    }
+
+    #[test]
+    fn protocol_detection() {
+        assert!(has_protocol(b"nbd:localhost:10809"));
+        assert!(has_protocol(b"json:{}"));
+        assert!(!has_protocol(b"./a:b"));
+        assert!(!has_protocol(b"/a:b"));
+        assert!(!has_protocol(b"base.qcow2"));
+    }
+
+    #[test]
+    fn backing_path_resolution() {
+        let r = |img: &str, name: &str| resolve_backing_path(Path::new(img), name.as_bytes());
+        assert_eq!(r("/a/b/top", "base").unwrap(), Path::new("/a/b/base"));
+        assert_eq!(
+            r("/a/b/top", "../c/base").unwrap(),
+            Path::new("/a/b/../c/base")
+        );
+        assert_eq!(r("rel/top", "base").unwrap(), Path::new("rel/base"));
+        assert_eq!(r("top", "base").unwrap(), Path::new("base"));
+        assert_eq!(r("/a/top", "/abs/base").unwrap(), Path::new("/abs/base"));
+        assert_eq!(r("/a/top", "file:base").unwrap(), Path::new("/a/base"));
+        assert_eq!(r("/a/top", "file:/x/base").unwrap(), Path::new("/x/base"));
+        assert!(matches!(
+            r("/a/top", "nbd://host/x"),
+            Err(ChainError::Protocol { .. })
+        ));
+    }
+
+    #[test]
+    fn probe_formats() {
+        let d = tempfile::tempdir().unwrap();
+        qemu_img(d.path(), &["create", "-q", "-f", "qcow2", "a.qcow2", "1M"]);
+        qemu_img(d.path(), &["create", "-q", "-f", "raw", "a.raw", "1M"]);
+        let q = File::open(d.path().join("a.qcow2")).unwrap();
+        let r = File::open(d.path().join("a.raw")).unwrap();
+        assert_eq!(probe(&q).unwrap(), Format::Qcow2);
+        assert_eq!(probe(&r).unwrap(), Format::Raw);
+        let empty = tempfile::tempfile().unwrap();
+        assert_eq!(probe(&empty).unwrap(), Format::Raw);
+    }
+
+    #[test]
+    fn chain_with_relative_names_resolves_against_the_image_dir() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("sub")).unwrap();
+        qemu_img(d.path(), &["create", "-q", "-f", "raw", "base.raw", "1M"]);
+        qemu_img(
+            d.path(),
+            &[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-b",
+                "../base.raw",
+                "-F",
+                "raw",
+                "sub/mid.qcow2",
+            ],
+        );
+        qemu_img(
+            d.path(),
+            &[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-b",
+                "mid.qcow2",
+                "-F",
+                "qcow2",
+                "sub/top.qcow2",
+            ],
+        );
+        // Resolve from an unrelated cwd: names must not depend on it.
+        let top = d.path().join("sub/top.qcow2");
+        let layers = resolve(&top).unwrap();
+        assert_eq!(
+            paths(&layers),
+            vec![
+                (top.clone(), Format::Qcow2),
+                (d.path().join("sub/mid.qcow2"), Format::Qcow2),
+                (d.path().join("sub/../base.raw"), Format::Raw),
+            ]
+        );
+    }
+
+    #[test]
+    fn raw_backing_without_format_is_probed() {
+        let d = tempfile::tempdir().unwrap();
+        qemu_img(d.path(), &["create", "-q", "-f", "raw", "base.img", "1M"]);
+        qemu_img(
+            d.path(),
+            &[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-b",
+                "base.img",
+                "-F",
+                "raw",
+                "top.qcow2",
+            ],
+        );
+        // Drop the backing format extension: rewrite its type to "unknown".
+        let top = d.path().join("top.qcow2");
+        let mut bytes = std::fs::read(&top).unwrap();
+        let pos = bytes
+            .windows(4)
+            .position(|w| w == qcow2::EXT_BACKING_FORMAT.to_be_bytes())
+            .unwrap();
+        bytes[pos..pos + 4].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+        std::fs::write(&top, &bytes).unwrap();
+        let layers = resolve(&top).unwrap();
+        assert_eq!(layers.len(), 2);
+        assert_eq!(layers[1].format, Format::Raw);
+    }
+
+    #[test]
+    fn missing_backing_file_is_a_clear_error() {
+        let d = tempfile::tempdir().unwrap();
+        qemu_img(
+            d.path(),
+            &["create", "-q", "-f", "qcow2", "base.qcow2", "1M"],
+        );
+        qemu_img(
+            d.path(),
+            &[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-b",
+                "base.qcow2",
+                "-F",
+                "qcow2",
+                "top.qcow2",
+            ],
+        );
+        std::fs::remove_file(d.path().join("base.qcow2")).unwrap();
+        let top = d.path().join("top.qcow2");
+        let err = resolve(&top).unwrap_err();
+        assert!(
+            matches!(&err, ChainError::Open { err, .. } if err.raw_os_error() == Some(libc::ENOENT))
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: cannot open backing file '{}' (named 'base.qcow2' in the image): No such file or directory",
+                top.display(),
+                d.path().join("base.qcow2").display()
+            )
+        );
+    }
+
+    #[test]
+    fn declared_qcow2_backing_that_is_raw_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        qemu_img(d.path(), &["create", "-q", "-f", "qcow2", "base", "1M"]);
+        qemu_img(
+            d.path(),
+            &[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-b",
+                "base",
+                "-F",
+                "qcow2",
+                "top.qcow2",
+            ],
+        );
+        std::fs::write(d.path().join("base"), vec![0u8; 4096]).unwrap();
+        let err = resolve(&d.path().join("top.qcow2")).unwrap_err();
+        assert!(matches!(err, ChainError::NotQcow2 { .. }), "{err}");
+    }
+
+    #[test]
+    fn unsupported_backing_format_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        qemu_img(d.path(), &["create", "-q", "-f", "vmdk", "base.vmdk", "1M"]);
+        qemu_img(
+            d.path(),
+            &[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-b",
+                "base.vmdk",
+                "-F",
+                "vmdk",
+                "top.qcow2",
+            ],
+        );
+        let err = resolve(&d.path().join("top.qcow2")).unwrap_err();
+        assert!(
+            matches!(&err, ChainError::UnsupportedFormat { format, .. } if format == "vmdk"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn loops_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        // a -> b -> a, made by creating both and then rebasing unsafely.
+        qemu_img(d.path(), &["create", "-q", "-f", "qcow2", "a.qcow2", "1M"]);
+        qemu_img(
+            d.path(),
+            &[
+                "create", "-q", "-f", "qcow2", "-b", "a.qcow2", "-F", "qcow2", "b.qcow2",
+            ],
+        );
+        qemu_img(
+            d.path(),
+            &[
+                "rebase", "-q", "-u", "-f", "qcow2", "-b", "b.qcow2", "-F", "qcow2", "a.qcow2",
+            ],
+        );
+        let err = resolve(&d.path().join("a.qcow2")).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ChainError::Loop {
+                    first: 0,
+                    again: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().starts_with("backing chain loop: layer 2"));
+
+        // A self-loop through a symlink is the same file too.
+        qemu_img(d.path(), &["create", "-q", "-f", "qcow2", "s.qcow2", "1M"]);
+        std::os::unix::fs::symlink("s.qcow2", d.path().join("link")).unwrap();
+        qemu_img(
+            d.path(),
+            &[
+                "rebase", "-q", "-u", "-f", "qcow2", "-b", "link", "-F", "qcow2", "s.qcow2",
+            ],
+        );
+        let err = resolve(&d.path().join("s.qcow2")).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ChainError::Loop {
+                    first: 0,
+                    again: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn depth_limit() {
+        let d = tempfile::tempdir().unwrap();
+        qemu_img(d.path(), &["create", "-q", "-f", "qcow2", "l0.qcow2", "1M"]);
+        for i in 1..=16 {
+            let b = format!("l{}.qcow2", i - 1);
+            let n = format!("l{i}.qcow2");
+            qemu_img(
+                d.path(),
+                &["create", "-q", "-f", "qcow2", "-b", &b, "-F", "qcow2", &n],
+            );
+        }
+        // l15 has 16 layers (l15..l0): the maximum.
+        assert_eq!(resolve(&d.path().join("l15.qcow2")).unwrap().len(), 16);
+        // l16 has 17.
+        let err = resolve(&d.path().join("l16.qcow2")).unwrap_err();
+        assert!(matches!(err, ChainError::TooDeep { .. }), "{err}");
+        assert!(err
+            .to_string()
+            .ends_with("backing chain is longer than 16 layers"));
+    }
+
+    #[test]
+    fn backing_files_are_opened_read_only() {
+        struct Watch(Vec<PathBuf>);
+        impl Opener for Watch {
+            fn open_read_only(&mut self, path: &Path) -> io::Result<File> {
+                self.0.push(path.to_path_buf());
+                File::open(path)
+            }
+        }
+        let d = tempfile::tempdir().unwrap();
+        qemu_img(
+            d.path(),
+            &["create", "-q", "-f", "qcow2", "base.qcow2", "1M"],
+        );
+        qemu_img(
+            d.path(),
+            &[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-b",
+                "base.qcow2",
+                "-F",
+                "qcow2",
+                "top.qcow2",
+            ],
+        );
+        let top = d.path().join("top.qcow2");
+        let mut w = Watch(vec![]);
+        let layers = resolve_chain(&top, File::open(&top).unwrap(), Format::Qcow2, &mut w).unwrap();
+        assert_eq!(w.0, vec![d.path().join("base.qcow2")]);
+        for l in &layers[1..] {
+            // O_RDONLY: writing must fail with EBADF.
+            use std::io::Write;
+            let mut f = &l.file;
+            assert_eq!(f.write(b"x").unwrap_err().raw_os_error(), Some(libc::EBADF));
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! `losetup-fmt`: set up and control loop-file-fmt devices (`/dev/lffN`),
+//! block devices whose backing file is read through a format driver (raw,
+//! qcow2, ...). The command line follows util-linux `losetup`.
+//!
+//! Modules, from the kernel ABI up:
+//! - [`uapi`]: bindings generated from `include/uapi/linux/loop_file_fmt.h`;
+//! - [`device`]: [`device::Device`] and [`device::Control`], the ioctls;
+//! - [`qcow2`] and [`chain`]: format detection and backing chains;
+//! - [`sysfs`]: what `-l`/`-a`/`-j` read;
+//! - [`output`]: the list table, raw and JSON output;
+//! - [`size`], [`args`]: the command line;
+//! - [`cli`]: the actions.
+
+pub mod args;
+pub mod chain;
+pub mod cli;
+pub mod device;
+pub mod errors;
+pub mod output;
+pub mod qcow2;
+pub mod size;
+pub mod sysfs;
+pub mod uapi;
+
+pub use cli::{run, Env};
