@@ -143,10 +143,7 @@ impl Cx<'_> {
                     0
                 }
                 Err(e) => {
-                    self.warn(format!(
-                        "cannot find an unused loop device: {}",
-                        strerror(&e)
-                    ));
+                    self.warn(format!("cannot find an unused loop device: {e}"));
                     1
                 }
             },
@@ -205,8 +202,17 @@ impl Cx<'_> {
         }
     }
 
-    fn find_free(&self) -> io::Result<PathBuf> {
-        let n = self.control()?.get_free()?;
+    /// `LFF_CTL_GET_FREE`; the error text names the control node when it
+    /// cannot be opened.
+    fn find_free(&self) -> Result<PathBuf, String> {
+        let ctl = self.control().map_err(|e| {
+            format!(
+                "{}: {}",
+                Control::path(&self.env.roots.dev).display(),
+                strerror(&e)
+            )
+        })?;
+        let n = ctl.get_free().map_err(|e| strerror(&e))?;
         Ok(self.env.roots.dev_path(&sysfs::name_of(n)))
     }
 
@@ -257,6 +263,13 @@ impl Cx<'_> {
                 return 1;
             }
         };
+        if s.format == FileFmt::Default && chain::probe(&top).ok() == Some(Format::Qcow2) {
+            self.warn(format!(
+                "{}: Warning: file has the qcow2 magic but is attached as raw; \
+                 use --file-fmt qcow2 (or auto) to read it as qcow2",
+                file.display()
+            ));
+        }
         let (format, layers) = match resolve_layers(file, top, &s.format) {
             Ok(x) => x,
             Err(msg) => {
@@ -304,10 +317,7 @@ impl Cx<'_> {
                         (p, n, true)
                     }
                     Err(e) => {
-                        self.warn(format!(
-                            "cannot find an unused loop device: {}",
-                            strerror(&e)
-                        ));
+                        self.warn(format!("cannot find an unused loop device: {e}"));
                         return 1;
                     }
                 },

@@ -259,7 +259,20 @@ fn json_value(col: Column, v: Option<&str>) -> String {
 pub fn render(infos: &[DeviceInfo], cols: &[Column], style: Style, headings: bool) -> String {
     let rows: Vec<Vec<Option<String>>> = infos
         .iter()
-        .map(|i| cols.iter().map(|c| c.value(i)).collect())
+        .map(|i| {
+            cols.iter()
+                .map(|c| match (style, c.value(i)) {
+                    // Like losetup, the table aligns "MAJ:MIN" on the colon.
+                    (Style::Table, Some(v)) if matches!(c, Column::MajMin | Column::BackMajMin) => {
+                        Some(match v.split_once(':') {
+                            Some((a, b)) => format!("{a:>3}:{b:<3}"),
+                            None => v,
+                        })
+                    }
+                    (_, v) => v,
+                })
+                .collect()
+        })
         .collect();
     match style {
         Style::Json => render_json(&rows, cols),
@@ -469,7 +482,7 @@ NAME       SIZELIMIT  OFFSET AUTOCLEAR RO BACK-FILE              DIO LOG-SEC FOR
             "\
 NAME       BACK-INO BACK-MAJ:MIN MAJ:MIN LAYERS
 /dev/lff0                        252:0        1
-/dev/lff10      131 8:1          252:10       3
+/dev/lff10      131   8:1        252:10       3
 "
         );
     }
