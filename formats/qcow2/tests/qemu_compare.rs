@@ -20,6 +20,11 @@ fn converted(cluster: &str, size: usize, extra_opts: &str, compress: bool, seed:
     }
     args.extend_from_slice(&[s(&raw), s(&img)]);
     qemu_img(&args);
+    if compress {
+        let (count, crossing) = compressed_stats(&img);
+        assert!(count > 0, "no compressed clusters");
+        assert!(crossing > 0, "no compressed cluster crosses a host cluster");
+    }
     check_image(d, &img);
     // Later writes: uncompressed data, zeros and discards over the image.
     qemu_io(

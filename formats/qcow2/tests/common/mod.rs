@@ -162,3 +162,34 @@ pub fn write_raw(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// Counts the compressed clusters of a (single-layer) qcow2 image and how
+/// many of them have data crossing a host cluster boundary.
+pub fn compressed_stats(image: &Path) -> (usize, usize) {
+    use qcow2_format::format::table::{decode_l1_entry, decode_l2_entry, l2_table_entry};
+    use qcow2_format::{Header, L2Entry};
+    let data = fs::read(image).unwrap();
+    let h = Header::parse(&data).unwrap();
+    let g = h.geometry();
+    let cs = g.cluster_size();
+    let (mut count, mut crossing) = (0, 0);
+    for i in 0..h.l1_size as usize {
+        let off = h.l1_table_offset as usize + i * 8;
+        let raw = u64::from_be_bytes(data[off..off + 8].try_into().unwrap());
+        let Some(l2) = decode_l1_entry(&g, i as u64, raw).unwrap() else {
+            continue;
+        };
+        let table = &data[l2 as usize..(l2 + cs) as usize];
+        for j in 0..g.l2_entries() {
+            let (raw, bitmap) = l2_table_entry(&g, table, j).unwrap();
+            if let L2Entry::Compressed(d) = decode_l2_entry(&g, raw, bitmap).unwrap() {
+                let (start, len) = d.read_range(data.len() as u64).unwrap();
+                count += 1;
+                if start / cs != (start + len - 1) / cs {
+                    crossing += 1;
+                }
+            }
+        }
+    }
+    (count, crossing)
+}
