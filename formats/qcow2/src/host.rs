@@ -95,22 +95,62 @@ impl Decompressor for HostDecompressor {
     }
 }
 
-/// One open file per layer.
+/// The bytes behind one layer: an open file or an in-memory copy.
+pub enum LayerData {
+    /// A file, read with `pread`.
+    File(File),
+    /// Bytes in memory (tests, fuzzing).
+    Memory(Vec<u8>),
+}
+
+impl LayerData {
+    /// Length in bytes.
+    pub fn len(&self) -> Result<u64> {
+        match self {
+            LayerData::File(f) => Ok(f.metadata().map_err(|e| io_error(&e))?.len()),
+            LayerData::Memory(v) => Ok(v.len() as u64),
+        }
+    }
+
+    /// Whether the layer is empty.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Fills `buf` from `offset`; a short read is an error.
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        match self {
+            LayerData::File(f) => f.read_exact_at(buf, offset).map_err(|e| io_error(&e)),
+            LayerData::Memory(v) => {
+                let src = usize::try_from(offset)
+                    .ok()
+                    .and_then(|o| v.get(o..o.checked_add(buf.len())?))
+                    .ok_or(Error::Io(EIO))?;
+                buf.copy_from_slice(src);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// One [`LayerData`] per layer of a chain.
 pub struct FileStorage {
-    files: Vec<File>,
+    layers: Vec<LayerData>,
 }
 
 impl FileStorage {
-    /// Storage over `files`, layer `i` being `files[i]`.
-    pub fn new(files: Vec<File>) -> FileStorage {
-        FileStorage { files }
+    /// Storage over `layers`, layer `i` being `layers[i]`.
+    pub fn new(layers: Vec<LayerData>) -> FileStorage {
+        FileStorage { layers }
     }
 }
 
 impl Storage for FileStorage {
     fn read_at(&self, layer: usize, buf: &mut [u8], offset: u64) -> Result<()> {
-        let file = self.files.get(layer).ok_or(Error::Internal)?;
-        file.read_exact_at(buf, offset).map_err(|e| io_error(&e))
+        self.layers
+            .get(layer)
+            .ok_or(Error::Internal)?
+            .read_exact_at(buf, offset)
     }
 }
 
@@ -223,17 +263,16 @@ pub struct Image {
     decompressor: HostDecompressor,
 }
 
-fn read_prefix(file: &File, file_len: u64) -> Result<Vec<u8>> {
+fn read_prefix(data: &LayerData, file_len: u64) -> Result<Vec<u8>> {
     let len = file_len.min(HEADER_READ_LEN as u64) as usize;
     let mut buf = vec![0u8; len];
-    file.read_exact_at(&mut buf, 0).map_err(|e| io_error(&e))?;
+    data.read_exact_at(&mut buf, 0)?;
     Ok(buf)
 }
 
-fn load_l1(file: &File, q: &Qcow2Layer) -> Result<Vec<u64>> {
+fn load_l1(data: &LayerData, q: &Qcow2Layer) -> Result<Vec<u64>> {
     let mut raw = vec![0u8; q.l1_table_bytes()];
-    file.read_exact_at(&mut raw, q.l1_table_offset())
-        .map_err(|e| io_error(&e))?;
+    data.read_exact_at(&mut raw, q.l1_table_offset())?;
     Ok(raw
         .chunks_exact(8)
         .map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8])))
@@ -244,51 +283,22 @@ impl Image {
     /// Opens the image at `path` and its backing chain (backing file names
     /// relative to the directory of the image naming them, as QEMU does).
     pub fn open(path: &Path) -> Result<Image> {
-        Self::open_with(path, None)
+        Self::open_path(path, None)
     }
 
     /// Like [`Image::open`], but reads the internal snapshot selected by
     /// `snapshot` of the top image instead of its active state.
     pub fn open_snapshot(path: &Path, snapshot: SnapshotSelector<'_>) -> Result<Image> {
-        Self::open_with(path, Some(snapshot))
+        Self::open_path(path, Some(snapshot))
     }
 
-    fn open_with(path: &Path, snapshot: Option<SnapshotSelector<'_>>) -> Result<Image> {
-        let mut files = Vec::new();
-        let mut layers = Vec::new();
-        let mut headers = Vec::new();
+    fn open_path(path: &Path, snapshot: Option<SnapshotSelector<'_>>) -> Result<Image> {
+        let open = |p: &Path| -> Result<LayerData> {
+            Ok(LayerData::File(File::open(p).map_err(|e| io_error(&e))?))
+        };
         let mut current: PathBuf = path.to_path_buf();
-        let mut format = LayerFormat::Qcow2;
-        loop {
-            if layers.len() >= MAX_CHAIN_DEPTH {
-                return Err(Error::ChainTooDeep);
-            }
-            let file = File::open(&current).map_err(|e| io_error(&e))?;
-            let file_len = file.metadata().map_err(|e| io_error(&e))?.len();
-            if format == LayerFormat::Raw {
-                layers.push(Layer::Raw { len: file_len });
-                headers.push(None);
-                files.push(file);
-                break;
-            }
-            let buf = read_prefix(&file, file_len)?;
-            let header = Header::parse(&buf)?;
-            let q = if let (Some(sel), true) = (snapshot, layers.is_empty()) {
-                let probe = FileStorage::new(vec![file.try_clone().map_err(|e| io_error(&e))?]);
-                let snap = find_snapshot(&probe, 0, &header, file_len, sel)?;
-                Qcow2Layer::from_snapshot(&header, &snap, file_len)?
-            } else {
-                Qcow2Layer::new(&header, file_len)?
-            };
-            layers.push(Layer::Qcow2(q));
-            files.push(file);
-            let backing = header.backing_file_name(&buf).map(|n| n.to_vec());
-            let backing_fmt = header.backing_format_name(&buf).map(|n| n.to_vec());
-            headers.push(Some((header, buf)));
-            let Some(name) = backing else {
-                break;
-            };
-            let name = Path::new(std::ffi::OsStr::from_bytes(&name));
+        Self::build(open(path)?, snapshot, |name| {
+            let name = Path::new(std::ffi::OsStr::from_bytes(name));
             let next = if name.is_absolute() {
                 name.to_path_buf()
             } else {
@@ -297,13 +307,74 @@ impl Image {
                     .unwrap_or_else(|| Path::new("."))
                     .join(name)
             };
-            let probe_file = File::open(&next).map_err(|e| io_error(&e))?;
-            let mut magic = [0u8; 4];
-            let n = probe_file
-                .read_at(&mut magic, 0)
-                .map_err(|e| io_error(&e))?;
-            format = LayerFormat::detect(backing_fmt.as_deref(), magic.get(..n).unwrap_or(&[]))?;
+            let data = open(&next)?;
             current = next;
+            Ok(data)
+        })
+    }
+
+    /// Opens an in-memory image: `layers[0]` is the top qcow2 image, the
+    /// following entries are its backing files in chain order (used when
+    /// the image above names a backing file, whatever the name). For tests
+    /// and fuzzing.
+    pub fn from_memory(
+        layers: Vec<Vec<u8>>,
+        snapshot: Option<SnapshotSelector<'_>>,
+    ) -> Result<Image> {
+        let mut iter = layers.into_iter().map(LayerData::Memory);
+        let top = iter.next().ok_or(Error::Io(ENOENT))?;
+        Self::build(top, snapshot, |_| iter.next().ok_or(Error::Io(ENOENT)))
+    }
+
+    /// Builds the chain from `top`, asking `backing` for the data of each
+    /// backing file by name.
+    fn build(
+        top: LayerData,
+        snapshot: Option<SnapshotSelector<'_>>,
+        mut backing: impl FnMut(&[u8]) -> Result<LayerData>,
+    ) -> Result<Image> {
+        let mut datas: Vec<LayerData> = Vec::new();
+        let mut layers = Vec::new();
+        let mut headers = Vec::new();
+        let mut next = Some((top, LayerFormat::Qcow2));
+        while let Some((data, format)) = next.take() {
+            if layers.len() >= MAX_CHAIN_DEPTH {
+                return Err(Error::ChainTooDeep);
+            }
+            let file_len = data.len()?;
+            if format == LayerFormat::Raw {
+                layers.push(Layer::Raw { len: file_len });
+                headers.push(None);
+                datas.push(data);
+                break;
+            }
+            let buf = read_prefix(&data, file_len)?;
+            let header = Header::parse(&buf)?;
+            let q = match snapshot {
+                Some(sel) if layers.is_empty() => {
+                    let probe = FileStorage::new(vec![data]);
+                    let snap = find_snapshot(&probe, 0, &header, file_len, sel)?;
+                    let q = Qcow2Layer::from_snapshot(&header, &snap, file_len)?;
+                    let mut back = probe.layers;
+                    datas.push(back.pop().ok_or(Error::Internal)?);
+                    q
+                }
+                _ => {
+                    let q = Qcow2Layer::new(&header, file_len)?;
+                    datas.push(data);
+                    q
+                }
+            };
+            layers.push(Layer::Qcow2(q));
+            if let Some(name) = header.backing_file_name(&buf) {
+                let data = backing(name)?;
+                let mut magic = [0u8; 4];
+                let n = if data.len()? >= 4 { 4 } else { 0 };
+                data.read_exact_at(&mut magic[..n], 0)?;
+                let format = LayerFormat::detect(header.backing_format_name(&buf), &magic[..n])?;
+                next = Some((data, format));
+            }
+            headers.push(Some((header, buf)));
         }
         let mut iter = layers.iter();
         let mut chain = Chain::new(*iter.next().ok_or(Error::Internal)?);
@@ -312,10 +383,10 @@ impl Image {
         }
         let mut l1 = Vec::new();
         let mut cluster_sizes = Vec::new();
-        for (layer, file) in layers.iter().zip(files.iter()) {
+        for (layer, data) in layers.iter().zip(datas.iter()) {
             match layer {
                 Layer::Qcow2(q) => {
-                    l1.push(load_l1(file, q)?);
+                    l1.push(load_l1(data, q)?);
                     cluster_sizes.push(q.geometry().cluster_len());
                 }
                 Layer::Raw { .. } => {
@@ -325,7 +396,7 @@ impl Image {
             }
         }
         Ok(Image {
-            storage: FileStorage::new(files),
+            storage: FileStorage::new(datas),
             chain,
             headers,
             l1,

@@ -188,9 +188,10 @@ fn unknown_incompatible_bit_is_named_from_feature_table() {
 fn unsupported_features() {
     let dir = tempdir();
     let d = dir.path();
-    // LUKS encryption.
+    // LUKS encryption. Creating it benchmarks PBKDF, which can fail on a
+    // loaded machine: retry, then fall back to a patched header.
     let enc = path(d, "enc.qcow2");
-    qemu_img(&[
+    let args = [
         "create",
         "-q",
         "-f",
@@ -198,10 +199,14 @@ fn unsupported_features() {
         "--object",
         "secret,id=sec0,data=123456",
         "-o",
-        "encrypt.format=luks,encrypt.key-secret=sec0",
+        "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10",
         s(&enc),
         "1M",
-    ]);
+    ];
+    if !(0..3).any(|_| try_run("qemu-img", &args)) {
+        let plain = base_image(d, "plain.qcow2", &[]);
+        patched(d, &plain, "enc.qcow2", |v| be32(v, 32, 2));
+    }
     let e = open_err(&enc);
     assert!(matches!(e, Error::Encrypted(2)), "{e:?}");
     assert_eq!(e.errno(), 95);

@@ -315,6 +315,13 @@ fn three_layer_chain_with_raw_base() {
     assert_eq!(image.chain().len(), 3);
     drop(image);
     check_image(d, &top);
+    // The same chain from memory.
+    let layers = ["top.qcow2", "mid.qcow2", "base.raw"]
+        .iter()
+        .map(|n| std::fs::read(d.join(n)).unwrap())
+        .collect();
+    let mut image = Image::from_memory(layers, None).unwrap();
+    compare(&mut image, &oracle(d, &top, &[]), 50, 5);
     // Backing format not recorded: probed (qcow2 magic or raw).
     let probed = path(d, "probed.qcow2");
     qemu_img(&[

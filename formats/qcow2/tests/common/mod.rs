@@ -23,6 +23,15 @@ pub fn run(cmd: &str, args: &[&str]) {
     );
 }
 
+/// Runs a command, returning whether it succeeded.
+pub fn try_run(cmd: &str, args: &[&str]) -> bool {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
 /// `qemu-img ARGS...`.
 pub fn qemu_img(args: &[&str]) {
     run("qemu-img", args);
