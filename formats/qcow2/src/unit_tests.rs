@@ -137,6 +137,18 @@ fn l2_standard_entries() {
         decode_l2_entry(&geo, (1 << 62) | 0x1234, 0),
         Ok(L2Entry::Compressed(_))
     ));
+    // Version 2: no zero flag.
+    let v2 = Geometry::for_version(2, CB, false).unwrap();
+    assert_eq!(
+        decode_l2_entry(&v2, 0x50001, 0),
+        Err(Error::CorruptL2Entry { raw: 0x50001 })
+    );
+    assert_eq!(
+        decode_l2_entry(&v2, 0x50000, 0),
+        Ok(L2Entry::Data {
+            host_offset: 0x50000
+        })
+    );
 }
 
 #[test]

@@ -476,3 +476,35 @@ fn mutation_smoke() {
         }
     }
 }
+
+/// Version 2 images have no zero flag: bit 0 of a standard L2 entry is
+/// corrupt metadata there (QEMU says the same), failing only that cluster.
+#[test]
+fn version2_zero_bit_is_corrupt() {
+    let dir = tempdir();
+    let d = dir.path();
+    let img = path(d, "v2.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        "compat=0.10,cluster_size=4k",
+        s(&img),
+        "1M",
+    ]);
+    qemu_io(&img, &["write -P 0x3c 0 64k"]);
+    let p = patched(d, &img, "v2zero.qcow2", |v| {
+        let l2 = (get64(v, get64(v, 40) as usize) & 0x00ff_ffff_ffff_fe00) as usize;
+        v[l2 + 8 * 3 + 7] |= 1;
+    });
+    let mut image = Image::open(&p).unwrap();
+    let mut buf = vec![0u8; 12288];
+    image.read_at(&mut buf, 0).unwrap();
+    assert!(buf.iter().all(|&b| b == 0x3c));
+    let e = image.read_at(&mut buf[..10], 12290).unwrap_err();
+    assert!(matches!(e, Error::CorruptL2Entry { .. }), "{e:?}");
+    assert_eq!(e.errno(), 5);
+    image.read_at(&mut buf, 16384).unwrap();
+}

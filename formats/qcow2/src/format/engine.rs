@@ -137,9 +137,8 @@ impl Chain {
             return Err(out_of_range);
         }
         // ends[d]: end of the range being served by layer d.
-        let mut ends = [0u64; MAX_CHAIN_DEPTH];
+        let mut ends = [end; MAX_CHAIN_DEPTH];
         let mut depth = 0usize;
-        ends[0] = end;
         let mut pos = offset;
         loop {
             let stop = *ends.get(depth).ok_or(Error::Internal)?;

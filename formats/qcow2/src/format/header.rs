@@ -399,7 +399,8 @@ impl Header {
             });
         }
 
-        let geometry = Geometry::new(cluster_bits, incompat & INCOMPAT_EXTENDED_L2 != 0)?;
+        let geometry =
+            Geometry::for_version(version, cluster_bits, incompat & INCOMPAT_EXTENDED_L2 != 0)?;
 
         if refcount_order > MAX_REFCOUNT_ORDER {
             return Err(Error::BadRefcountOrder(refcount_order));

@@ -251,8 +251,7 @@ pub struct Chain {
 impl Chain {
     /// A chain with only `top`.
     pub fn new(top: Layer) -> Chain {
-        let mut layers = [None; MAX_CHAIN_DEPTH];
-        layers[0] = Some(top);
+        let layers = core::array::from_fn(|i| if i == 0 { Some(top) } else { None });
         Chain { layers, len: 1 }
     }
 

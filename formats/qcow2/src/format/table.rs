@@ -17,8 +17,8 @@
 //!   second 64-bit word is the subcluster bitmap: bit `i` (0..32) =
 //!   subcluster `i` allocated, bit `32 + i` = subcluster `i` reads as zero;
 //!   both set, or allocation bits without a host cluster, is invalid.
-//!   The spec says bit 0 is always 0 in version 2 images; like QEMU, a set
-//!   bit 0 is still honoured as "zero" there.
+//!   Bit 0 is always 0 in version 2 images; a set bit 0 there is corrupt
+//!   metadata, as in QEMU.
 //! - [`map_entry`] answers the question for one entry, at subcluster
 //!   granularity; [`map_in_table`] extends the answer over following
 //!   entries of the same L2 table while the kind stays the same (and data
@@ -54,11 +54,19 @@ pub const MIN_EXTENDED_L2_CLUSTER_BITS: u32 = 14;
 pub struct Geometry {
     cluster_bits: u32,
     extended_l2: bool,
+    zero_flag: bool,
 }
 
 impl Geometry {
-    /// Validates `cluster_bits` (9..=21, at least 14 with extended L2).
+    /// Validates `cluster_bits` (9..=21, at least 14 with extended L2), for
+    /// a version 3 image.
     pub fn new(cluster_bits: u32, extended_l2: bool) -> Result<Geometry> {
+        Self::for_version(3, cluster_bits, extended_l2)
+    }
+
+    /// Like [`Geometry::new`] for image version `version`: version 2 images
+    /// have no zero flag (bit 0 of a standard L2 entry is then corrupt).
+    pub fn for_version(version: u32, cluster_bits: u32, extended_l2: bool) -> Result<Geometry> {
         if !(MIN_CLUSTER_BITS..=MAX_CLUSTER_BITS).contains(&cluster_bits) {
             return Err(Error::BadClusterBits(cluster_bits));
         }
@@ -68,6 +76,7 @@ impl Geometry {
         Ok(Geometry {
             cluster_bits,
             extended_l2,
+            zero_flag: version >= 3,
         })
     }
 
@@ -213,6 +222,9 @@ pub fn decode_l2_entry(geometry: &Geometry, raw: u64, bitmap: u64) -> Result<L2E
         });
     }
     if raw & FLAG_ZERO != 0 {
+        if !geometry.zero_flag {
+            return Err(Error::CorruptL2Entry { raw });
+        }
         Ok(L2Entry::Zero)
     } else if offset == 0 {
         Ok(L2Entry::Unallocated)
@@ -343,6 +355,18 @@ pub fn map_entry(
         kind,
         len: len.min(max_len),
     })
+}
+
+/// Reads raw entry `index` of an L1 table kept as its on-disk big-endian
+/// bytes (a helper for [`super::engine::Tables::l1_entry`]).
+pub fn l1_table_entry(table: &[u8], index: u32) -> Result<u64> {
+    let pos = usize::try_from(index).ok().and_then(|i| i.checked_mul(8));
+    pos.and_then(|p| be::u64_at(table, p))
+        .ok_or(Error::BufferSize {
+            what: Structure::L1Table,
+            expected: (u64::from(index) + 1) * 8,
+            got: table.len() as u64,
+        })
 }
 
 /// Reads the raw entry (and bitmap, for extended L2) at `index` of `table`.
