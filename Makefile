@@ -1,0 +1,78 @@
+# loop-file-fmt: top-level build.
+#
+#   make deps      install what is missing (Debian packages, rust-src, bindgen)
+#   make kernel    build the test kernel into the cache (no-op when cached)
+#   make modules   build the kernel modules against KDIR (default: that kernel)
+#   make tools     build losetup-fmt
+#   make test      host tests, then the guest suites through vm-run
+#   make clippy    the modules with CLIPPY=1 and cargo clippy, warnings fatal
+#
+# KDIR=/path/to/linux builds the modules against your own Rust-enabled
+# kernel tree (configured and built with LLVM=1).
+
+SHELL := /bin/bash
+ROOT := $(CURDIR)
+KERNEL_SCRIPT := $(ROOT)/scripts/qemu-boot/build-kernel
+# Warnings from rustc, clippy and the C compiler fail the build.
+WERROR ?= 1
+
+ifeq ($(KDIR),)
+KDIR_DEFAULT := 1
+KDIR := $(shell $(KERNEL_SCRIPT) --path)
+endif
+
+KMAKE_FLAGS := LLVM=1 M=$(ROOT)
+ifeq ($(WERROR),1)
+KMAKE_FLAGS += KCFLAGS=-Werror KRUSTFLAGS=-Dwarnings
+endif
+
+GEN_UAPI := drivers/block/loop_file_fmt/generated/uapi.rs
+UAPI_H := include/uapi/linux/loop_file_fmt.h
+
+.PHONY: all deps kernel modules tools test test-host test-guest clippy fmt clean
+
+all: modules tools
+
+deps:
+	@scripts/deps
+
+kernel: deps
+ifeq ($(KDIR_DEFAULT),1)
+	@$(KERNEL_SCRIPT) >/dev/null
+endif
+
+$(GEN_UAPI): $(UAPI_H) drivers/block/loop_file_fmt/uapi_numbers.h
+	@mkdir -p $(dir $@)
+	@PATH="$$HOME/.cargo/bin:$$PATH" bindgen drivers/block/loop_file_fmt/uapi_numbers.h \
+		--use-core --no-doc-comments --no-prepend-enum-name \
+		--default-enum-style consts \
+		--allowlist-type 'lff_.*' --allowlist-var 'LFF_.*' \
+		-o $@ -- -Iinclude/uapi
+
+modules: kernel $(GEN_UAPI)
+	@PATH="$$HOME/.cargo/bin:$$PATH" $(MAKE) -s -C $(KDIR) $(KMAKE_FLAGS) modules
+
+tools: deps
+	@cargo build --release --quiet -p losetup-fmt
+
+clippy: kernel $(GEN_UAPI)
+	@PATH="$$HOME/.cargo/bin:$$PATH" $(MAKE) -s -C $(KDIR) $(KMAKE_FLAGS) CLIPPY=1 modules
+	@cargo clippy --quiet --all-targets -- -D warnings
+
+fmt:
+	@rustfmt --edition 2021 $$(find drivers tests -name '*.rs' -not -path '*/generated/*')
+	@cargo fmt
+
+test: deps
+	@scripts/run-tests
+
+test-host: deps
+	@scripts/run-tests --host-only
+
+test-guest: deps
+	@scripts/run-tests --guest-only
+
+clean:
+	@[ ! -d "$(KDIR)" ] || $(MAKE) -s -C $(KDIR) M=$(ROOT) LLVM=1 clean
+	@rm -rf drivers/block/loop_file_fmt/generated
+	@cargo clean

@@ -1,0 +1,67 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The control node `/dev/loop-file-fmt-control`: add, remove and find
+//! free devices, in the spirit of `/dev/loop-control`.
+//!
+//! The `struct miscdevice` is not in the 6.12 Rust bindings, so the node is
+//! defined in `lff_helpers.c`, which calls [`lff_ctl_ioctl`].
+
+use crate::registry::CORE;
+use crate::wrappers::{capable_sys_admin, uapi};
+use kernel::error::to_result;
+use kernel::ffi::{c_long, c_uint, c_ulong};
+use kernel::prelude::*;
+
+extern "C" {
+    fn lff_ctl_register() -> kernel::ffi::c_int;
+    fn lff_ctl_deregister();
+}
+
+/// The registered control node; deregistered when dropped.
+pub(crate) struct ControlNode(());
+
+impl ControlNode {
+    /// Registers the misc device.
+    pub(crate) fn register() -> Result<Self> {
+        // SAFETY: called once from module init; the helper registers a
+        // static miscdevice.
+        to_result(unsafe { lff_ctl_register() })?;
+        Ok(Self(()))
+    }
+}
+
+impl Drop for ControlNode {
+    fn drop(&mut self) {
+        // SAFETY: registered in `register`; `misc_deregister` waits for no
+        // one but stops new opens; an open file pins this module.
+        unsafe { lff_ctl_deregister() };
+    }
+}
+
+fn ctl_ioctl(cmd: c_uint, arg: c_ulong) -> Result<i32> {
+    if !capable_sys_admin() {
+        return Err(EPERM);
+    }
+    let core = CORE.get().ok_or(ENODEV)?;
+    // The argument is an int passed by value.
+    let index = arg as i32;
+    match cmd {
+        uapi::LFF_NR_CTL_ADD => core.add_device(if index < 0 { None } else { Some(index as u32) }),
+        uapi::LFF_NR_CTL_REMOVE => {
+            let index = u32::try_from(index).map_err(|_| EINVAL)?;
+            core.remove_device(index).map(|()| 0)
+        }
+        uapi::LFF_NR_CTL_GET_FREE => core.get_free(),
+        _ => Err(ENOTTY),
+    }
+    .map(|i| i as i32)
+}
+
+/// `unlocked_ioctl` of the control node.
+#[no_mangle]
+pub(crate) extern "C" fn lff_ctl_ioctl(_file: *mut kernel::bindings::file, cmd: c_uint, arg: c_ulong) -> c_long {
+    match ctl_ioctl(cmd, arg) {
+        Ok(v) => v as c_long,
+        Err(e) => e.to_errno() as c_long,
+    }
+}

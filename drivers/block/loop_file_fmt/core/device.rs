@@ -1,0 +1,505 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! One `/dev/lffN`: configuration (`LFF_CONFIGURE`, `LFF_CLR_FD`,
+//! `LFF_GET_STATUS`), the request path and the sysfs attributes.
+//!
+//! Like loop.c, configuration is one validating sequence
+//! ([`Device::configure`]: check the arguments and files, attach the
+//! format driver, set limits and size, then publish) with its mirror
+//! ([`Device::clear`]). `cfg` serialises them (the role of `lo_mutex`); the
+//! request path only takes the `io` spinlock to clone the current
+//! [`Attached`], which configuration replaces with the queue frozen.
+//!
+//! Lock order: the disk's `open_mutex` (held by the block layer around
+//! `open`/`release`) → `cfg` → `io`.
+
+use crate::registry::{Core, CORE, PART_SHIFT};
+use crate::wrappers::blk::{BlockFops, Disk, DiskOps, Group, Limits, Major, Op, Request};
+use crate::wrappers::file::{File, FileKind};
+use crate::wrappers::format::{Instance, SysfsBuf, MAX_LAYERS};
+use crate::wrappers::{capable_sys_admin, nr_cpu_ids, uapi};
+use core::fmt::Write;
+use kernel::fmt;
+use kernel::prelude::*;
+use kernel::str::{CStr, CString};
+use kernel::sync::{new_mutex, new_spinlock, Arc, Mutex, SpinLock};
+use kernel::uaccess::UserSlice;
+
+const SECTOR: u64 = 512;
+const SETTABLE_FLAGS: u32 = uapi::LFF_FLAGS_READ_ONLY
+    | uapi::LFF_FLAGS_DIRECT_IO
+    | uapi::LFF_FLAGS_AUTOCLEAR
+    | uapi::LFF_FLAGS_PARTSCAN;
+// `struct module` holds structs that are empty in some configurations;
+// only its address is used.
+#[allow(improper_ctypes)]
+extern "C" {
+    static __this_module: kernel::types::Opaque<kernel::bindings::module>;
+}
+
+/// Block device operations of every `/dev/lffN`, owned by this module.
+// SAFETY: only the address of `__this_module` is taken.
+static FOPS: BlockFops = BlockFops::new::<Device>(unsafe { __this_module.get() });
+
+/// The core attributes of `/sys/block/lffN/loop_file_fmt/`.
+const CORE_ATTRS: [&CStr; 8] = [
+    kernel::c_str!("backing_file"),
+    kernel::c_str!("format"),
+    kernel::c_str!("offset"),
+    kernel::c_str!("sizelimit"),
+    kernel::c_str!("autoclear"),
+    kernel::c_str!("partscan"),
+    kernel::c_str!("dio"),
+    kernel::c_str!("nr_layers"),
+];
+
+/// What a configured device serves: the format driver instance and the
+/// configuration. Immutable once published; dropped (detaching the driver)
+/// when the last request or sysfs read using it is done.
+struct Attached {
+    inst: Instance,
+    files: KVec<File>,
+    flags: u32,
+    block_size: u32,
+    offset: u64,
+    sizelimit: u64,
+    /// Bytes exposed by the device.
+    size: u64,
+    /// Path of the image, for sysfs and `LFF_GET_STATUS`.
+    path: KVec<u8>,
+}
+
+impl Attached {
+    fn read_only(&self) -> bool {
+        self.flags & uapi::LFF_FLAGS_READ_ONLY != 0
+    }
+}
+
+struct State {
+    disk: Option<Arc<Disk<Device>>>,
+    group: Option<KBox<Group>>,
+    attached: Option<Arc<Attached>>,
+    deleting: bool,
+}
+
+/// One `/dev/lffN`.
+#[pin_data]
+pub(crate) struct Device {
+    index: u32,
+    name: CString,
+    #[pin]
+    cfg: Mutex<State>,
+    #[pin]
+    io: SpinLock<Option<Arc<Attached>>>,
+}
+
+fn cstr_field(bytes: &[core::ffi::c_char]) -> Result<&CStr> {
+    // SAFETY: `c_char` and `u8` have the same size and alignment.
+    let b = unsafe { core::slice::from_raw_parts(bytes.as_ptr().cast::<u8>(), bytes.len()) };
+    let len = b.iter().position(|&c| c == 0).ok_or(EINVAL)?;
+    CStr::from_bytes_with_nul(&b[..=len]).map_err(|_| EINVAL)
+}
+
+fn copy_cstr(dst: &mut [core::ffi::c_char], src: &[u8]) {
+    let n = src.len().min(dst.len().saturating_sub(1));
+    for (d, &s) in dst.iter_mut().zip(&src[..n]) {
+        *d = s as core::ffi::c_char;
+    }
+    if let Some(d) = dst.get_mut(n) {
+        *d = 0;
+    }
+}
+
+impl Device {
+    pub(crate) fn new(index: u32, major: &Major) -> Result<Arc<Self>> {
+        let name = CString::try_from_fmt(fmt!("lff{}", index))?;
+        let dev = Arc::pin_init(
+            pin_init!(Self {
+                index,
+                name,
+                cfg <- new_mutex!(State { disk: None, group: None, attached: None, deleting: false }),
+                io <- new_spinlock!(None),
+            }),
+            GFP_KERNEL,
+        )?;
+        let disk = Disk::new(
+            &dev.name,
+            major,
+            index << PART_SHIFT,
+            1 << PART_SHIFT,
+            &FOPS,
+            dev.clone(),
+            nr_cpu_ids(),
+            128,
+        )?;
+        dev.cfg.lock().disk = Some(Arc::new(disk, GFP_KERNEL)?);
+        Ok(dev)
+    }
+
+    fn name(&self) -> &CStr {
+        &self.name
+    }
+
+    pub(crate) fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// Whether the device can be given out by `LFF_CTL_GET_FREE`.
+    pub(crate) fn is_free(&self) -> bool {
+        let st = self.cfg.lock();
+        !st.deleting && st.attached.is_none()
+    }
+
+    /// Marks the device as going away and hands out its disk, unless it is
+    /// attached or open (`EBUSY`).
+    pub(crate) fn start_removal(&self) -> Result<Arc<Disk<Device>>> {
+        let mut st = self.cfg.lock();
+        let disk = st.disk.as_ref().ok_or(ENODEV)?;
+        if st.attached.is_some() || disk.openers() > 0 {
+            return Err(EBUSY);
+        }
+        st.deleting = true;
+        st.disk.take().ok_or(ENODEV)
+    }
+
+    fn core() -> Result<&'static Core> {
+        CORE.get().ok_or(ENODEV)
+    }
+
+    /// `LFF_CONFIGURE`.
+    fn configure(&self, arg: usize) -> Result {
+        let cfg: uapi::lff_config =
+            UserSlice::new(arg, core::mem::size_of::<uapi::lff_config>()).reader().read()?;
+        let nr = cfg.nr_fds as usize;
+        if nr == 0 || nr > MAX_LAYERS || cfg.flags & !SETTABLE_FLAGS != 0 {
+            return Err(EINVAL);
+        }
+        if cfg.__pad != 0 || cfg.__reserved.iter().any(|&r| r != 0) {
+            return Err(EINVAL);
+        }
+        let block_size = match cfg.block_size {
+            0 => 512,
+            b if (512..=kernel::page::PAGE_SIZE as u32).contains(&b) && b.is_power_of_two() => b,
+            _ => return Err(EINVAL),
+        };
+        if cfg.offset % SECTOR != 0 || cfg.sizelimit % SECTOR != 0 {
+            return Err(EINVAL);
+        }
+        let format = cstr_field(&cfg.format)?;
+        let options = cstr_field(&cfg.options)?;
+        if format.is_empty()
+            || !format.as_bytes().iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-')
+        {
+            pr_err!("{}: invalid format name\n", self.name());
+            return Err(EINVAL);
+        }
+        let core = Self::core()?;
+
+        let mut files = KVec::with_capacity(nr, GFP_KERNEL)?;
+        for &fd in &cfg.fds[..nr] {
+            let f = File::from_fd(fd)?;
+            match f.kind() {
+                FileKind::Regular => {}
+                FileKind::Block => {
+                    // Stacking on our own devices could recurse into this
+                    // queue: refuse it.
+                    if f.ids().2 >> 20 == core.major.get() {
+                        pr_err!("{}: a layer is itself an lff device\n", self.name());
+                        return Err(EINVAL);
+                    }
+                }
+                FileKind::Other => return Err(EINVAL),
+            }
+            files.push(f, GFP_KERNEL)?;
+        }
+        let mut flags = cfg.flags;
+        if !files[0].is_writable() {
+            flags |= uapi::LFF_FLAGS_READ_ONLY;
+        }
+        if flags & uapi::LFF_FLAGS_DIRECT_IO != 0 {
+            let f = &files[0];
+            if !f.is_direct_io() || !f.can_direct_io() || block_size < f.direct_io_alignment() {
+                pr_err!("{}: direct I/O needs the image open with O_DIRECT and a block size >= {}\n",
+                    self.name(), f.direct_io_alignment());
+                return Err(EINVAL);
+            }
+        }
+
+        // Serialise against other configuration of this device from here.
+        let mut st = self.cfg.lock();
+        if st.deleting {
+            return Err(ENXIO);
+        }
+        if st.attached.is_some() {
+            return Err(EBUSY);
+        }
+        let driver = core.get_driver(format).inspect_err(|_| {
+            pr_err!("{}: no driver for format '{}' (module loop-file-fmt-{})\n", self.name(), format, format);
+        })?;
+        let ro = flags & uapi::LFF_FLAGS_READ_ONLY != 0;
+        let dio = flags & uapi::LFF_FLAGS_DIRECT_IO != 0;
+        let (inst, out) = driver.attach(&files, options, &self.name, ro, dio)?;
+        if out.force_read_only && !ro {
+            pr_err!("{}: format '{}' can only attach this image read-only\n", self.name(), format);
+            return Err(EROFS);
+        }
+        if !ro && !inst.can_write() {
+            pr_err!("{}: format '{}' is read-only; attach with read-only\n", self.name(), format);
+            return Err(EROFS);
+        }
+        if out.nr_files_used != nr {
+            pr_err!("{}: the image has {} layers but {} files were given\n", self.name(), out.nr_files_used, nr);
+            return Err(EINVAL);
+        }
+        if cfg.offset >= out.size {
+            pr_err!("{}: offset {} is beyond the image size {}\n", self.name(), cfg.offset, out.size);
+            return Err(EINVAL);
+        }
+        let mut size = out.size - cfg.offset;
+        if cfg.sizelimit != 0 {
+            size = size.min(cfg.sizelimit);
+        }
+        size -= size % u64::from(block_size);
+
+        let mut pathbuf = KVec::from_elem(0u8, 4096, GFP_KERNEL)?;
+        let mut path = KVec::new();
+        path.extend_from_slice(files[0].path(&mut pathbuf).unwrap_or(b"?"), GFP_KERNEL)?;
+
+        let att = Arc::new(
+            Attached { inst, files, flags, block_size, offset: cfg.offset, sizelimit: cfg.sizelimit, size, path },
+            GFP_KERNEL,
+        )?;
+        let disk = st.disk.clone().ok_or(ENXIO)?;
+        let max = u32::MAX >> 9;
+        let limits = Limits {
+            block_size,
+            write_cache: !ro && att.inst.can_flush(),
+            max_discard_sectors: if !ro && att.inst.can_discard() { max } else { 0 },
+            max_write_zeroes_sectors: if !ro && att.inst.can_write_zeroes() { max } else { 0 },
+        };
+        let mut attrs = KVec::with_capacity(CORE_ATTRS.len() + 8, GFP_KERNEL)?;
+        for name in CORE_ATTRS {
+            attrs.push((name, false), GFP_KERNEL)?;
+        }
+        for name in att.inst.attr_names() {
+            attrs.push((name, true), GFP_KERNEL)?;
+        }
+        let partscan = flags & uapi::LFF_FLAGS_PARTSCAN != 0;
+        {
+            let _frozen = disk.freeze();
+            disk.set_limits(&limits)?;
+            disk.set_read_only(ro);
+            disk.set_partscan(partscan);
+            *self.io.lock() = Some(att.clone());
+        }
+        match disk.add_group(kernel::c_str!("loop_file_fmt"), &attrs) {
+            Ok(g) => st.group = Some(g),
+            Err(e) => {
+                let _frozen = disk.freeze();
+                *self.io.lock() = None;
+                return Err(e);
+            }
+        }
+        disk.set_capacity(size / SECTOR);
+        disk.uevent_change();
+        st.attached = Some(att.clone());
+        pr_info!(
+            "{}: attached {} bytes, format {}{}\n",
+            self.name(),
+            size,
+            format,
+            if ro { ", read-only" } else { "" }
+        );
+        drop(st);
+        if partscan {
+            // Rescanning takes open_mutex, which the block layer holds
+            // while `open` takes `cfg`: rescan with `cfg` released.
+            let _ = disk.rescan(false);
+        }
+        Ok(())
+    }
+
+    /// `LFF_CLR_FD` and autoclear: detaches, unless opened by others.
+    fn clear(&self, st: &mut State, max_openers: u32, open_mutex_held: bool) -> Result {
+        let att = st.attached.as_ref().ok_or(ENXIO)?;
+        let disk = st.disk.clone().ok_or(ENXIO)?;
+        if disk.openers() > max_openers {
+            return Err(EBUSY);
+        }
+        let partscan = att.flags & uapi::LFF_FLAGS_PARTSCAN != 0;
+        {
+            let _frozen = disk.freeze();
+            *self.io.lock() = None;
+        }
+        if let Some(g) = st.group.take() {
+            disk.remove_group(g);
+        }
+        disk.invalidate();
+        disk.set_read_only(false);
+        if partscan {
+            let _ = disk.rescan(open_mutex_held);
+            disk.set_partscan(false);
+        }
+        disk.uevent_change();
+        st.attached = None;
+        pr_info!("{}: detached\n", self.name());
+        Ok(())
+    }
+
+    fn status(&self, arg: usize) -> Result {
+        let st = self.cfg.lock();
+        let att = st.attached.as_ref().ok_or(ENXIO)?;
+        let mut s = uapi::lff_status {
+            index: self.index,
+            flags: att.flags,
+            block_size: att.block_size,
+            nr_layers: att.files.len() as u32,
+            offset: att.offset,
+            sizelimit: att.sizelimit,
+            size: att.size,
+            device: 0,
+            inode: 0,
+            format: [0; 32],
+            file_name: [0; 64],
+            __reserved: [0; 8],
+        };
+        let (dev, ino, _) = att.files[0].ids();
+        s.device = dev;
+        s.inode = ino;
+        copy_cstr(&mut s.format, att.inst.name().as_bytes());
+        copy_cstr(&mut s.file_name, &att.path);
+        drop(st);
+        UserSlice::new(arg, core::mem::size_of::<uapi::lff_status>()).writer().write(&s)
+    }
+
+    fn current(&self) -> Option<Arc<Attached>> {
+        self.io.lock().clone()
+    }
+
+    fn serve(&self, att: &Attached, rq: &Request<'_>) -> Result {
+        let pos = rq.pos();
+        let len = u64::from(rq.len());
+        if pos.checked_add(len).map_or(true, |end| end > att.size) {
+            return Err(EIO);
+        }
+        let fpos = att.offset + pos;
+        match rq.op() {
+            Op::Read => rq.with_iter(|it| {
+                let want = it.count();
+                let n = att.inst.read(it, fpos)?;
+                if n != want {
+                    return Err(EIO);
+                }
+                Ok(())
+            }),
+            Op::Write => {
+                if att.read_only() {
+                    return Err(EROFS);
+                }
+                rq.with_iter(|it| {
+                    let want = it.count();
+                    if att.inst.write(it, fpos)? != want {
+                        return Err(EIO);
+                    }
+                    Ok(())
+                })?;
+                if rq.fua() {
+                    att.inst.flush()?;
+                }
+                Ok(())
+            }
+            Op::Flush => att.inst.flush(),
+            Op::Discard if !att.read_only() => att.inst.discard(fpos, len),
+            Op::WriteZeroes if !att.read_only() => att.inst.write_zeroes(fpos, len, !rq.no_unmap()),
+            _ => Err(crate::wrappers::eopnotsupp()),
+        }
+    }
+}
+
+impl DiskOps for Device {
+    fn queue_rq(&self, rq: &Request<'_>) -> Result {
+        let att = self.current().ok_or(EIO)?;
+        self.serve(&att, rq)
+    }
+
+    fn open(&self) -> Result {
+        if self.cfg.lock().deleting {
+            return Err(ENXIO);
+        }
+        Ok(())
+    }
+
+    fn release(&self, openers: u32) {
+        if openers > 0 {
+            return;
+        }
+        let mut st = self.cfg.lock();
+        let autoclear = st
+            .attached
+            .as_ref()
+            .is_some_and(|a| a.flags & uapi::LFF_FLAGS_AUTOCLEAR != 0);
+        if autoclear {
+            let _ = self.clear(&mut st, 0, true);
+        }
+    }
+
+    fn ioctl(&self, cmd: u32, arg: usize) -> Result<i32> {
+        match cmd {
+            uapi::LFF_NR_CONFIGURE => {
+                if !capable_sys_admin() {
+                    return Err(EPERM);
+                }
+                self.configure(arg)?;
+                Ok(0)
+            }
+            uapi::LFF_NR_CLR_FD => {
+                if !capable_sys_admin() {
+                    return Err(EPERM);
+                }
+                let mut st = self.cfg.lock();
+                // The caller's own open is the one allowed.
+                self.clear(&mut st, 1, false)?;
+                Ok(0)
+            }
+            uapi::LFF_NR_GET_STATUS => {
+                self.status(arg)?;
+                Ok(0)
+            }
+            _ => Err(ENOTTY),
+        }
+    }
+
+    fn sysfs_show(&self, name: &CStr, buf: &mut SysfsBuf<'_>) -> Result {
+        let att = self.current().ok_or(ENXIO)?;
+        let b = |v: bool| u32::from(v);
+        let r = match name.as_bytes() {
+            b"backing_file" => {
+                for &c in att.path.iter() {
+                    buf.write_char(c as char).map_err(|_| EINVAL)?;
+                }
+                writeln!(buf)
+            }
+            b"format" => writeln!(buf, "{}", att.inst.name()),
+            b"offset" => writeln!(buf, "{}", att.offset),
+            b"sizelimit" => writeln!(buf, "{}", att.sizelimit),
+            b"autoclear" => writeln!(buf, "{}", b(att.flags & uapi::LFF_FLAGS_AUTOCLEAR != 0)),
+            b"partscan" => writeln!(buf, "{}", b(att.flags & uapi::LFF_FLAGS_PARTSCAN != 0)),
+            b"dio" => writeln!(buf, "{}", b(att.flags & uapi::LFF_FLAGS_DIRECT_IO != 0)),
+            b"nr_layers" => writeln!(buf, "{}", att.files.len()),
+            _ => {
+                let i = att.inst.attr_names().position(|n| n.as_bytes() == name.as_bytes()).ok_or(EIO)?;
+                return att.inst.show_attr(i, buf);
+            }
+        };
+        r.map_err(|_| EINVAL)
+    }
+
+    fn sysfs_store(&self, name: &CStr, input: &[u8]) -> Result {
+        if !capable_sys_admin() {
+            return Err(EPERM);
+        }
+        let att = self.current().ok_or(ENXIO)?;
+        let i = att.inst.attr_names().position(|n| n.as_bytes() == name.as_bytes()).ok_or(EACCES)?;
+        att.inst.store_attr(i, input)
+    }
+}

@@ -1,0 +1,292 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * C side of the loop_file_fmt core module: what Rust cannot reach in 6.12.
+ *
+ * - EXPORT_SYMBOL_GPL lines for the format driver API implemented in Rust;
+ * - one-line wrappers for static inline functions and macros (requests,
+ *   iov_iter, files, gendisk, queue limits), exported for the format driver
+ *   modules, whose Rust wrappers (../wrappers/sys.rs) declare them;
+ * - the control misc device, whose struct is not in the 6.12 Rust bindings.
+ *
+ * No logic lives here: each function is one expression of the kernel API.
+ */
+#include <linux/blk-mq.h>
+#include <linux/blkdev.h>
+#include <linux/build_bug.h>
+#include <linux/file.h>
+#include <linux/fs.h>
+#include <linux/miscdevice.h>
+#include <linux/module.h>
+#include <linux/uio.h>
+#include <linux/loop_file_fmt.h>
+#include <uapi/linux/loop_file_fmt.h>
+
+#include "lff_helpers.h"
+
+/* The Rust mirrors in ../wrappers/format.rs assert the same sizes. */
+static_assert(sizeof(struct lff_attach_info) == 56);
+static_assert(sizeof(struct lff_format_attr) == 24);
+static_assert(sizeof(struct lff_format_ops) == 72);
+static_assert(sizeof(struct lff_format_driver) == 24);
+
+/* Implemented in Rust (lff_core.rs). */
+EXPORT_SYMBOL_GPL(lff_register_format);
+EXPORT_SYMBOL_GPL(lff_unregister_format);
+
+/* --- requests --- */
+
+u64 lff_rq_pos(struct request *rq)
+{
+	return (u64)blk_rq_pos(rq) << SECTOR_SHIFT;
+}
+EXPORT_SYMBOL_GPL(lff_rq_pos);
+
+unsigned int lff_rq_bytes(struct request *rq)
+{
+	return blk_rq_bytes(rq);
+}
+EXPORT_SYMBOL_GPL(lff_rq_bytes);
+
+unsigned int lff_rq_op(struct request *rq)
+{
+	return req_op(rq);
+}
+EXPORT_SYMBOL_GPL(lff_rq_op);
+
+bool lff_rq_fua(struct request *rq)
+{
+	return rq->cmd_flags & REQ_FUA;
+}
+EXPORT_SYMBOL_GPL(lff_rq_fua);
+
+bool lff_rq_nounmap(struct request *rq)
+{
+	return rq->cmd_flags & REQ_NOUNMAP;
+}
+EXPORT_SYMBOL_GPL(lff_rq_nounmap);
+
+void *lff_rq_driver_data(struct request *rq)
+{
+	return rq->q->queuedata;
+}
+EXPORT_SYMBOL_GPL(lff_rq_driver_data);
+
+/*
+ * Point @iter at the data of @rq, like loop's lo_rw_aio(). A request made
+ * of several bios needs one bio_vec array: it is returned in *@alloc (to be
+ * freed with kfree() once the I/O is done), else *@alloc is NULL.
+ */
+int lff_rq_iter_init(struct request *rq, struct iov_iter *iter,
+		     unsigned int direction, struct bio_vec **alloc)
+{
+	struct req_iterator rq_iter;
+	struct bio_vec tmp, *bvec;
+	struct bio *bio = rq->bio;
+	unsigned int offset = 0;
+	int nr_bvec = 0;
+
+	*alloc = NULL;
+	rq_for_each_bvec(tmp, rq, rq_iter)
+		nr_bvec++;
+	if (rq->bio != rq->biotail) {
+		bvec = kmalloc_array(nr_bvec, sizeof(*bvec), GFP_NOIO);
+		if (!bvec)
+			return -ENOMEM;
+		*alloc = bvec;
+		rq_for_each_bvec(tmp, rq, rq_iter)
+			*bvec++ = tmp;
+		bvec = *alloc;
+	} else {
+		offset = bio->bi_iter.bi_bvec_done;
+		bvec = __bvec_iter_bvec(bio->bi_io_vec, bio->bi_iter);
+	}
+	iov_iter_bvec(iter, direction, bvec, nr_bvec, blk_rq_bytes(rq));
+	iter->iov_offset = offset;
+	return 0;
+}
+EXPORT_SYMBOL_GPL(lff_rq_iter_init);
+
+/* --- iov_iter --- */
+
+size_t lff_iov_iter_count(const struct iov_iter *iter)
+{
+	return iov_iter_count(iter);
+}
+EXPORT_SYMBOL_GPL(lff_iov_iter_count);
+
+void lff_iov_iter_truncate(struct iov_iter *iter, size_t count)
+{
+	iov_iter_truncate(iter, count);
+}
+EXPORT_SYMBOL_GPL(lff_iov_iter_truncate);
+
+void lff_iov_iter_reexpand(struct iov_iter *iter, size_t count)
+{
+	iov_iter_reexpand(iter, count);
+}
+EXPORT_SYMBOL_GPL(lff_iov_iter_reexpand);
+
+size_t lff_copy_to_iter(const void *addr, size_t bytes, struct iov_iter *iter)
+{
+	return copy_to_iter(addr, bytes, iter);
+}
+EXPORT_SYMBOL_GPL(lff_copy_to_iter);
+
+size_t lff_copy_from_iter(void *addr, size_t bytes, struct iov_iter *iter)
+{
+	return copy_from_iter(addr, bytes, iter);
+}
+EXPORT_SYMBOL_GPL(lff_copy_from_iter);
+
+/* --- files --- */
+
+struct file *lff_get_file(struct file *file)
+{
+	return get_file(file);
+}
+EXPORT_SYMBOL_GPL(lff_get_file);
+
+loff_t lff_file_size(struct file *file)
+{
+	return i_size_read(file_inode(file));
+}
+EXPORT_SYMBOL_GPL(lff_file_size);
+
+bool lff_file_writable(struct file *file)
+{
+	return file->f_mode & FMODE_WRITE;
+}
+EXPORT_SYMBOL_GPL(lff_file_writable);
+
+bool lff_file_direct_io(struct file *file)
+{
+	return file->f_flags & O_DIRECT;
+}
+EXPORT_SYMBOL_GPL(lff_file_direct_io);
+
+bool lff_file_can_direct_io(struct file *file)
+{
+	return file->f_mode & FMODE_CAN_ODIRECT;
+}
+EXPORT_SYMBOL_GPL(lff_file_can_direct_io);
+
+/* 1: regular file, 2: block device, 0: anything else. */
+int lff_file_kind(struct file *file)
+{
+	umode_t mode = file_inode(file)->i_mode;
+
+	return S_ISREG(mode) ? 1 : S_ISBLK(mode) ? 2 : 0;
+}
+EXPORT_SYMBOL_GPL(lff_file_kind);
+
+void lff_file_ids(struct file *file, u64 *dev, u64 *ino, u32 *rdev)
+{
+	struct inode *inode = file_inode(file);
+
+	*dev = inode->i_sb->s_dev;
+	*ino = inode->i_ino;
+	*rdev = inode->i_rdev;
+}
+EXPORT_SYMBOL_GPL(lff_file_ids);
+
+/* Logical block size the file needs for O_DIRECT. */
+unsigned int lff_file_dio_align(struct file *file)
+{
+	struct inode *inode = file_inode(file);
+
+	if (S_ISBLK(inode->i_mode))
+		return bdev_logical_block_size(I_BDEV(inode));
+	return inode->i_sb->s_bdev ?
+		bdev_logical_block_size(inode->i_sb->s_bdev) : SECTOR_SIZE;
+}
+EXPORT_SYMBOL_GPL(lff_file_dio_align);
+
+/* --- gendisk and queue --- */
+
+/* blk_mq_alloc_disk() is a macro with a static lockdep key. */
+struct gendisk *lff_blk_mq_alloc_disk(struct blk_mq_tag_set *set,
+				      struct queue_limits *lim, void *queuedata)
+{
+	return blk_mq_alloc_disk(set, lim, queuedata);
+}
+EXPORT_SYMBOL_GPL(lff_blk_mq_alloc_disk);
+
+struct gendisk *lff_dev_to_disk(struct device *dev)
+{
+	return dev_to_disk(dev);
+}
+EXPORT_SYMBOL_GPL(lff_dev_to_disk);
+
+struct kobject *lff_disk_kobj(struct gendisk *disk)
+{
+	return &disk_to_dev(disk)->kobj;
+}
+EXPORT_SYMBOL_GPL(lff_disk_kobj);
+
+unsigned int lff_disk_openers(struct gendisk *disk)
+{
+	return disk_openers(disk);
+}
+EXPORT_SYMBOL_GPL(lff_disk_openers);
+
+void lff_disk_set_partscan(struct gendisk *disk, bool on)
+{
+	if (on)
+		disk->flags &= ~GENHD_FL_NO_PART;
+	else
+		disk->flags |= GENHD_FL_NO_PART;
+}
+EXPORT_SYMBOL_GPL(lff_disk_set_partscan);
+
+/* Re-read partitions; @locked: the caller holds disk->open_mutex. */
+int lff_disk_rescan(struct gendisk *disk, bool locked)
+{
+	int ret;
+
+	if (locked)
+		return bdev_disk_changed(disk, false);
+	mutex_lock(&disk->open_mutex);
+	ret = bdev_disk_changed(disk, false);
+	mutex_unlock(&disk->open_mutex);
+	return ret;
+}
+EXPORT_SYMBOL_GPL(lff_disk_rescan);
+
+struct queue_limits lff_queue_limits_start_update(struct request_queue *q)
+{
+	return queue_limits_start_update(q);
+}
+EXPORT_SYMBOL_GPL(lff_queue_limits_start_update);
+
+unsigned int lff_feat_write_cache(void)
+{
+	return BLK_FEAT_WRITE_CACHE | BLK_FEAT_FUA;
+}
+EXPORT_SYMBOL_GPL(lff_feat_write_cache);
+
+/* --- the control node /dev/loop-file-fmt-control --- */
+
+static const struct file_operations lff_ctl_fops = {
+	.owner		= THIS_MODULE,
+	.open		= nonseekable_open,
+	.unlocked_ioctl	= lff_ctl_ioctl,
+	.compat_ioctl	= lff_ctl_ioctl,
+	.llseek		= noop_llseek,
+};
+
+static struct miscdevice lff_ctl_misc = {
+	.minor		= MISC_DYNAMIC_MINOR,
+	.name		= LFF_CONTROL_NAME,
+	.fops		= &lff_ctl_fops,
+	.mode		= 0600,
+};
+
+int lff_ctl_register(void)
+{
+	return misc_register(&lff_ctl_misc);
+}
+
+void lff_ctl_deregister(void)
+{
+	misc_deregister(&lff_ctl_misc);
+}

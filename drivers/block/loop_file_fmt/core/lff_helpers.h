@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Helpers of the loop_file_fmt core module (lff_helpers.c): one-line
+ * wrappers of static inline functions and macros for the Rust code, which
+ * declares them in ../wrappers/sys.rs.
+ */
+#ifndef LFF_HELPERS_H
+#define LFF_HELPERS_H
+
+#include <linux/types.h>
+
+struct bio_vec;
+struct device;
+struct file;
+struct gendisk;
+struct iov_iter;
+struct kobject;
+struct queue_limits;
+struct request;
+struct request_queue;
+struct blk_mq_tag_set;
+
+u64 lff_rq_pos(struct request *rq);
+unsigned int lff_rq_bytes(struct request *rq);
+unsigned int lff_rq_op(struct request *rq);
+bool lff_rq_fua(struct request *rq);
+bool lff_rq_nounmap(struct request *rq);
+void *lff_rq_driver_data(struct request *rq);
+int lff_rq_iter_init(struct request *rq, struct iov_iter *iter, unsigned int direction, struct bio_vec **alloc);
+size_t lff_iov_iter_count(const struct iov_iter *iter);
+void lff_iov_iter_truncate(struct iov_iter *iter, size_t count);
+void lff_iov_iter_reexpand(struct iov_iter *iter, size_t count);
+size_t lff_copy_to_iter(const void *addr, size_t bytes, struct iov_iter *iter);
+size_t lff_copy_from_iter(void *addr, size_t bytes, struct iov_iter *iter);
+struct file *lff_get_file(struct file *file);
+loff_t lff_file_size(struct file *file);
+bool lff_file_writable(struct file *file);
+bool lff_file_direct_io(struct file *file);
+bool lff_file_can_direct_io(struct file *file);
+int lff_file_kind(struct file *file);
+void lff_file_ids(struct file *file, u64 *dev, u64 *ino, u32 *rdev);
+unsigned int lff_file_dio_align(struct file *file);
+struct gendisk *lff_blk_mq_alloc_disk(struct blk_mq_tag_set *set, struct queue_limits *lim, void *queuedata);
+struct gendisk *lff_dev_to_disk(struct device *dev);
+struct kobject *lff_disk_kobj(struct gendisk *disk);
+unsigned int lff_disk_openers(struct gendisk *disk);
+void lff_disk_set_partscan(struct gendisk *disk, bool on);
+int lff_disk_rescan(struct gendisk *disk, bool locked);
+struct queue_limits lff_queue_limits_start_update(struct request_queue *q);
+unsigned int lff_feat_write_cache(void);
+int lff_ctl_register(void);
+void lff_ctl_deregister(void);
+long lff_ctl_ioctl(struct file *file, unsigned int cmd, unsigned long arg);
+
+#endif /* LFF_HELPERS_H */

@@ -1,0 +1,592 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A blk-mq disk for the core module: tag set, gendisk, block device
+//! operations, requests, queue limits and a sysfs attribute group.
+//!
+//! The 6.12 `kernel::block::mq` API has no blocking tag sets, request
+//! accessors, ioctls or queue limits, so this is the project's own thin
+//! layer over `kernel::bindings`. The device behaviour is the [`DiskOps`]
+//! trait; everything unsafe about the C objects stays in this file.
+//!
+//! C headers: [`include/linux/blk-mq.h`](srctree/include/linux/blk-mq.h),
+//! [`include/linux/blkdev.h`](srctree/include/linux/blkdev.h)
+
+use super::format::SysfsBuf;
+use super::iov::IovIter;
+use super::sys;
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+use kernel::bindings;
+use kernel::error::{to_result, Error, Result};
+use kernel::ffi::{c_char, c_int, c_uint, c_ulong, c_void};
+use kernel::prelude::*;
+use kernel::str::CStr;
+use kernel::sync::Arc;
+
+/// The operation of a request.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Op {
+    /// Read data.
+    Read,
+    /// Write data.
+    Write,
+    /// Flush the volatile write cache.
+    Flush,
+    /// Discard a range.
+    Discard,
+    /// Write zeroes to a range.
+    WriteZeroes,
+    /// Anything else; answered with `EOPNOTSUPP`.
+    Other,
+}
+
+/// A started request, handed to [`DiskOps::queue_rq`].
+///
+/// # Invariants
+///
+/// `rq` is a started request owned by the driver until it is ended by the
+/// `queue_rq` shim after `DiskOps::queue_rq` returns.
+pub struct Request<'a> {
+    rq: *mut bindings::request,
+    _p: PhantomData<&'a bindings::request>,
+}
+
+impl Request<'_> {
+    /// The operation.
+    pub fn op(&self) -> Op {
+        // SAFETY: `rq` is valid by the type invariant.
+        match unsafe { sys::lff_rq_op(self.rq) } {
+            bindings::req_op_REQ_OP_READ => Op::Read,
+            bindings::req_op_REQ_OP_WRITE => Op::Write,
+            bindings::req_op_REQ_OP_FLUSH => Op::Flush,
+            bindings::req_op_REQ_OP_DISCARD => Op::Discard,
+            bindings::req_op_REQ_OP_WRITE_ZEROES => Op::WriteZeroes,
+            _ => Op::Other,
+        }
+    }
+
+    /// Byte position on the device.
+    pub fn pos(&self) -> u64 {
+        // SAFETY: `rq` is valid by the type invariant.
+        unsafe { sys::lff_rq_pos(self.rq) }
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> u32 {
+        // SAFETY: `rq` is valid by the type invariant.
+        unsafe { sys::lff_rq_bytes(self.rq) }
+    }
+
+    /// Whether the request carries no data.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forced unit access: the write must be durable on completion.
+    pub fn fua(&self) -> bool {
+        // SAFETY: `rq` is valid by the type invariant.
+        unsafe { sys::lff_rq_fua(self.rq) }
+    }
+
+    /// A write-zeroes request that must keep the range allocated.
+    pub fn no_unmap(&self) -> bool {
+        // SAFETY: `rq` is valid by the type invariant.
+        unsafe { sys::lff_rq_nounmap(self.rq) }
+    }
+
+    /// Runs `f` with an iterator over the request's data: a destination
+    /// for reads, a source for writes.
+    pub fn with_iter<R>(&self, f: impl FnOnce(&mut IovIter<'_>) -> Result<R>) -> Result<R> {
+        let dir = match self.op() {
+            Op::Read => bindings::ITER_DEST,
+            _ => bindings::ITER_SOURCE,
+        };
+        let mut iter = core::mem::MaybeUninit::<bindings::iov_iter>::uninit();
+        let mut alloc: *mut bindings::bio_vec = core::ptr::null_mut();
+        // SAFETY: `rq` is a started request with data; `iter` and `alloc`
+        // are valid out pointers.
+        to_result(unsafe { sys::lff_rq_iter_init(self.rq, iter.as_mut_ptr(), dir, &mut alloc) })?;
+        // SAFETY: `iter` was initialised above; it refers to the request's
+        // pages, which stay valid until the request ends, after `f`.
+        let mut it = unsafe { IovIter::from_raw(iter.as_mut_ptr()) };
+        let r = f(&mut it);
+        // SAFETY: `alloc` is NULL or the array `lff_rq_iter_init` allocated,
+        // no longer used once `f` returned.
+        unsafe { bindings::kfree(alloc.cast()) };
+        r
+    }
+}
+
+/// The behaviour of a disk; one value of the implementing type per disk,
+/// shared by its requests, its block device operations and its sysfs group.
+pub trait DiskOps: Send + Sync + Sized + 'static {
+    /// Serves a request (may sleep: the tag set is blocking).
+    fn queue_rq(&self, rq: &Request<'_>) -> Result;
+    /// The block device is opened.
+    fn open(&self) -> Result;
+    /// The block device is closed; `openers` remain.
+    fn release(&self, openers: u32);
+    /// An ioctl on the block device.
+    fn ioctl(&self, cmd: u32, arg: usize) -> Result<i32>;
+    /// Shows the sysfs attribute `name` of the group.
+    fn sysfs_show(&self, name: &CStr, buf: &mut SysfsBuf<'_>) -> Result;
+    /// Stores into the sysfs attribute `name`.
+    fn sysfs_store(&self, name: &CStr, input: &[u8]) -> Result;
+}
+
+/// Tag set and block device vtables for `T`.
+struct Shims<T: DiskOps>(PhantomData<T>);
+
+impl<T: DiskOps> Shims<T> {
+    /// # Safety
+    ///
+    /// `disk` must be a live disk made by [`Disk::new`] for `T`.
+    unsafe fn data<'a>(disk: *mut bindings::gendisk) -> &'a T {
+        // SAFETY: `private_data` holds an `Arc<T>` reference from
+        // `Disk::new`, released only in `free_disk` when the gendisk dies.
+        unsafe { &*(*disk).private_data.cast::<T>() }
+    }
+
+    unsafe extern "C" fn queue_rq(
+        _hctx: *mut bindings::blk_mq_hw_ctx,
+        bd: *const bindings::blk_mq_queue_data,
+    ) -> bindings::blk_status_t {
+        // SAFETY: blk-mq passes a valid `bd` with a request of our queue.
+        let rq = unsafe { (*bd).rq };
+        // SAFETY: `rq` is a valid request we now own.
+        unsafe { bindings::blk_mq_start_request(rq) };
+        // SAFETY: `queuedata` is the `T` of the disk (see `Disk::new`),
+        // alive while requests run.
+        let data = unsafe { &*sys::lff_rq_driver_data(rq).cast::<T>() };
+        let status = match data.queue_rq(&Request { rq, _p: PhantomData }) {
+            Ok(()) => 0,
+            // SAFETY: pure function on an errno.
+            Err(e) => unsafe { bindings::errno_to_blk_status(e.to_errno()) },
+        };
+        // SAFETY: the request was started above and is ended once.
+        unsafe { bindings::blk_mq_end_request(rq, status) };
+        0
+    }
+
+    unsafe extern "C" fn open(disk: *mut bindings::gendisk, _mode: bindings::blk_mode_t) -> c_int {
+        // SAFETY: the block layer passes our live disk.
+        match unsafe { Self::data(disk) }.open() {
+            Ok(()) => 0,
+            Err(e) => e.to_errno(),
+        }
+    }
+
+    unsafe extern "C" fn release(disk: *mut bindings::gendisk) {
+        // SAFETY: the block layer passes our live disk.
+        let openers = unsafe { sys::lff_disk_openers(disk) };
+        // SAFETY: as above.
+        unsafe { Self::data(disk) }.release(openers);
+    }
+
+    unsafe extern "C" fn ioctl(
+        bdev: *mut bindings::block_device,
+        _mode: bindings::blk_mode_t,
+        cmd: c_uint,
+        arg: c_ulong,
+    ) -> c_int {
+        // SAFETY: the block layer passes a live block device of our disk.
+        let disk = unsafe { (*bdev).bd_disk };
+        // SAFETY: `disk` is our live disk.
+        match unsafe { Self::data(disk) }.ioctl(cmd, arg as usize) {
+            Ok(v) => v,
+            Err(e) => e.to_errno(),
+        }
+    }
+
+    unsafe extern "C" fn free_disk(disk: *mut bindings::gendisk) {
+        // SAFETY: releases the reference `Disk::new` stored; the gendisk is
+        // being freed, so nothing uses `private_data` any more.
+        drop(unsafe { Arc::from_raw((*disk).private_data.cast::<T>()) });
+    }
+
+    unsafe extern "C" fn sysfs_show(
+        dev: *mut bindings::device,
+        attr: *mut bindings::device_attribute,
+        buf: *mut c_char,
+    ) -> isize {
+        // SAFETY: sysfs passes the disk's device, the attribute and a page.
+        let (data, name, page) = unsafe {
+            (
+                Self::data(sys::lff_dev_to_disk(dev)),
+                CStr::from_char_ptr((*attr).attr.name),
+                core::slice::from_raw_parts_mut(buf.cast::<u8>(), kernel::page::PAGE_SIZE),
+            )
+        };
+        let mut out = SysfsBuf::new(page);
+        match data.sysfs_show(name, &mut out) {
+            Ok(()) => out.len() as isize,
+            Err(e) => e.to_errno() as isize,
+        }
+    }
+
+    unsafe extern "C" fn sysfs_store(
+        dev: *mut bindings::device,
+        attr: *mut bindings::device_attribute,
+        buf: *const c_char,
+        count: usize,
+    ) -> isize {
+        // SAFETY: sysfs passes the disk's device, the attribute and `count`
+        // readable bytes.
+        let (data, name, input) = unsafe {
+            (
+                Self::data(sys::lff_dev_to_disk(dev)),
+                CStr::from_char_ptr((*attr).attr.name),
+                core::slice::from_raw_parts(buf.cast::<u8>(), count),
+            )
+        };
+        match data.sysfs_store(name, input) {
+            Ok(()) => count as isize,
+            Err(e) => e.to_errno() as isize,
+        }
+    }
+
+    const MQ_OPS: bindings::blk_mq_ops = bindings::blk_mq_ops {
+        queue_rq: Some(Self::queue_rq),
+        // SAFETY: all-zero is a valid `blk_mq_ops` (NULL callbacks).
+        ..unsafe { core::mem::zeroed() }
+    };
+}
+
+/// The block device operations of `T`, placed in a `static` of the module
+/// so that they outlive every open of the device.
+#[repr(transparent)]
+pub struct BlockFops(bindings::block_device_operations);
+
+// SAFETY: an immutable table of function pointers and the module pointer.
+unsafe impl Sync for BlockFops {}
+
+impl BlockFops {
+    /// The operations for disks of `T`; `owner` is the module's
+    /// `__this_module`.
+    pub const fn new<T: DiskOps>(owner: *mut bindings::module) -> Self {
+        Self(bindings::block_device_operations {
+            owner,
+            open: Some(Shims::<T>::open),
+            release: Some(Shims::<T>::release),
+            ioctl: Some(Shims::<T>::ioctl),
+            compat_ioctl: Some(Shims::<T>::ioctl),
+            free_disk: Some(Shims::<T>::free_disk),
+            // SAFETY: all-zero is a valid `block_device_operations`.
+            ..unsafe { core::mem::zeroed() }
+        })
+    }
+}
+
+/// Queue limits set when a device is configured.
+pub struct Limits {
+    /// Logical (and physical) block size.
+    pub block_size: u32,
+    /// Volatile write cache with FUA: flush requests are sent.
+    pub write_cache: bool,
+    /// Maximum discard size in sectors (0: no discard).
+    pub max_discard_sectors: u32,
+    /// Maximum write-zeroes size in sectors (0: none).
+    pub max_write_zeroes_sectors: u32,
+}
+
+/// A registered block major number.
+pub struct Major {
+    major: u32,
+    name: &'static CStr,
+}
+
+impl Major {
+    /// Registers a dynamic major for `name`.
+    pub fn register(name: &'static CStr) -> Result<Self> {
+        // SAFETY: `name` is a static NUL-terminated string.
+        let r = unsafe { bindings::__register_blkdev(0, name.as_char_ptr(), None) };
+        if r < 0 {
+            return Err(Error::from_errno(r));
+        }
+        Ok(Self { major: r as u32, name })
+    }
+
+    /// The major number.
+    pub fn get(&self) -> u32 {
+        self.major
+    }
+}
+
+impl Drop for Major {
+    fn drop(&mut self) {
+        // SAFETY: registered in `register` with this name.
+        unsafe { bindings::unregister_blkdev(self.major, self.name.as_char_ptr()) };
+    }
+}
+
+/// A sysfs attribute group made at run time by [`Disk::add_group`]; must
+/// be given back to [`Disk::remove_group`] before the disk is dropped.
+pub struct Group {
+    attrs: KVec<bindings::device_attribute>,
+    ptrs: KVec<*mut bindings::attribute>,
+    group: bindings::attribute_group,
+}
+
+// SAFETY: the raw pointers point into the group's own allocations, which
+// move with it; sysfs only reads them, under its own locking.
+unsafe impl Send for Group {}
+// SAFETY: see `Send`; no method takes `&self`.
+unsafe impl Sync for Group {}
+
+/// A live disk: tag set, gendisk and the `T` they share.
+///
+/// # Invariants
+///
+/// `set` was allocated with `blk_mq_alloc_tag_set`; `disk` was added with
+/// `device_add_disk` and holds an `Arc<T>` reference in `private_data`.
+pub struct Disk<T: DiskOps> {
+    set: KBox<bindings::blk_mq_tag_set>,
+    disk: NonNull<bindings::gendisk>,
+    _p: PhantomData<T>,
+}
+
+// SAFETY: the C objects may be used from any thread; `Disk` methods that
+// change state take `&mut self` and the owner serialises them.
+unsafe impl<T: DiskOps> Send for Disk<T> {}
+// SAFETY: `&self` methods only read or call thread-safe block layer APIs.
+unsafe impl<T: DiskOps> Sync for Disk<T> {}
+
+impl<T: DiskOps> Disk<T> {
+    /// Creates and adds the disk `name` (`major`:`first_minor`, `minors`
+    /// minors), empty (capacity 0) and with partitions off.
+    pub fn new(
+        name: &CStr,
+        major: &Major,
+        first_minor: u32,
+        minors: u32,
+        fops: &'static BlockFops,
+        data: Arc<T>,
+        nr_hw_queues: u32,
+        queue_depth: u32,
+    ) -> Result<Self> {
+        let bytes = name.as_bytes_with_nul();
+        if bytes.len() > 32 {
+            return Err(EINVAL);
+        }
+        // SAFETY: all-zero is a valid initial `blk_mq_tag_set`.
+        let mut set = KBox::new(unsafe { core::mem::zeroed::<bindings::blk_mq_tag_set>() }, GFP_KERNEL)?;
+        set.ops = &Shims::<T>::MQ_OPS;
+        set.nr_hw_queues = nr_hw_queues;
+        set.queue_depth = queue_depth;
+        set.numa_node = bindings::NUMA_NO_NODE;
+        set.flags = bindings::BLK_MQ_F_SHOULD_MERGE | bindings::BLK_MQ_F_BLOCKING;
+        // SAFETY: `set` is initialised and boxed (stable address).
+        to_result(unsafe { bindings::blk_mq_alloc_tag_set(&mut *set) })?;
+        let set_guard = ScopeFree(&mut *set as *mut _);
+
+        // SAFETY: all-zero limits are the block layer's defaults.
+        let mut lim: bindings::queue_limits = unsafe { core::mem::zeroed() };
+        lim.logical_block_size = 512;
+        lim.physical_block_size = 512;
+        let raw_data = Arc::into_raw(data);
+        // SAFETY: `set` is an allocated tag set; `lim` is valid for the call;
+        // `raw_data` stays valid until `free_disk` drops it.
+        let disk = unsafe {
+            sys::lff_blk_mq_alloc_disk(set_guard.0, &mut lim, raw_data as *mut c_void)
+        };
+        if (disk as isize) < 0 && (disk as isize) >= -4095 || disk.is_null() {
+            // SAFETY: the disk was not made, so the reference is still ours.
+            drop(unsafe { Arc::from_raw(raw_data) });
+            return Err(Error::from_errno(disk as isize as i32));
+        }
+        // SAFETY: `disk` was just allocated and is not yet visible.
+        unsafe {
+            let d = &mut *disk;
+            d.major = major.get() as c_int;
+            d.first_minor = first_minor as c_int;
+            d.minors = minors as c_int;
+            d.fops = &fops.0;
+            d.private_data = raw_data as *mut c_void;
+            d.flags |= bindings::GENHD_FL_NO_PART as c_int;
+            for (dst, &src) in d.disk_name.iter_mut().zip(bytes) {
+                *dst = src as c_char;
+            }
+        }
+        // SAFETY: a fully set-up, not yet added disk.
+        let r = unsafe { bindings::device_add_disk(core::ptr::null_mut(), disk, core::ptr::null_mut()) };
+        if r != 0 {
+            // SAFETY: never added; `put_disk` calls `free_disk`, which drops
+            // the `Arc` reference.
+            unsafe { bindings::put_disk(disk) };
+            return Err(Error::from_errno(r));
+        }
+        core::mem::forget(set_guard);
+        Ok(Self {
+            set,
+            // SAFETY: checked non-NULL above.
+            disk: unsafe { NonNull::new_unchecked(disk) },
+            _p: PhantomData,
+        })
+    }
+
+    fn raw(&self) -> *mut bindings::gendisk {
+        self.disk.as_ptr()
+    }
+
+    fn queue(&self) -> *mut bindings::request_queue {
+        // SAFETY: the disk is live by the type invariant.
+        unsafe { (*self.raw()).queue }
+    }
+
+    /// Sets the capacity in 512-byte sectors and notifies userspace.
+    pub fn set_capacity(&self, sectors: u64) {
+        // SAFETY: the disk is live by the type invariant.
+        unsafe { bindings::set_capacity_and_notify(self.raw(), sectors) };
+    }
+
+    /// Drops the page cache and sets the capacity to 0.
+    pub fn invalidate(&self) {
+        // SAFETY: the disk is live by the type invariant.
+        unsafe { bindings::invalidate_disk(self.raw()) };
+    }
+
+    /// Marks the disk read-only or read-write.
+    pub fn set_read_only(&self, ro: bool) {
+        // SAFETY: the disk is live by the type invariant.
+        unsafe { bindings::set_disk_ro(self.raw(), ro) };
+    }
+
+    /// Number of openers of the whole disk.
+    pub fn openers(&self) -> u32 {
+        // SAFETY: the disk is live by the type invariant.
+        unsafe { sys::lff_disk_openers(self.raw()) }
+    }
+
+    /// Freezes the queue (waits for every request in flight and holds new
+    /// ones) until the guard is dropped.
+    pub fn freeze(&self) -> Frozen<'_, T> {
+        // SAFETY: the queue is live; unfrozen by `Frozen::drop`.
+        unsafe { bindings::blk_mq_freeze_queue(self.queue()) };
+        Frozen { disk: self }
+    }
+
+    /// Applies `lim` (the queue should be frozen).
+    pub fn set_limits(&self, lim: &Limits) -> Result {
+        // SAFETY: takes `limits_lock`, released by the commit below.
+        let mut l = unsafe { sys::lff_queue_limits_start_update(self.queue()) };
+        l.logical_block_size = lim.block_size;
+        l.physical_block_size = lim.block_size;
+        l.io_min = lim.block_size;
+        // SAFETY: pure function returning feature flags.
+        let wc = unsafe { sys::lff_feat_write_cache() };
+        if lim.write_cache {
+            l.features |= wc;
+        } else {
+            l.features &= !wc;
+        }
+        l.max_hw_discard_sectors = lim.max_discard_sectors;
+        l.discard_granularity = if lim.max_discard_sectors > 0 { lim.block_size } else { 0 };
+        l.max_write_zeroes_sectors = lim.max_write_zeroes_sectors;
+        // SAFETY: commits and releases the lock taken above.
+        to_result(unsafe { bindings::queue_limits_commit_update(self.queue(), &mut l) })
+    }
+
+    /// Allows or suppresses partitions; `rescan` re-reads the table.
+    pub fn set_partscan(&self, on: bool) {
+        // SAFETY: the disk is live.
+        unsafe { sys::lff_disk_set_partscan(self.raw(), on) };
+    }
+
+    /// Re-reads the partition table. Unless `open_mutex_held` (as in
+    /// `DiskOps::release`), takes the disk's `open_mutex`: the caller must
+    /// then not hold a lock that `DiskOps::open` takes.
+    pub fn rescan(&self, open_mutex_held: bool) -> Result {
+        // SAFETY: the disk is live; the caller states whether it holds
+        // `open_mutex`.
+        to_result(unsafe { sys::lff_disk_rescan(self.raw(), open_mutex_held) })
+    }
+
+    /// Sends a `change` uevent.
+    pub fn uevent_change(&self) {
+        // SAFETY: the disk is live.
+        unsafe { bindings::kobject_uevent(sys::lff_disk_kobj(self.raw()), bindings::kobject_action_KOBJ_CHANGE) };
+    }
+
+    /// Adds the sysfs group `name` with the attributes `attrs` (name,
+    /// writable); shows and stores go to `DiskOps::sysfs_show/store`.
+    pub fn add_group(&self, name: &'static CStr, attrs: &[(&CStr, bool)]) -> Result<KBox<Group>> {
+        let mut g = KBox::new(
+            Group {
+                attrs: KVec::with_capacity(attrs.len(), GFP_KERNEL)?,
+                ptrs: KVec::with_capacity(attrs.len() + 1, GFP_KERNEL)?,
+                // SAFETY: all-zero is a valid empty group.
+                group: unsafe { core::mem::zeroed() },
+            },
+            GFP_KERNEL,
+        )?;
+        for &(name, writable) in attrs {
+            g.attrs.push(
+                bindings::device_attribute {
+                    attr: bindings::attribute {
+                        name: name.as_char_ptr(),
+                        mode: if writable { 0o644 } else { 0o444 },
+                    },
+                    show: Some(Shims::<T>::sysfs_show),
+                    store: if writable { Some(Shims::<T>::sysfs_store) } else { None },
+                },
+                GFP_KERNEL,
+            )?;
+        }
+        // The attribute array is complete: its addresses are now stable.
+        let base = g.attrs.as_mut_ptr();
+        for i in 0..g.attrs.len() {
+            // SAFETY: `i` is within `attrs`; taking a field address.
+            let p = unsafe { core::ptr::addr_of_mut!((*base.add(i)).attr) };
+            g.ptrs.push(p, GFP_KERNEL)?;
+        }
+        g.ptrs.push(core::ptr::null_mut(), GFP_KERNEL)?;
+        g.group.name = name.as_char_ptr();
+        g.group.attrs = g.ptrs.as_mut_ptr();
+        // SAFETY: the group and everything it points to live in `g` until
+        // `remove_group` removes it from sysfs before freeing; the names
+        // outlive it (static, or the pinned driver's).
+        to_result(unsafe { bindings::sysfs_create_group(sys::lff_disk_kobj(self.raw()), &g.group) })?;
+        Ok(g)
+    }
+
+    /// Removes a group made by `add_group` on this disk.
+    pub fn remove_group(&self, g: KBox<Group>) {
+        // SAFETY: the group was created on this kobject; once removed, no
+        // show/store runs on it any more, so it can be freed.
+        unsafe { bindings::sysfs_remove_group(sys::lff_disk_kobj(self.raw()), &g.group) };
+    }
+}
+
+impl<T: DiskOps> Drop for Disk<T> {
+    fn drop(&mut self) {
+        // SAFETY: the disk was added in `new`; `put_disk` drops our
+        // reference (and, once the last opener is gone, `free_disk` runs).
+        unsafe {
+            bindings::del_gendisk(self.raw());
+            bindings::put_disk(self.raw());
+            bindings::blk_mq_free_tag_set(&mut *self.set);
+        }
+    }
+}
+
+/// Frees a tag set if `Disk::new` fails half way.
+struct ScopeFree(*mut bindings::blk_mq_tag_set);
+
+impl Drop for ScopeFree {
+    fn drop(&mut self) {
+        // SAFETY: the tag set was allocated and no disk uses it.
+        unsafe { bindings::blk_mq_free_tag_set(self.0) };
+    }
+}
+
+/// A frozen queue; unfrozen when dropped.
+pub struct Frozen<'a, T: DiskOps> {
+    disk: &'a Disk<T>,
+}
+
+impl<T: DiskOps> Drop for Frozen<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: frozen by `Disk::freeze`.
+        unsafe { bindings::blk_mq_unfreeze_queue(self.disk.queue()) };
+    }
+}

@@ -1,0 +1,53 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The project's thin, audited layer over `kernel::bindings`.
+//!
+//! Every `unsafe` block of the loop_file_fmt modules lives under this
+//! directory (plus the control node in `core/control.rs`); the core logic
+//! and the format drivers above it are safe Rust. Each module crate
+//! includes this tree with `#[path = "../wrappers/mod.rs"] pub mod
+//! wrappers;`.
+
+pub mod blk;
+pub mod file;
+pub mod format;
+pub mod global;
+pub mod iov;
+pub(crate) mod sys;
+pub mod uapi;
+
+use kernel::bindings;
+use kernel::error::{to_result, Result};
+use kernel::str::CStr;
+
+/// Whether the current task has `CAP_SYS_ADMIN`.
+pub fn capable_sys_admin() -> bool {
+    // SAFETY: `capable` may be called from any process context.
+    unsafe { bindings::capable(bindings::CAP_SYS_ADMIN as i32) }
+}
+
+/// `EOPNOTSUPP`, which the 6.12 `kernel::error::code` lacks.
+pub fn eopnotsupp() -> kernel::error::Error {
+    kernel::error::Error::from_errno(-(bindings::EOPNOTSUPP as i32))
+}
+
+/// Number of possible CPU ids.
+pub fn nr_cpu_ids() -> u32 {
+    // SAFETY: `nr_cpu_ids` is set during early boot and only read after.
+    unsafe { bindings::nr_cpu_ids }
+}
+
+/// Loads the module `name` (or its alias) and waits for it, like
+/// `request_module("%s", name)`.
+pub fn request_module(name: &CStr) -> Result {
+    // SAFETY: the format string takes one string argument, `name`, which
+    // is NUL-terminated.
+    let r = unsafe {
+        bindings::__request_module(true, kernel::c_str!("%s").as_char_ptr(), name.as_char_ptr())
+    };
+    // `request_module` returns modprobe's exit status when positive.
+    if r > 0 {
+        return Err(kernel::error::code::ENOENT);
+    }
+    to_result(r)
+}

@@ -1,0 +1,133 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * loop_file_fmt: the in-kernel interface between the core module
+ * (loop_file_fmt.ko, which owns the block devices) and the file-format
+ * drivers (loop_file_fmt_raw.ko, loop_file_fmt_qcow2.ko, ...).
+ *
+ * A format driver fills a struct lff_format_driver and registers it from
+ * its module init; the core then calls its ops for every device configured
+ * with that format name. The core loads a missing driver with
+ * request_module("loop-file-fmt-<name>"), so a driver module declares
+ * MODULE_ALIAS("loop-file-fmt-<name>").
+ *
+ * The Rust modules of this project mirror these definitions with #[repr(C)]
+ * types (drivers/block/loop_file_fmt/wrappers/format.rs); the core's C
+ * helper checks the sizes at build time. A driver written in C includes this
+ * header and links against the exported symbols.
+ *
+ * Calling context: every op may sleep. read/write/flush/discard/write_zeroes
+ * can be called concurrently for one device, from several CPUs; attach and
+ * detach are serialised by the core against everything else on the device.
+ */
+#ifndef _LINUX_LOOP_FILE_FMT_H
+#define _LINUX_LOOP_FILE_FMT_H
+
+#include <linux/types.h>
+
+struct file;
+struct iov_iter;
+struct module;
+
+/**
+ * struct lff_attach_info - what the core knows when a device is configured
+ * @files:          the layers: files[0] is the image, files[1] its backing
+ *                  file, and so on. The core holds a reference to each for
+ *                  as long as the device is attached.
+ * @nr_files:       number of entries in @files (1..LFF_MAX_LAYERS).
+ * @options:        NUL-terminated driver options from userspace ("" if none).
+ * @disk_name:      NUL-terminated device name ("lff0"), for log messages.
+ * @read_only:      the device will be read-only (requested, or files[0] is
+ *                  not open for writing).
+ * @direct_io:      userspace asked for direct I/O on the backing files.
+ * @size:           out: the virtual size of the image in bytes.
+ * @force_read_only: out: set when the driver can only serve reads for this
+ *                  image (the core then refuses a read-write configuration
+ *                  with EROFS unless @read_only).
+ * @nr_files_used:  out: how many of @files the image uses (its backing
+ *                  chain length); the core refuses extra layers with EINVAL.
+ */
+struct lff_attach_info {
+	struct file *const *files;
+	unsigned int nr_files;
+	const char *options;
+	const char *disk_name;
+	bool read_only;
+	bool direct_io;
+	u64 size;
+	bool force_read_only;
+	unsigned int nr_files_used;
+};
+
+/**
+ * struct lff_format_attr - a driver-specific sysfs attribute, shown per
+ * device as /sys/block/lffN/loop_file_fmt/<name>
+ * @name:  attribute file name.
+ * @show:  write the value and a newline into @buf (PAGE_SIZE bytes);
+ *         return the length or a negative errno.
+ * @store: parse @buf (@count bytes); return @count or a negative errno.
+ *         NULL makes the attribute read-only.
+ */
+struct lff_format_attr {
+	const char *name;
+	ssize_t (*show)(void *priv, char *buf);
+	ssize_t (*store)(void *priv, const char *buf, size_t count);
+};
+
+/**
+ * struct lff_format_ops - what a format driver does
+ * @attach:       validate the image and set up per-device state; store it in
+ *                *@priv. Return 0 or a negative errno (ENOMEM, EINVAL for a
+ *                malformed image, EOPNOTSUPP for an unsupported feature...),
+ *                having released everything on failure.
+ * @detach:       release what @attach set up. Called once no I/O runs.
+ * @read_iter:    fill @to (iov_iter_count(@to) bytes) with the virtual
+ *                disk's bytes at @pos. Return the number of bytes read or a
+ *                negative errno; a short read is an error for the request.
+ * @write_iter:   write @from at @pos. NULL for read-only drivers.
+ * @flush:        make completed writes durable (fsync semantics). NULL when
+ *                the driver does not write.
+ * @discard:      deallocate @len bytes at @pos; they then read as zeros or
+ *                as before (like REQ_OP_DISCARD). NULL: not supported.
+ * @write_zeroes: make @len bytes at @pos read as zeros; @may_unmap allows
+ *                deallocating them. NULL: the core writes zero pages.
+ * @attrs:        driver-specific sysfs attributes, or NULL.
+ * @nr_attrs:     number of entries in @attrs.
+ */
+struct lff_format_ops {
+	int (*attach)(struct lff_attach_info *info, void **priv);
+	void (*detach)(void *priv);
+	ssize_t (*read_iter)(void *priv, struct iov_iter *to, loff_t pos);
+	ssize_t (*write_iter)(void *priv, struct iov_iter *from, loff_t pos);
+	int (*flush)(void *priv);
+	int (*discard)(void *priv, loff_t pos, u64 len);
+	int (*write_zeroes)(void *priv, loff_t pos, u64 len, bool may_unmap);
+	const struct lff_format_attr *attrs;
+	unsigned int nr_attrs;
+};
+
+/**
+ * struct lff_format_driver - a registered format
+ * @name:  format name as userspace gives it ("raw", "qcow2"), at most
+ *         LFF_FORMAT_NAME_SIZE - 1 bytes.
+ * @owner: THIS_MODULE; pinned while a device uses the driver.
+ * @ops:   the driver's operations.
+ */
+struct lff_format_driver {
+	const char *name;
+	struct module *owner;
+	const struct lff_format_ops *ops;
+};
+
+/*
+ * Register @drv. Returns 0, -EEXIST if a driver of that name is registered,
+ * -EINVAL for a malformed @drv. @drv must stay valid until unregistered.
+ */
+int lff_register_format(const struct lff_format_driver *drv);
+
+/*
+ * Unregister @drv. Called from the driver's module exit: the core pins
+ * @drv->owner while a device uses @drv, so no device uses it then.
+ */
+void lff_unregister_format(const struct lff_format_driver *drv);
+
+#endif /* _LINUX_LOOP_FILE_FMT_H */
