@@ -377,13 +377,18 @@ impl Device {
     }
 
     fn serve(&self, att: &Attached, rq: &Request<'_>) -> Result {
+        let op = rq.op();
+        // A flush carries no position.
+        if op == Op::Flush {
+            return att.inst.flush();
+        }
         let pos = rq.pos();
         let len = u64::from(rq.len());
         if pos.checked_add(len).map_or(true, |end| end > att.size) {
             return Err(EIO);
         }
         let fpos = att.offset + pos;
-        match rq.op() {
+        match op {
             Op::Read => rq.with_iter(|it| {
                 let want = it.count();
                 let n = att.inst.read(it, fpos)?;
@@ -408,7 +413,6 @@ impl Device {
                 }
                 Ok(())
             }
-            Op::Flush => att.inst.flush(),
             Op::Discard if !att.read_only() => att.inst.discard(fpos, len),
             Op::WriteZeroes if !att.read_only() => att.inst.write_zeroes(fpos, len, !rq.no_unmap()),
             _ => Err(crate::wrappers::eopnotsupp()),
