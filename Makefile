@@ -1,5 +1,6 @@
 # loop-file-fmt: top-level build.
 #
+#   make boot      the main job: boot the guest, attach an image, use it
 #   make deps      install what is missing (Debian packages, rust-src, bindgen)
 #   make kernel    build the test kernel into the cache (no-op when cached)
 #   make modules   build the kernel modules against KDIR (default: that kernel)
@@ -29,7 +30,7 @@ endif
 GEN_UAPI := drivers/block/loop_file_fmt/generated/uapi.rs
 UAPI_H := include/uapi/linux/loop_file_fmt.h
 
-.PHONY: all deps kernel modules tools test test-host test-guest clippy fmt clean
+.PHONY: all boot deps kernel modules tools test test-host test-guest clippy fmt clean
 
 all: modules tools
 
@@ -60,8 +61,11 @@ clippy: kernel $(GEN_UAPI)
 	@cargo clippy --quiet --all-targets -- -D warnings
 
 fmt:
-	@rustfmt --edition 2021 $$(find drivers tests -name '*.rs' -not -path '*/generated/*')
+	@rustfmt --config-path $(KDIR)/.rustfmt.toml $$(find drivers tests -name '*.rs' -not -path '*/generated/*')
 	@cargo fmt
+
+boot: deps
+	@scripts/qemu-boot/vm-run -- scripts/qemu-boot/demo
 
 test: deps
 	@scripts/run-tests

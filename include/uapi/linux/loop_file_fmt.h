@@ -65,7 +65,8 @@ enum {
  * @sizelimit:  maximum size of the device in bytes, 0 for no limit; must be
  *              a multiple of 512.
  * @format:     NUL-terminated format name ("raw", "qcow2"); the driver
- *              module "loop-file-fmt-<format>" is loaded on demand.
+ *              module "loop-file-fmt-<format>" is loaded on demand; ENOENT
+ *              when no driver provides it.
  * @options:    NUL-terminated, comma-separated driver options
  *              ("snapshot=NAME" for qcow2), or empty.
  * @__reserved: must be zero.

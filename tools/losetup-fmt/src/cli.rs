@@ -270,13 +270,28 @@ impl Cx<'_> {
                 file.display()
             ));
         }
-        let (format, layers) = match resolve_layers(file, top, &s.format) {
+        let (format, mut layers) = match resolve_layers(file, top, &s.format) {
             Ok(x) => x,
             Err(msg) => {
                 self.warn(msg);
                 return 1;
             }
         };
+        if s.direct_io {
+            // The kernel reads the image with the fd's own flags: hand it an
+            // O_DIRECT one (probing above needed ordinary reads).
+            match open_direct(file, !(s.read_only || top_ro)) {
+                Ok(f) => layers[0].file = f,
+                Err(e) => {
+                    self.warn(format!(
+                        "{}: failed to set up loop device: cannot open with O_DIRECT: {}",
+                        file.display(),
+                        strerror(&e)
+                    ));
+                    return 1;
+                }
+            }
+        }
         let mut flags = 0;
         if s.read_only || top_ro {
             flags |= uapi::FLAG_READ_ONLY;
@@ -335,10 +350,19 @@ impl Cx<'_> {
                     attempts += 1;
                 }
                 Err(e) => {
-                    self.warn(format!(
-                        "{}: failed to set up loop device: {}",
-                        path.display(),
+                    // ENOENT from LFF_CONFIGURE: no driver for the format
+                    // (the device node itself was opened fine).
+                    let why = if errno(&e) == Some(libc::ENOENT) {
+                        format!(
+                            "no kernel driver for format '{format}' \
+                             (module loop-file-fmt-{format} not found)"
+                        )
+                    } else {
                         strerror(&e)
+                    };
+                    self.warn(format!(
+                        "{}: failed to set up loop device: {why}",
+                        path.display()
                     ));
                     return 1;
                 }
@@ -513,6 +537,15 @@ fn open_image(path: &Path, write: bool) -> io::Result<(File, bool)> {
         }
     }
     open(false).map(|f| (f, true))
+}
+
+/// Opens the image again with `O_DIRECT`, for `--direct-io`.
+fn open_direct(path: &Path, write: bool) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(libc::O_CLOEXEC | libc::O_DIRECT)
+        .open(path)
 }
 
 /// Decides the kernel format name and the layers to pass.

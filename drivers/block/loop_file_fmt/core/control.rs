@@ -59,7 +59,11 @@ fn ctl_ioctl(cmd: c_uint, arg: c_ulong) -> Result<i32> {
 
 /// `unlocked_ioctl` of the control node.
 #[no_mangle]
-pub(crate) extern "C" fn lff_ctl_ioctl(_file: *mut kernel::bindings::file, cmd: c_uint, arg: c_ulong) -> c_long {
+pub(crate) extern "C" fn lff_ctl_ioctl(
+    _file: *mut kernel::bindings::file,
+    cmd: c_uint,
+    arg: c_ulong,
+) -> c_long {
     match ctl_ioctl(cmd, arg) {
         Ok(v) => v as c_long,
         Err(e) => e.to_errno() as c_long,

@@ -14,7 +14,9 @@
 //! `open`/`release`) → `cfg` → `io`.
 
 use crate::registry::{Core, CORE, PART_SHIFT};
-use crate::wrappers::blk::{BlockFops, Disk, DiskOps, Group, Limits, Major, Op, Request};
+use crate::wrappers::blk::{
+    BlockFops, Disk, DiskOps, DiskParams, Group, Limits, Major, Op, Request,
+};
 use crate::wrappers::file::{File, FileKind};
 use crate::wrappers::format::{Instance, SysfsBuf, MAX_LAYERS};
 use crate::wrappers::{capable_sys_admin, nr_cpu_ids, uapi};
@@ -38,8 +40,10 @@ extern "C" {
 }
 
 /// Block device operations of every `/dev/lffN`, owned by this module.
-// SAFETY: only the address of `__this_module` is taken.
-static FOPS: BlockFops = BlockFops::new::<Device>(unsafe { __this_module.get() });
+static FOPS: BlockFops = BlockFops::new::<Device>(
+    // SAFETY: only the address of `__this_module` is taken.
+    unsafe { __this_module.get() },
+);
 
 /// The core attributes of `/sys/block/lffN/loop_file_fmt/`.
 const CORE_ATTRS: [&CStr; 8] = [
@@ -122,16 +126,15 @@ impl Device {
             }),
             GFP_KERNEL,
         )?;
-        let disk = Disk::new(
-            &dev.name,
+        let params = DiskParams {
+            name: &dev.name,
             major,
-            index << PART_SHIFT,
-            1 << PART_SHIFT,
-            &FOPS,
-            dev.clone(),
-            nr_cpu_ids(),
-            128,
-        )?;
+            first_minor: index << PART_SHIFT,
+            minors: 1 << PART_SHIFT,
+            nr_hw_queues: nr_cpu_ids(),
+            queue_depth: 128,
+        };
+        let disk = Disk::new(&params, &FOPS, dev.clone())?;
         dev.cfg.lock().disk = Some(Arc::new(disk, GFP_KERNEL)?);
         Ok(dev)
     }
@@ -168,8 +171,9 @@ impl Device {
 
     /// `LFF_CONFIGURE`.
     fn configure(&self, arg: usize) -> Result {
-        let cfg: uapi::lff_config =
-            UserSlice::new(arg, core::mem::size_of::<uapi::lff_config>()).reader().read()?;
+        let cfg: uapi::lff_config = UserSlice::new(arg, core::mem::size_of::<uapi::lff_config>())
+            .reader()
+            .read()?;
         let nr = cfg.nr_fds as usize;
         if nr == 0 || nr > MAX_LAYERS || cfg.flags & !SETTABLE_FLAGS != 0 {
             return Err(EINVAL);
@@ -188,7 +192,10 @@ impl Device {
         let format = cstr_field(&cfg.format)?;
         let options = cstr_field(&cfg.options)?;
         if format.is_empty()
-            || !format.as_bytes().iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-')
+            || !format
+                .as_bytes()
+                .iter()
+                .all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-')
         {
             pr_err!("{}: invalid format name\n", self.name());
             return Err(EINVAL);
@@ -219,8 +226,11 @@ impl Device {
         if flags & uapi::LFF_FLAGS_DIRECT_IO != 0 {
             let f = &files[0];
             if !f.is_direct_io() || !f.can_direct_io() || block_size < f.direct_io_alignment() {
-                pr_err!("{}: direct I/O needs the image open with O_DIRECT and a block size >= {}\n",
-                    self.name(), f.direct_io_alignment());
+                pr_err!(
+                    "{}: direct I/O needs the image open with O_DIRECT and a block size >= {}\n",
+                    self.name(),
+                    f.direct_io_alignment()
+                );
                 return Err(EINVAL);
             }
         }
@@ -234,25 +244,48 @@ impl Device {
             return Err(EBUSY);
         }
         let driver = core.get_driver(format).inspect_err(|_| {
-            pr_err!("{}: no driver for format '{}' (module loop-file-fmt-{})\n", self.name(), format, format);
+            pr_err!(
+                "{}: no driver for format '{}' (module loop-file-fmt-{})\n",
+                self.name(),
+                format,
+                format
+            );
         })?;
         let ro = flags & uapi::LFF_FLAGS_READ_ONLY != 0;
         let dio = flags & uapi::LFF_FLAGS_DIRECT_IO != 0;
         let (inst, out) = driver.attach(&files, options, &self.name, ro, dio)?;
         if out.force_read_only && !ro {
-            pr_err!("{}: format '{}' can only attach this image read-only\n", self.name(), format);
+            pr_err!(
+                "{}: format '{}' can only attach this image read-only\n",
+                self.name(),
+                format
+            );
             return Err(EROFS);
         }
         if !ro && !inst.can_write() {
-            pr_err!("{}: format '{}' is read-only; attach with read-only\n", self.name(), format);
+            pr_err!(
+                "{}: format '{}' is read-only; attach with read-only\n",
+                self.name(),
+                format
+            );
             return Err(EROFS);
         }
         if out.nr_files_used != nr {
-            pr_err!("{}: the image has {} layers but {} files were given\n", self.name(), out.nr_files_used, nr);
+            pr_err!(
+                "{}: the image has {} layers but {} files were given\n",
+                self.name(),
+                out.nr_files_used,
+                nr
+            );
             return Err(EINVAL);
         }
         if cfg.offset >= out.size {
-            pr_err!("{}: offset {} is beyond the image size {}\n", self.name(), cfg.offset, out.size);
+            pr_err!(
+                "{}: offset {} is beyond the image size {}\n",
+                self.name(),
+                cfg.offset,
+                out.size
+            );
             return Err(EINVAL);
         }
         let mut size = out.size - cfg.offset;
@@ -266,7 +299,16 @@ impl Device {
         path.extend_from_slice(files[0].path(&mut pathbuf).unwrap_or(b"?"), GFP_KERNEL)?;
 
         let att = Arc::new(
-            Attached { inst, files, flags, block_size, offset: cfg.offset, sizelimit: cfg.sizelimit, size, path },
+            Attached {
+                inst,
+                files,
+                flags,
+                block_size,
+                offset: cfg.offset,
+                sizelimit: cfg.sizelimit,
+                size,
+                path,
+            },
             GFP_KERNEL,
         )?;
         let disk = st.disk.clone().ok_or(ENXIO)?;
@@ -274,8 +316,16 @@ impl Device {
         let limits = Limits {
             block_size,
             write_cache: !ro && att.inst.can_flush(),
-            max_discard_sectors: if !ro && att.inst.can_discard() { max } else { 0 },
-            max_write_zeroes_sectors: if !ro && att.inst.can_write_zeroes() { max } else { 0 },
+            max_discard_sectors: if !ro && att.inst.can_discard() {
+                max
+            } else {
+                0
+            },
+            max_write_zeroes_sectors: if !ro && att.inst.can_write_zeroes() {
+                max
+            } else {
+                0
+            },
         };
         let mut attrs = KVec::with_capacity(CORE_ATTRS.len() + 8, GFP_KERNEL)?;
         for name in CORE_ATTRS {
@@ -369,7 +419,9 @@ impl Device {
         copy_cstr(&mut s.format, att.inst.name().as_bytes());
         copy_cstr(&mut s.file_name, &att.path);
         drop(st);
-        UserSlice::new(arg, core::mem::size_of::<uapi::lff_status>()).writer().write(&s)
+        UserSlice::new(arg, core::mem::size_of::<uapi::lff_status>())
+            .writer()
+            .write(&s)
     }
 
     fn current(&self) -> Option<Arc<Attached>> {
@@ -491,7 +543,11 @@ impl DiskOps for Device {
             b"dio" => writeln!(buf, "{}", b(att.flags & uapi::LFF_FLAGS_DIRECT_IO != 0)),
             b"nr_layers" => writeln!(buf, "{}", att.files.len()),
             _ => {
-                let i = att.inst.attr_names().position(|n| n.as_bytes() == name.as_bytes()).ok_or(EIO)?;
+                let i = att
+                    .inst
+                    .attr_names()
+                    .position(|n| n.as_bytes() == name.as_bytes())
+                    .ok_or(EIO)?;
                 return att.inst.show_attr(i, buf);
             }
         };
@@ -503,7 +559,11 @@ impl DiskOps for Device {
             return Err(EPERM);
         }
         let att = self.current().ok_or(ENXIO)?;
-        let i = att.inst.attr_names().position(|n| n.as_bytes() == name.as_bytes()).ok_or(EACCES)?;
+        let i = att
+            .inst
+            .attr_names()
+            .position(|n| n.as_bytes() == name.as_bytes())
+            .ok_or(EACCES)?;
         att.inst.store_attr(i, input)
     }
 }

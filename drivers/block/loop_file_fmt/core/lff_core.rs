@@ -52,7 +52,9 @@ impl kernel::Module for LoopFileFmt {
             }
         };
         pr_info!("loaded; control node /dev/loop-file-fmt-control\n");
-        Ok(Self { control: Some(control) })
+        Ok(Self {
+            control: Some(control),
+        })
     }
 }
 

@@ -50,7 +50,10 @@ impl Core {
     /// Adds a driver; `EEXIST` if its name is taken.
     pub(crate) fn register(&self, drv: DriverRef) -> Result {
         let mut drivers = self.drivers.lock();
-        if drivers.iter().any(|d| d.name().as_bytes() == drv.name().as_bytes()) {
+        if drivers
+            .iter()
+            .any(|d| d.name().as_bytes() == drv.name().as_bytes())
+        {
             pr_err!("format '{}' is already registered\n", drv.name());
             return Err(EEXIST);
         }
@@ -69,7 +72,9 @@ impl Core {
 
     fn find_driver(&self, name: &CStr) -> Option<Result<PinnedDriver>> {
         let drivers = self.drivers.lock();
-        let d = drivers.iter().find(|d| d.name().as_bytes() == name.as_bytes());
+        let d = drivers
+            .iter()
+            .find(|d| d.name().as_bytes() == name.as_bytes());
         d.map(|d| d.pin())
     }
 
@@ -86,7 +91,11 @@ impl Core {
     }
 
     fn device(&self, index: u32) -> Option<Arc<Device>> {
-        self.devices.lock().iter().find(|d| d.index() == index).cloned()
+        self.devices
+            .lock()
+            .iter()
+            .find(|d| d.index() == index)
+            .cloned()
     }
 
     /// Adds device `index` (or the lowest free number); returns its number.
@@ -118,7 +127,12 @@ impl Core {
 
     /// The number of an unattached device, adding one if none is free.
     pub(crate) fn get_free(&self) -> Result<u32> {
-        let free = self.devices.lock().iter().find(|d| d.is_free()).map(|d| d.index());
+        let free = self
+            .devices
+            .lock()
+            .iter()
+            .find(|d| d.is_free())
+            .map(|d| d.index());
         match free {
             Some(i) => Ok(i),
             None => self.add_device(None),
@@ -154,7 +168,10 @@ impl<T> Slots<T> {
     }
 
     fn remove_where(&mut self, mut f: impl FnMut(&T) -> bool) -> Option<T> {
-        self.0.iter_mut().find(|s| s.as_ref().is_some_and(&mut f))?.take()
+        self.0
+            .iter_mut()
+            .find(|s| s.as_ref().is_some_and(&mut f))?
+            .take()
     }
 
     fn take_all(&mut self) -> KVec<Option<T>> {

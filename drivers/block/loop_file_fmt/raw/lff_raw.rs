@@ -60,11 +60,16 @@ impl FormatDriver for Raw {
     }
 
     fn discard(&self, pos: u64, len: u64) -> Result {
-        self.file.fallocate(falloc::PUNCH_HOLE | falloc::KEEP_SIZE, pos, len)
+        self.file
+            .fallocate(falloc::PUNCH_HOLE | falloc::KEEP_SIZE, pos, len)
     }
 
     fn write_zeroes(&self, pos: u64, len: u64, may_unmap: bool) -> Result {
-        let mode = if may_unmap { falloc::PUNCH_HOLE } else { falloc::ZERO_RANGE };
+        let mode = if may_unmap {
+            falloc::PUNCH_HOLE
+        } else {
+            falloc::ZERO_RANGE
+        };
         self.file.fallocate(mode | falloc::KEEP_SIZE, pos, len)
     }
 }
@@ -75,6 +80,8 @@ struct RawModule {
 
 impl kernel::Module for RawModule {
     fn init(module: &'static ThisModule) -> Result<Self> {
-        Ok(Self { _reg: Registration::new(module)? })
+        Ok(Self {
+            _reg: Registration::new(module)?,
+        })
     }
 }

@@ -147,6 +147,10 @@ impl<T: DiskOps> Shims<T> {
         unsafe { &*(*disk).private_data.cast::<T>() }
     }
 
+    /// # Safety
+    ///
+    /// Only called by the block layer or sysfs, through the C vtable, with the pointers
+    /// its contract makes valid for the call.
     unsafe extern "C" fn queue_rq(
         _hctx: *mut bindings::blk_mq_hw_ctx,
         bd: *const bindings::blk_mq_queue_data,
@@ -158,7 +162,10 @@ impl<T: DiskOps> Shims<T> {
         // SAFETY: `queuedata` is the `T` of the disk (see `Disk::new`),
         // alive while requests run.
         let data = unsafe { &*sys::lff_rq_driver_data(rq).cast::<T>() };
-        let status = match data.queue_rq(&Request { rq, _p: PhantomData }) {
+        let status = match data.queue_rq(&Request {
+            rq,
+            _p: PhantomData,
+        }) {
             Ok(()) => 0,
             // SAFETY: pure function on an errno.
             Err(e) => unsafe { bindings::errno_to_blk_status(e.to_errno()) },
@@ -168,6 +175,10 @@ impl<T: DiskOps> Shims<T> {
         0
     }
 
+    /// # Safety
+    ///
+    /// Only called by the block layer or sysfs, through the C vtable, with the pointers
+    /// its contract makes valid for the call.
     unsafe extern "C" fn open(disk: *mut bindings::gendisk, _mode: bindings::blk_mode_t) -> c_int {
         // SAFETY: the block layer passes our live disk.
         match unsafe { Self::data(disk) }.open() {
@@ -176,6 +187,10 @@ impl<T: DiskOps> Shims<T> {
         }
     }
 
+    /// # Safety
+    ///
+    /// Only called by the block layer or sysfs, through the C vtable, with the pointers
+    /// its contract makes valid for the call.
     unsafe extern "C" fn release(disk: *mut bindings::gendisk) {
         // SAFETY: the block layer passes our live disk.
         let openers = unsafe { sys::lff_disk_openers(disk) };
@@ -183,6 +198,10 @@ impl<T: DiskOps> Shims<T> {
         unsafe { Self::data(disk) }.release(openers);
     }
 
+    /// # Safety
+    ///
+    /// Only called by the block layer or sysfs, through the C vtable, with the pointers
+    /// its contract makes valid for the call.
     unsafe extern "C" fn ioctl(
         bdev: *mut bindings::block_device,
         _mode: bindings::blk_mode_t,
@@ -192,18 +211,26 @@ impl<T: DiskOps> Shims<T> {
         // SAFETY: the block layer passes a live block device of our disk.
         let disk = unsafe { (*bdev).bd_disk };
         // SAFETY: `disk` is our live disk.
-        match unsafe { Self::data(disk) }.ioctl(cmd, arg as usize) {
+        match unsafe { Self::data(disk) }.ioctl(cmd, arg) {
             Ok(v) => v,
             Err(e) => e.to_errno(),
         }
     }
 
+    /// # Safety
+    ///
+    /// Only called by the block layer or sysfs, through the C vtable, with the pointers
+    /// its contract makes valid for the call.
     unsafe extern "C" fn free_disk(disk: *mut bindings::gendisk) {
         // SAFETY: releases the reference `Disk::new` stored; the gendisk is
         // being freed, so nothing uses `private_data` any more.
         drop(unsafe { Arc::from_raw((*disk).private_data.cast::<T>()) });
     }
 
+    /// # Safety
+    ///
+    /// Only called by the block layer or sysfs, through the C vtable, with the pointers
+    /// its contract makes valid for the call.
     unsafe extern "C" fn sysfs_show(
         dev: *mut bindings::device,
         attr: *mut bindings::device_attribute,
@@ -224,6 +251,10 @@ impl<T: DiskOps> Shims<T> {
         }
     }
 
+    /// # Safety
+    ///
+    /// Only called by the block layer or sysfs, through the C vtable, with the pointers
+    /// its contract makes valid for the call.
     unsafe extern "C" fn sysfs_store(
         dev: *mut bindings::device,
         attr: *mut bindings::device_attribute,
@@ -289,6 +320,23 @@ pub struct Limits {
     pub max_write_zeroes_sectors: u32,
 }
 
+/// Where a [`Disk`] lives and how its queue is shaped.
+#[derive(Clone, Copy)]
+pub struct DiskParams<'a> {
+    /// Disk name (`lff0`), at most 31 bytes.
+    pub name: &'a CStr,
+    /// The driver's major.
+    pub major: &'a Major,
+    /// First minor.
+    pub first_minor: u32,
+    /// Number of minors (whole disk and partitions).
+    pub minors: u32,
+    /// Hardware queues.
+    pub nr_hw_queues: u32,
+    /// Tags per hardware queue.
+    pub queue_depth: u32,
+}
+
 /// A registered block major number.
 pub struct Major {
     major: u32,
@@ -303,7 +351,10 @@ impl Major {
         if r < 0 {
             return Err(Error::from_errno(r));
         }
-        Ok(Self { major: r as u32, name })
+        Ok(Self {
+            major: r as u32,
+            name,
+        })
     }
 
     /// The major number.
@@ -352,24 +403,26 @@ unsafe impl<T: DiskOps> Send for Disk<T> {}
 unsafe impl<T: DiskOps> Sync for Disk<T> {}
 
 impl<T: DiskOps> Disk<T> {
-    /// Creates and adds the disk `name` (`major`:`first_minor`, `minors`
-    /// minors), empty (capacity 0) and with partitions off.
-    pub fn new(
-        name: &CStr,
-        major: &Major,
-        first_minor: u32,
-        minors: u32,
-        fops: &'static BlockFops,
-        data: Arc<T>,
-        nr_hw_queues: u32,
-        queue_depth: u32,
-    ) -> Result<Self> {
+    /// Creates and adds the disk `p.name`, empty (capacity 0) and with
+    /// partitions off, whose requests, opens and ioctls go to `data`.
+    pub fn new(p: &DiskParams<'_>, fops: &'static BlockFops, data: Arc<T>) -> Result<Self> {
+        let DiskParams {
+            name,
+            major,
+            first_minor,
+            minors,
+            nr_hw_queues,
+            queue_depth,
+        } = *p;
         let bytes = name.as_bytes_with_nul();
         if bytes.len() > 32 {
             return Err(EINVAL);
         }
         // SAFETY: all-zero is a valid initial `blk_mq_tag_set`.
-        let mut set = KBox::new(unsafe { core::mem::zeroed::<bindings::blk_mq_tag_set>() }, GFP_KERNEL)?;
+        let mut set = KBox::new(
+            unsafe { core::mem::zeroed::<bindings::blk_mq_tag_set>() },
+            GFP_KERNEL,
+        )?;
         set.ops = &Shims::<T>::MQ_OPS;
         set.nr_hw_queues = nr_hw_queues;
         set.queue_depth = queue_depth;
@@ -386,9 +439,8 @@ impl<T: DiskOps> Disk<T> {
         let raw_data = Arc::into_raw(data);
         // SAFETY: `set` is an allocated tag set; `lim` is valid for the call;
         // `raw_data` stays valid until `free_disk` drops it.
-        let disk = unsafe {
-            sys::lff_blk_mq_alloc_disk(set_guard.0, &mut lim, raw_data as *mut c_void)
-        };
+        let disk =
+            unsafe { sys::lff_blk_mq_alloc_disk(set_guard.0, &mut lim, raw_data as *mut c_void) };
         if (disk as isize) < 0 && (disk as isize) >= -4095 || disk.is_null() {
             // SAFETY: the disk was not made, so the reference is still ours.
             drop(unsafe { Arc::from_raw(raw_data) });
@@ -408,7 +460,9 @@ impl<T: DiskOps> Disk<T> {
             }
         }
         // SAFETY: a fully set-up, not yet added disk.
-        let r = unsafe { bindings::device_add_disk(core::ptr::null_mut(), disk, core::ptr::null_mut()) };
+        let r = unsafe {
+            bindings::device_add_disk(core::ptr::null_mut(), disk, core::ptr::null_mut())
+        };
         if r != 0 {
             // SAFETY: never added; `put_disk` calls `free_disk`, which drops
             // the `Arc` reference.
@@ -480,7 +534,11 @@ impl<T: DiskOps> Disk<T> {
             l.features &= !wc;
         }
         l.max_hw_discard_sectors = lim.max_discard_sectors;
-        l.discard_granularity = if lim.max_discard_sectors > 0 { lim.block_size } else { 0 };
+        l.discard_granularity = if lim.max_discard_sectors > 0 {
+            lim.block_size
+        } else {
+            0
+        };
         l.max_write_zeroes_sectors = lim.max_write_zeroes_sectors;
         // SAFETY: commits and releases the lock taken above.
         to_result(unsafe { bindings::queue_limits_commit_update(self.queue(), &mut l) })
@@ -504,7 +562,12 @@ impl<T: DiskOps> Disk<T> {
     /// Sends a `change` uevent.
     pub fn uevent_change(&self) {
         // SAFETY: the disk is live.
-        unsafe { bindings::kobject_uevent(sys::lff_disk_kobj(self.raw()), bindings::kobject_action_KOBJ_CHANGE) };
+        unsafe {
+            bindings::kobject_uevent(
+                sys::lff_disk_kobj(self.raw()),
+                bindings::kobject_action_KOBJ_CHANGE,
+            )
+        };
     }
 
     /// Adds the sysfs group `name` with the attributes `attrs` (name,
@@ -527,7 +590,11 @@ impl<T: DiskOps> Disk<T> {
                         mode: if writable { 0o644 } else { 0o444 },
                     },
                     show: Some(Shims::<T>::sysfs_show),
-                    store: if writable { Some(Shims::<T>::sysfs_store) } else { None },
+                    store: if writable {
+                        Some(Shims::<T>::sysfs_store)
+                    } else {
+                        None
+                    },
                 },
                 GFP_KERNEL,
             )?;
@@ -545,7 +612,9 @@ impl<T: DiskOps> Disk<T> {
         // SAFETY: the group and everything it points to live in `g` until
         // `remove_group` removes it from sysfs before freeing; the names
         // outlive it (static, or the pinned driver's).
-        to_result(unsafe { bindings::sysfs_create_group(sys::lff_disk_kobj(self.raw()), &g.group) })?;
+        to_result(unsafe {
+            bindings::sysfs_create_group(sys::lff_disk_kobj(self.raw()), &g.group)
+        })?;
         Ok(g)
     }
 

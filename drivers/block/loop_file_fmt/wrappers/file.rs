@@ -151,7 +151,12 @@ impl File {
             // SAFETY: the file is valid; `rest` is a writable kernel buffer
             // of `rest.len()` bytes; `off` is a live local.
             let n = unsafe {
-                bindings::kernel_read(self.as_ptr(), rest.as_mut_ptr().cast(), rest.len(), &mut off)
+                bindings::kernel_read(
+                    self.as_ptr(),
+                    rest.as_mut_ptr().cast(),
+                    rest.len(),
+                    &mut off,
+                )
             };
             match n {
                 n if n < 0 => return Err(Error::from_errno(n as i32)),

@@ -291,7 +291,15 @@ impl<T: FormatDriver> VTable<T> {
         unsafe { &*p.cast::<T>() }
     }
 
-    unsafe extern "C" fn read_iter(p: *mut c_void, iter: *mut bindings::iov_iter, pos: i64) -> isize {
+    /// # Safety
+    ///
+    /// Only called by the core, through the C vtable, with the pointers
+    /// its contract makes valid for the call.
+    unsafe extern "C" fn read_iter(
+        p: *mut c_void,
+        iter: *mut bindings::iov_iter,
+        pos: i64,
+    ) -> isize {
         // SAFETY: the core passes a live state and a valid iterator over
         // the request's pages for the duration of the call.
         let (s, mut it) = unsafe { (Self::state(p), IovIter::from_raw(iter)) };
@@ -302,7 +310,15 @@ impl<T: FormatDriver> VTable<T> {
         }
     }
 
-    unsafe extern "C" fn write_iter(p: *mut c_void, iter: *mut bindings::iov_iter, pos: i64) -> isize {
+    /// # Safety
+    ///
+    /// Only called by the core, through the C vtable, with the pointers
+    /// its contract makes valid for the call.
+    unsafe extern "C" fn write_iter(
+        p: *mut c_void,
+        iter: *mut bindings::iov_iter,
+        pos: i64,
+    ) -> isize {
         // SAFETY: as in `read_iter`.
         let (s, mut it) = unsafe { (Self::state(p), IovIter::from_raw(iter)) };
         match s.write(&mut it, pos as u64) {
@@ -311,29 +327,48 @@ impl<T: FormatDriver> VTable<T> {
         }
     }
 
+    /// # Safety
+    ///
+    /// Only called by the core, through the C vtable, with the pointers
+    /// its contract makes valid for the call.
     unsafe extern "C" fn flush(p: *mut c_void) -> c_int {
         // SAFETY: the core passes a live state.
         let s = unsafe { Self::state(p) };
         from_result(|| s.flush().map(|()| 0))
     }
 
+    /// # Safety
+    ///
+    /// Only called by the core, through the C vtable, with the pointers
+    /// its contract makes valid for the call.
     unsafe extern "C" fn discard(p: *mut c_void, pos: i64, len: u64) -> c_int {
         // SAFETY: the core passes a live state.
         let s = unsafe { Self::state(p) };
         from_result(|| s.discard(pos as u64, len).map(|()| 0))
     }
 
+    /// # Safety
+    ///
+    /// Only called by the core, through the C vtable, with the pointers
+    /// its contract makes valid for the call.
     unsafe extern "C" fn write_zeroes(p: *mut c_void, pos: i64, len: u64, unmap: bool) -> c_int {
         // SAFETY: the core passes a live state.
         let s = unsafe { Self::state(p) };
         from_result(|| s.write_zeroes(pos as u64, len, unmap).map(|()| 0))
     }
 
+    /// # Safety
+    ///
+    /// Only called by the core, through the C vtable, with the pointers
+    /// its contract makes valid for the call.
     unsafe extern "C" fn show<const I: usize>(p: *mut c_void, buf: *mut c_char) -> isize {
         // SAFETY: the core passes a live state and a sysfs buffer of one
         // page, exclusively ours for the call.
         let (s, page) = unsafe {
-            (Self::state(p), core::slice::from_raw_parts_mut(buf.cast::<u8>(), kernel::page::PAGE_SIZE))
+            (
+                Self::state(p),
+                core::slice::from_raw_parts_mut(buf.cast::<u8>(), kernel::page::PAGE_SIZE),
+            )
         };
         let mut out = SysfsBuf { buf: page, len: 0 };
         match s.show_attr(I, &mut out) {
@@ -342,9 +377,22 @@ impl<T: FormatDriver> VTable<T> {
         }
     }
 
-    unsafe extern "C" fn store<const I: usize>(p: *mut c_void, buf: *const c_char, len: usize) -> isize {
+    /// # Safety
+    ///
+    /// Only called by the core, through the C vtable, with the pointers
+    /// its contract makes valid for the call.
+    unsafe extern "C" fn store<const I: usize>(
+        p: *mut c_void,
+        buf: *const c_char,
+        len: usize,
+    ) -> isize {
         // SAFETY: the core passes a live state and `len` readable bytes.
-        let (s, input) = unsafe { (Self::state(p), core::slice::from_raw_parts(buf.cast::<u8>(), len)) };
+        let (s, input) = unsafe {
+            (
+                Self::state(p),
+                core::slice::from_raw_parts(buf.cast::<u8>(), len),
+            )
+        };
         match s.store_attr(I, input) {
             Ok(()) => len as isize,
             Err(e) => e.to_errno() as isize,
@@ -359,7 +407,11 @@ impl<T: FormatDriver> VTable<T> {
                 store: Some(Self::store::<I>),
             }
         } else {
-            RawAttr { name: core::ptr::null(), show: None, store: None }
+            RawAttr {
+                name: core::ptr::null(),
+                show: None,
+                store: None,
+            }
         }
     }
 
@@ -380,10 +432,26 @@ impl<T: FormatDriver> VTable<T> {
             attach: Some(Self::attach),
             detach: Some(Self::detach),
             read_iter: Some(Self::read_iter),
-            write_iter: if T::HAS_WRITE { Some(Self::write_iter) } else { None },
-            flush: if T::HAS_FLUSH { Some(Self::flush) } else { None },
-            discard: if T::HAS_DISCARD { Some(Self::discard) } else { None },
-            write_zeroes: if T::HAS_WRITE_ZEROES { Some(Self::write_zeroes) } else { None },
+            write_iter: if T::HAS_WRITE {
+                Some(Self::write_iter)
+            } else {
+                None
+            },
+            flush: if T::HAS_FLUSH {
+                Some(Self::flush)
+            } else {
+                None
+            },
+            discard: if T::HAS_DISCARD {
+                Some(Self::discard)
+            } else {
+                None
+            },
+            write_zeroes: if T::HAS_WRITE_ZEROES {
+                Some(Self::write_zeroes)
+            } else {
+                None
+            },
             attrs: &Self::ATTRS as *const RawAttr,
             nr_attrs: T::ATTRS.len() as c_uint,
         }
@@ -420,7 +488,10 @@ impl<T: FormatDriver> Registration<T> {
         // SAFETY: `drv` is a valid driver description that stays at the same
         // address (boxed) until `drop` unregisters it.
         to_result(unsafe { lff_register_format(&*drv) })?;
-        Ok(Self { drv, _p: PhantomData })
+        Ok(Self {
+            drv,
+            _p: PhantomData,
+        })
     }
 }
 
@@ -713,7 +784,11 @@ impl Instance {
 
     /// Calls the store callback of attribute `index`.
     pub fn store_attr(&self, index: usize, input: &[u8]) -> Result {
-        let f = self.attrs().get(index).and_then(|a| a.store).ok_or(EACCES)?;
+        let f = self
+            .attrs()
+            .get(index)
+            .and_then(|a| a.store)
+            .ok_or(EACCES)?;
         // SAFETY: `state` is live; `input` is readable for its length.
         isize_result(unsafe { f(self.state, input.as_ptr().cast(), input.len()) }).map(|_| ())
     }

@@ -16,10 +16,18 @@ pub struct ModuleGlobal<T> {
 // enough; the value is moved in and out whole.
 unsafe impl<T: Send + Sync> Sync for ModuleGlobal<T> {}
 
+impl<T: Send + Sync> Default for ModuleGlobal<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl<T: Send + Sync> ModuleGlobal<T> {
     /// An empty global.
     pub const fn new() -> Self {
-        Self { ptr: AtomicPtr::new(core::ptr::null_mut()) }
+        Self {
+            ptr: AtomicPtr::new(core::ptr::null_mut()),
+        }
     }
 
     /// Publishes `value`.
@@ -29,7 +37,12 @@ impl<T: Send + Sync> ModuleGlobal<T> {
         let raw = KBox::into_raw(unsafe { Pin::into_inner_unchecked(value) });
         if self
             .ptr
-            .compare_exchange(core::ptr::null_mut(), raw, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(
+                core::ptr::null_mut(),
+                raw,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
             .is_err()
         {
             // SAFETY: `raw` was not published; we still own it.

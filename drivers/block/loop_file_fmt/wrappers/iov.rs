@@ -29,7 +29,10 @@ impl<'a> IovIter<'a> {
     /// `raw` must point to a valid, initialised `struct iov_iter` whose
     /// memory stays valid, and which nobody else uses, for `'a`.
     pub unsafe fn from_raw(raw: *mut bindings::iov_iter) -> Self {
-        Self { raw, _p: PhantomData }
+        Self {
+            raw,
+            _p: PhantomData,
+        }
     }
 
     /// The raw pointer, for the VFS and the C ABI.

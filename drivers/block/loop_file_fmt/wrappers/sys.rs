@@ -46,7 +46,12 @@ extern "C" {
     pub(crate) fn lff_file_direct_io(file: *mut bindings::file) -> bool;
     pub(crate) fn lff_file_can_direct_io(file: *mut bindings::file) -> bool;
     pub(crate) fn lff_file_kind(file: *mut bindings::file) -> c_int;
-    pub(crate) fn lff_file_ids(file: *mut bindings::file, dev: *mut u64, ino: *mut u64, rdev: *mut u32);
+    pub(crate) fn lff_file_ids(
+        file: *mut bindings::file,
+        dev: *mut u64,
+        ino: *mut u64,
+        rdev: *mut u32,
+    );
     pub(crate) fn lff_file_dio_align(file: *mut bindings::file) -> c_uint;
 
     pub(crate) fn lff_blk_mq_alloc_disk(

@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Raw ioctls on loop-file-fmt devices, for tests that need arguments the
+losetup tool never sends (bad fds, unknown flags) and for fast loops.
+
+The request numbers are computed from the _IOC encoding and the struct
+sizes below; tests/guest/20-raw.sh cross-checks them against the C header
+with the host compiler.
+
+Usage (each prints nothing and exits 0 on success, or prints the errno name
+and exits 1):
+  lffctl.py configure DEV FORMAT [--fd N | --file PATH [--ro]]... [--flags N]
+            [--block-size N] [--offset N] [--sizelimit N] [--options S]
+            [--nr-fds N] [--reserved N]
+  lffctl.py clear DEV
+  lffctl.py status DEV            (prints key=value lines)
+  lffctl.py ctl add|remove|get-free [N]
+  lffctl.py cycle DEV FILE COUNT  (attach/detach COUNT times)
+  lffctl.py numbers               (prints the request numbers)
+"""
+import errno
+import fcntl
+import os
+import struct
+import sys
+
+CONFIG = struct.Struct("=16i4I2Q32s128s8Q")
+STATUS = struct.Struct("=4I5Q32s64s8Q")
+MAGIC = 0x4C
+
+
+def _ioc(direction, nr, size):
+    return (direction << 30) | (size << 16) | (MAGIC << 8) | nr
+
+
+LFF_CONFIGURE = _ioc(1, 0xA0, CONFIG.size)
+LFF_CLR_FD = _ioc(0, 0xA1, 0)
+LFF_GET_STATUS = _ioc(2, 0xA2, STATUS.size)
+LFF_CTL_ADD = _ioc(0, 0xA8, 0)
+LFF_CTL_REMOVE = _ioc(0, 0xA9, 0)
+LFF_CTL_GET_FREE = _ioc(0, 0xAA, 0)
+CONTROL = "/dev/loop-file-fmt-control"
+
+
+def configure(dev, fmt, fds, flags=0, block_size=0, offset=0, sizelimit=0,
+              options=b"", nr_fds=None, reserved=0):
+    fdl = list(fds) + [0] * (16 - len(fds))
+    arg = CONFIG.pack(*fdl, len(fds) if nr_fds is None else nr_fds, flags,
+                      block_size, 0, offset, sizelimit, fmt, options,
+                      reserved, 0, 0, 0, 0, 0, 0, 0)
+    with open(dev, "rb") as d:
+        fcntl.ioctl(d, LFF_CONFIGURE, arg)
+
+
+def clear(dev):
+    with open(dev, "rb") as d:
+        fcntl.ioctl(d, LFF_CLR_FD, 0)
+
+
+def status(dev):
+    with open(dev, "rb") as d:
+        buf = fcntl.ioctl(d, LFF_GET_STATUS, bytes(STATUS.size))
+    f = STATUS.unpack(buf)
+    keys = ["index", "flags", "block_size", "nr_layers", "offset",
+            "sizelimit", "size", "device", "inode"]
+    out = dict(zip(keys, f[:9]))
+    out["format"] = f[9].rstrip(b"\0").decode()
+    out["file_name"] = f[10].rstrip(b"\0").decode()
+    return out
+
+
+def ctl(cmd, n=-1):
+    req = {"add": LFF_CTL_ADD, "remove": LFF_CTL_REMOVE,
+           "get-free": LFF_CTL_GET_FREE}[cmd]
+    fd = os.open(CONTROL, os.O_RDWR)
+    try:
+        return fcntl.ioctl(fd, req, n)
+    finally:
+        os.close(fd)
+
+
+def main(argv):
+    cmd = argv[1]
+    if cmd == "numbers":
+        for k in ("LFF_CONFIGURE", "LFF_CLR_FD", "LFF_GET_STATUS",
+                  "LFF_CTL_ADD", "LFF_CTL_REMOVE", "LFF_CTL_GET_FREE"):
+            print(f"{k}={globals()[k]}")
+        return 0
+    if cmd == "ctl":
+        print(ctl(argv[2], int(argv[3]) if len(argv) > 3 else -1))
+        return 0
+    if cmd == "clear":
+        clear(argv[2])
+        return 0
+    if cmd == "status":
+        for k, v in status(argv[2]).items():
+            print(f"{k}={v}")
+        return 0
+    if cmd == "cycle":
+        dev, path, count = argv[2], argv[3], int(argv[4])
+        fd = os.open(path, os.O_RDWR)
+        for _ in range(count):
+            configure(dev, b"raw", [fd])
+            clear(dev)
+        os.close(fd)
+        return 0
+    if cmd == "configure":
+        dev, fmt = argv[2], argv[3].encode()
+        fds, kw, i, keep = [], {}, 4, []
+        while i < len(argv):
+            a = argv[i]
+            if a == "--fd":
+                fds.append(int(argv[i + 1]))
+            elif a == "--file":
+                ro = i + 2 < len(argv) and argv[i + 2] == "--ro"
+                f = open(argv[i + 1], "rb" if ro else "r+b")
+                keep.append(f)
+                fds.append(f.fileno())
+                i += 1 if ro else 0
+            elif a in ("--flags", "--block-size", "--offset", "--sizelimit",
+                       "--nr-fds", "--reserved"):
+                kw[a[2:].replace("-", "_")] = int(argv[i + 1], 0)
+            elif a == "--options":
+                kw["options"] = argv[i + 1].encode()
+            else:
+                raise SystemExit(f"unknown argument {a}")
+            i += 2
+        configure(dev, fmt, fds, **kw)
+        return 0
+    raise SystemExit(f"unknown command {cmd}")
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv))
+    except OSError as e:
+        print(errno.errorcode.get(e.errno, str(e.errno)))
+        sys.exit(1)
