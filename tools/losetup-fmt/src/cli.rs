@@ -337,9 +337,16 @@ impl Cx<'_> {
                     }
                 },
             };
+            // ENOENT from LFF_CONFIGURE itself means no driver for the
+            // format; from opening the node, a missing device.
+            let mut no_driver = false;
             let result = self
                 .open_device(&path, name.as_deref(), fresh)
-                .and_then(|dev| dev.configure(&config));
+                .and_then(|dev| {
+                    dev.configure(&config).inspect_err(|e| {
+                        no_driver = errno(e) == Some(libc::ENOENT);
+                    })
+                });
             match result {
                 Ok(()) => break path,
                 Err(e)
@@ -350,9 +357,7 @@ impl Cx<'_> {
                     attempts += 1;
                 }
                 Err(e) => {
-                    // ENOENT from LFF_CONFIGURE: no driver for the format
-                    // (the device node itself was opened fine).
-                    let why = if errno(&e) == Some(libc::ENOENT) {
+                    let why = if no_driver {
                         format!(
                             "no kernel driver for format '{format}' \
                              (module loop-file-fmt-{format} not found)"
