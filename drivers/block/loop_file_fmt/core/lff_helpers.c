@@ -146,9 +146,13 @@ struct file *lff_get_file(struct file *file)
 }
 EXPORT_SYMBOL_GPL(lff_get_file);
 
+/*
+ * As loop's get_size(): through f_mapping, whose host is the block device's
+ * inode for a device node (the node's own inode has size 0).
+ */
 loff_t lff_file_size(struct file *file)
 {
-	return i_size_read(file_inode(file));
+	return i_size_read(file->f_mapping->host);
 }
 EXPORT_SYMBOL_GPL(lff_file_size);
 
