@@ -15,6 +15,7 @@
 #include <linux/build_bug.h>
 #include <linux/file.h>
 #include <linux/fs.h>
+#include <linux/kdev_t.h>
 #include <linux/miscdevice.h>
 #include <linux/module.h>
 #include <linux/uio.h>
@@ -179,11 +180,12 @@ int lff_file_kind(struct file *file)
 }
 EXPORT_SYMBOL_GPL(lff_file_kind);
 
+/* @dev in the userspace (stat) encoding, @rdev in the kernel's. */
 void lff_file_ids(struct file *file, u64 *dev, u64 *ino, u32 *rdev)
 {
 	struct inode *inode = file_inode(file);
 
-	*dev = inode->i_sb->s_dev;
+	*dev = huge_encode_dev(inode->i_sb->s_dev);
 	*ino = inode->i_ino;
 	*rdev = inode->i_rdev;
 }
