@@ -67,7 +67,7 @@ impl Core {
         }
     }
 
-    fn find_driver(&self, name: &CStr) -> Option<Result<PinnedDriver>> {
+    pub(crate) fn find_driver(&self, name: &CStr) -> Option<Result<PinnedDriver>> {
         let drivers = self.drivers.lock();
         let d = drivers.iter().find(|d| d.name().as_bytes() == name.as_bytes());
         d.map(|d| d.pin())
