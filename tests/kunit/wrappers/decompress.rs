@@ -138,7 +138,7 @@ impl KernelDecompressor {
         if init != Z_OK || !done || end != Z_OK {
             return Err(Error::DecompressionFailed);
         }
-        Ok(output.len() - s.avail_out as usize)
+        Ok(output.len() - s.avail_out)
     }
 
     fn unzstd(&mut self, input: &[u8], output: &mut [u8]) -> Result<usize> {
@@ -204,5 +204,5 @@ pub fn deflate_raw(input: &[u8], output: &mut [u8]) -> Result<usize> {
     if init != Z_OK || ret != Z_STREAM_END || end != Z_OK {
         return Err(Error::Internal);
     }
-    Ok(output.len() - s.avail_out as usize)
+    Ok(output.len() - s.avail_out)
 }

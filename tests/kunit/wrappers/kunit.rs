@@ -308,15 +308,20 @@ macro_rules! check_eq {
 macro_rules! check_matches {
     ($t:expr, $value:expr, $($pat:pat_param)|+ $(if $guard:expr)? $(,)?) => {
         match &$value {
-            v => $t.expect(
-                matches!(v, $($pat)|+ $(if $guard)?),
-                format_args!(
-                    "{} matches {}\n        got: {:?}",
-                    stringify!($value),
-                    stringify!($($pat)|+),
-                    v
-                ),
-            ),
+            v => {
+                // `Ok(_)` is a fine pattern here.
+                #[allow(clippy::redundant_pattern_matching)]
+                let ok = matches!(v, $($pat)|+ $(if $guard)?);
+                $t.expect(
+                    ok,
+                    format_args!(
+                        "{} matches {}\n        got: {:?}",
+                        stringify!($value),
+                        stringify!($($pat)|+),
+                        v
+                    ),
+                )
+            }
         }
     };
 }

@@ -86,10 +86,20 @@ pub enum Malformed {
     NoReadIter,
 }
 
+/// An attach that refuses.
+///
+/// # Safety
+///
+/// None needed: it touches no argument.
 unsafe extern "C" fn dummy_attach(_: *mut crate::wrappers::format::RawAttachInfo, _: *mut *mut c_void) -> c_int {
     -(bindings::ENODEV as c_int)
 }
 
+/// A detach with nothing to do.
+///
+/// # Safety
+///
+/// None needed: it touches no argument.
 unsafe extern "C" fn dummy_detach(_: *mut c_void) {}
 
 /// Calls `lff_register_format` with a malformed driver named `name`;
