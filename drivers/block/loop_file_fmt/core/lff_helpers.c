@@ -34,6 +34,14 @@ static_assert(sizeof(struct lff_format_driver) == 24);
 EXPORT_SYMBOL_GPL(lff_register_format);
 EXPORT_SYMBOL_GPL(lff_unregister_format);
 
+#if IS_ENABLED(CONFIG_KUNIT)
+/* Registry test hooks for tests/kunit/ (test_hooks.rs). */
+int lff_test_format_get(const char *name, void **handle, const char **drv_name);
+void lff_test_format_put(void *handle);
+EXPORT_SYMBOL_GPL(lff_test_format_get);
+EXPORT_SYMBOL_GPL(lff_test_format_put);
+#endif
+
 /* --- requests --- */
 
 u64 lff_rq_pos(struct request *rq)
