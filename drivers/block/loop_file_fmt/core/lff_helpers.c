@@ -19,6 +19,7 @@
 #include <linux/miscdevice.h>
 #include <linux/module.h>
 #include <linux/uio.h>
+#include <linux/workqueue.h>
 #include <linux/loop_file_fmt.h>
 #include <uapi/linux/loop_file_fmt.h>
 
@@ -114,6 +115,35 @@ int lff_rq_iter_init(struct request *rq, struct iov_iter *iter,
 	return 0;
 }
 EXPORT_SYMBOL_GPL(lff_rq_iter_init);
+
+/*
+ * Requests served off queue_rq run from a work item in their PDU (the tag
+ * set's cmd_size is sizeof(struct work_struct)).
+ */
+void lff_rq_init_work(struct request *rq, work_func_t fn)
+{
+	INIT_WORK((struct work_struct *)blk_mq_rq_to_pdu(rq), fn);
+}
+EXPORT_SYMBOL_GPL(lff_rq_init_work);
+
+struct request *lff_work_to_rq(struct work_struct *work)
+{
+	return blk_mq_rq_from_pdu(work);
+}
+EXPORT_SYMBOL_GPL(lff_work_to_rq);
+
+bool lff_rq_queue_work(struct workqueue_struct *wq, struct request *rq)
+{
+	return queue_work(wq, (struct work_struct *)blk_mq_rq_to_pdu(rq));
+}
+EXPORT_SYMBOL_GPL(lff_rq_queue_work);
+
+/* Like loop's per-device workqueue: unbound, so requests spread over CPUs. */
+struct workqueue_struct *lff_alloc_workqueue(const char *name)
+{
+	return alloc_workqueue("%s", WQ_UNBOUND | WQ_FREEZABLE, 0, name);
+}
+EXPORT_SYMBOL_GPL(lff_alloc_workqueue);
 
 /* --- iov_iter --- */
 
