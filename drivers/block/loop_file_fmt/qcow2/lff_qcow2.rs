@@ -273,6 +273,7 @@ impl Qcow2 {
         let clusters = Cache::new(kib(params::cluster_cache_size_kib()), max_cluster)?;
         let pool = Pool::new(max_compressed_len(max_cluster.trailing_zeros()))?;
         let size = chain.virtual_size();
+        let interval = params::cache_clean_interval_secs();
         let state = Qcow2 {
             name: CString::try_from_fmt(fmt!("{}", name))?,
             files,
@@ -281,8 +282,8 @@ impl Qcow2 {
             l2,
             clusters,
             pool,
-            clean_interval: AtomicU32::new(params::cache_clean_interval_secs()),
-            next_clean: AtomicI64::new(0),
+            clean_interval: AtomicU32::new(interval),
+            next_clean: AtomicI64::new(cache::now_ms() + i64::from(interval) * 1000),
             log_window: AtomicI64::new(0),
             log_count: AtomicU32::new(0),
         };
@@ -317,10 +318,8 @@ impl Qcow2 {
         {
             return;
         }
-        if next != 0 {
-            self.l2.clean(now - interval);
-            self.clusters.clean(now - interval);
-        }
+        self.l2.clean(now - interval);
+        self.clusters.clean(now - interval);
     }
 
     fn log_read_error(&self, pos: u64, len: usize, e: &FmtError) {
@@ -480,9 +479,10 @@ impl FormatDriver for Qcow2 {
             ATTR_L2_CACHE_SIZE => self.l2.set_budget((parse_u32(input)? as usize).saturating_mul(1024)),
             ATTR_CLUSTER_CACHE_SIZE => self.clusters.set_budget((parse_u32(input)? as usize).saturating_mul(1024)),
             ATTR_CACHE_CLEAN_INTERVAL => {
-                self.clean_interval.store(parse_u32(input)?, Ordering::Relaxed);
-                // Apply the new interval from now on.
-                self.next_clean.store(0, Ordering::Relaxed);
+                let secs = parse_u32(input)?;
+                self.clean_interval.store(secs, Ordering::Relaxed);
+                // The next clean is one new interval from now.
+                self.next_clean.store(cache::now_ms() + i64::from(secs) * 1000, Ordering::Relaxed);
             }
             _ => return Err(EACCES),
         }
