@@ -17,6 +17,8 @@
 //! - `CompressedClusters`: a decompressed-cluster [`cache::Cache`] filled
 //!   by a small pool of decompression workers ([`decomp::Pool`]) with zlib
 //!   and zstd workspaces;
+//! - a periodic job ([`periodic::Periodic`]) freeing cache entries unused
+//!   for `cache_clean_interval` seconds;
 //! - `Sink`: the request's pages (`IovIter`): uncompressed data is read
 //!   from the file straight into them, zeros are written in place.
 //!
@@ -31,6 +33,9 @@ pub mod decompress;
 #[path = "../wrappers/params.rs"]
 pub mod params;
 
+#[path = "../wrappers/periodic.rs"]
+pub mod periodic;
+
 #[path = "../../../../formats/qcow2/src/format/mod.rs"]
 pub mod qcow2fmt;
 
@@ -44,6 +49,8 @@ use decomp::Pool;
 use kernel::fmt;
 use kernel::prelude::*;
 use kernel::str::{BStr, CStr, CString};
+use kernel::sync::Arc;
+use periodic::{Periodic, Tick};
 use qcow2fmt::compressed::max_compressed_len;
 use qcow2fmt::header::HEADER_READ_LEN;
 use qcow2fmt::{
@@ -97,16 +104,42 @@ struct Qcow2 {
     /// The L1 table in use of each qcow2 layer, as on disk (big endian);
     /// empty for raw layers.
     l1: KVec<KVVec<u8>>,
-    l2: Cache,
-    clusters: Cache,
+    caches: Arc<Caches>,
+    /// Frees cache entries unused for a clean interval.
+    cleaner: Periodic<Caches>,
     pool: Pool,
-    /// Cache clean interval in seconds (0: never).
-    clean_interval: AtomicU32,
-    /// When the caches are next cleaned (ms, `cache::now_ms`).
-    next_clean: AtomicI64,
     /// Read error log rate limit: window start and count.
     log_window: AtomicI64,
     log_count: AtomicU32,
+}
+
+/// The caches of one device and their clean interval.
+struct Caches {
+    l2: Cache,
+    clusters: Cache,
+    /// Clean interval in seconds (0: never).
+    clean_interval: AtomicU32,
+}
+
+impl Caches {
+    fn interval_ms(&self) -> u32 {
+        self.clean_interval.load(Ordering::Relaxed).saturating_mul(1000)
+    }
+}
+
+impl Tick for Caches {
+    /// Frees the entries unused for an interval (so an entry goes at most
+    /// two intervals after its last use, as in QEMU).
+    fn tick(&self) -> Option<u32> {
+        let ms = self.interval_ms();
+        if ms == 0 {
+            return None;
+        }
+        let cutoff = cache::now_ms() - i64::from(ms);
+        self.l2.clean(cutoff);
+        self.clusters.clean(cutoff);
+        Some(ms)
+    }
 }
 
 /// What `options` asks for.
@@ -140,6 +173,13 @@ impl<'a> Options<'a> {
             o.snapshot = Some(sel);
         }
         Ok(o)
+    }
+}
+
+/// The id or name a snapshot selector looks for.
+fn wanted(sel: SnapshotSelector<'_>) -> &[u8] {
+    match sel {
+        SnapshotSelector::Id(s) | SnapshotSelector::Name(s) | SnapshotSelector::IdOrName(s) => s,
     }
 }
 
@@ -181,10 +221,7 @@ impl Qcow2 {
         let layer = match snapshot {
             Some(sel) => {
                 let snap = find_snapshot(&Files(files), i, &header, file_len, sel).map_err(|e| {
-                    let wanted = match sel {
-                        SnapshotSelector::Id(s) | SnapshotSelector::Name(s) | SnapshotSelector::IdOrName(s) => s,
-                    };
-                    pr_err!("{}: qcow2: snapshot '{}': {}\n", name, BStr::from_bytes(wanted), e);
+                    pr_err!("{}: qcow2: snapshot '{}': {}\n", name, BStr::from_bytes(wanted(sel)), e);
                     kerr(&e)
                 })?;
                 Qcow2Layer::from_snapshot(&header, &snap, file_len)
@@ -273,25 +310,27 @@ impl Qcow2 {
         let clusters = Cache::new(kib(params::cluster_cache_size_kib()), max_cluster)?;
         let pool = Pool::new(max_compressed_len(max_cluster.trailing_zeros()))?;
         let size = chain.virtual_size();
-        let interval = params::cache_clean_interval_secs();
+        let caches = Arc::new(
+            Caches { l2, clusters, clean_interval: AtomicU32::new(params::cache_clean_interval_secs()) },
+            GFP_KERNEL,
+        )?;
+        let cleaner = Periodic::new(caches.clone())?;
+        if caches.interval_ms() != 0 {
+            cleaner.schedule(caches.interval_ms());
+        }
         let state = Qcow2 {
             name: CString::try_from_fmt(fmt!("{}", name))?,
             files,
             chain,
             l1,
-            l2,
-            clusters,
+            caches,
+            cleaner,
             pool,
-            clean_interval: AtomicU32::new(interval),
-            next_clean: AtomicI64::new(cache::now_ms() + i64::from(interval) * 1000),
             log_window: AtomicI64::new(0),
             log_count: AtomicU32::new(0),
         };
         if let Some(sel) = opts.snapshot {
-            let s = match sel {
-                SnapshotSelector::Id(s) | SnapshotSelector::Name(s) | SnapshotSelector::IdOrName(s) => s,
-            };
-            pr_info!("{}: qcow2: reading snapshot '{}'\n", name, BStr::from_bytes(s));
+            pr_info!("{}: qcow2: reading snapshot '{}'\n", name, BStr::from_bytes(wanted(sel)));
         }
         Ok(Attached {
             state: KBox::new(state, GFP_KERNEL)?,
@@ -299,27 +338,6 @@ impl Qcow2 {
             force_read_only: true,
             nr_files_used: used,
         })
-    }
-
-    /// Frees cached tables and clusters unused for a clean interval, at
-    /// most once per interval (see README: checked on each request).
-    fn maybe_clean(&self) {
-        let interval = i64::from(self.clean_interval.load(Ordering::Relaxed)) * 1000;
-        if interval == 0 {
-            return;
-        }
-        let now = cache::now_ms();
-        let next = self.next_clean.load(Ordering::Relaxed);
-        if now < next
-            || self
-                .next_clean
-                .compare_exchange(next, now + interval, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
-            return;
-        }
-        self.l2.clean(now - interval);
-        self.clusters.clean(now - interval);
     }
 
     fn log_read_error(&self, pos: u64, len: usize, e: &FmtError) {
@@ -357,7 +375,7 @@ impl Tables for ReqTables<'_> {
     fn with_l2_table<R, F: FnOnce(&[u8]) -> R>(&mut self, layer: usize, offset: u64, f: F) -> qcow2fmt::Result<R> {
         let dev = self.0;
         let len = dev.cluster_len(layer)?;
-        let table = dev.l2.get_or_load(cache::key(layer, offset), || {
+        let table = dev.caches.l2.get_or_load(cache::key(layer, offset), || {
             let mut t = KVVec::from_elem(0u8, len, GFP_KERNEL).map_err(|_| ferr(ENOMEM))?;
             Files(&dev.files).read_at(layer, &mut t, offset)?;
             Ok(t)
@@ -372,7 +390,7 @@ struct ReqClusters<'a>(&'a Qcow2);
 impl CompressedClusters for ReqClusters<'_> {
     fn with_cluster<R, F: FnOnce(&[u8]) -> R>(&mut self, req: &CompressedRead, f: F) -> qcow2fmt::Result<R> {
         let dev = self.0;
-        let cluster = dev.clusters.get_or_load(cache::key(req.layer, req.host_offset), || {
+        let cluster = dev.caches.clusters.get_or_load(cache::key(req.layer, req.host_offset), || {
             let mut out = KVVec::from_elem(0u8, req.cluster_size, GFP_KERNEL).map_err(|_| ferr(ENOMEM))?;
             dev.pool.with_worker(|w| {
                 let (input, dec) = w.parts()?;
@@ -445,7 +463,6 @@ impl FormatDriver for Qcow2 {
     }
 
     fn read(&self, to: &mut IovIter<'_>, pos: u64) -> Result<usize> {
-        self.maybe_clean();
         let len = to.count();
         let mut sink = IovSink { to, files: &self.files };
         match self.chain.read(&mut ReqTables(self), &mut ReqClusters(self), pos, len, &mut sink) {
@@ -458,31 +475,32 @@ impl FormatDriver for Qcow2 {
     }
 
     fn show_attr(&self, index: usize, buf: &mut SysfsBuf<'_>) -> Result {
-        self.maybe_clean();
+        let c = &self.caches;
         let stats = |c: &Cache, buf: &mut SysfsBuf<'_>| {
             let s = c.stats();
             writeln!(buf, "{} {} {} {}", s.hits, s.misses, s.entries, s.bytes)
         };
         match index {
-            ATTR_L2_CACHE_SIZE => writeln!(buf, "{}", self.l2.budget() / 1024),
-            ATTR_CLUSTER_CACHE_SIZE => writeln!(buf, "{}", self.clusters.budget() / 1024),
-            ATTR_CACHE_CLEAN_INTERVAL => writeln!(buf, "{}", self.clean_interval.load(Ordering::Relaxed)),
-            ATTR_L2_CACHE_STATS => stats(&self.l2, buf),
-            ATTR_CLUSTER_CACHE_STATS => stats(&self.clusters, buf),
+            ATTR_L2_CACHE_SIZE => writeln!(buf, "{}", c.l2.budget() / 1024),
+            ATTR_CLUSTER_CACHE_SIZE => writeln!(buf, "{}", c.clusters.budget() / 1024),
+            ATTR_CACHE_CLEAN_INTERVAL => writeln!(buf, "{}", c.clean_interval.load(Ordering::Relaxed)),
+            ATTR_L2_CACHE_STATS => stats(&c.l2, buf),
+            ATTR_CLUSTER_CACHE_STATS => stats(&c.clusters, buf),
             _ => return Err(EINVAL),
         }
         .map_err(|_| EINVAL)
     }
 
     fn store_attr(&self, index: usize, input: &[u8]) -> Result {
+        let c = &self.caches;
         match index {
-            ATTR_L2_CACHE_SIZE => self.l2.set_budget((parse_u32(input)? as usize).saturating_mul(1024)),
-            ATTR_CLUSTER_CACHE_SIZE => self.clusters.set_budget((parse_u32(input)? as usize).saturating_mul(1024)),
+            ATTR_L2_CACHE_SIZE => c.l2.set_budget((parse_u32(input)? as usize).saturating_mul(1024)),
+            ATTR_CLUSTER_CACHE_SIZE => c.clusters.set_budget((parse_u32(input)? as usize).saturating_mul(1024)),
             ATTR_CACHE_CLEAN_INTERVAL => {
-                let secs = parse_u32(input)?;
-                self.clean_interval.store(secs, Ordering::Relaxed);
-                // The next clean is one new interval from now.
-                self.next_clean.store(cache::now_ms() + i64::from(secs) * 1000, Ordering::Relaxed);
+                c.clean_interval.store(parse_u32(input)?, Ordering::Relaxed);
+                // The next clean is one new interval from now (0: the
+                // pending run, if any, stops the job).
+                self.cleaner.schedule(c.interval_ms());
             }
             _ => return Err(EACCES),
         }

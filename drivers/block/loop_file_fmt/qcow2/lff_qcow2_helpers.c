@@ -4,6 +4,8 @@
  *
  * - the module parameters (the 6.12 Rust module! macro has none), read by
  *   ../wrappers/params.rs;
+ * - INIT_DELAYED_WORK and mod_delayed_work for the cache cleaner
+ *   (../wrappers/periodic.rs);
  * - raw deflate through the kernel's zlib_inflate, whose struct z_stream is
  *   not in the Rust bindings (../wrappers/decompress.rs calls it; zstd is
  *   declared there directly, its API takes plain pointers and sizes).
@@ -12,6 +14,7 @@
  */
 #include <linux/module.h>
 #include <linux/moduleparam.h>
+#include <linux/workqueue.h>
 #include <linux/zlib.h>
 
 #include "lff_qcow2_helpers.h"
@@ -44,6 +47,16 @@ unsigned int lff_qcow2_param_cluster_cache_size(void)
 unsigned int lff_qcow2_param_cache_clean_interval(void)
 {
 	return READ_ONCE(cache_clean_interval);
+}
+
+void lff_qcow2_init_delayed_work(struct delayed_work *dw, work_func_t fn)
+{
+	INIT_DELAYED_WORK(dw, fn);
+}
+
+void lff_qcow2_mod_delayed_work(struct delayed_work *dw, unsigned int ms)
+{
+	mod_delayed_work(system_wq, dw, msecs_to_jiffies(ms));
 }
 
 size_t lff_qcow2_inflate_workspace_size(void)
