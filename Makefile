@@ -6,6 +6,7 @@
 #   make modules   build the kernel modules against KDIR (default: that kernel)
 #   make tools     build losetup-fmt
 #   make test      host tests, then the guest suites through vm-run
+#   make kunit     only the KUnit suites (tests/kunit/) in one guest
 #   make clippy    the modules with CLIPPY=1 and cargo clippy, warnings fatal
 #
 # KDIR=/path/to/linux builds the modules against your own Rust-enabled
@@ -30,7 +31,7 @@ endif
 GEN_UAPI := drivers/block/loop_file_fmt/generated/uapi.rs
 UAPI_H := include/uapi/linux/loop_file_fmt.h
 
-.PHONY: all boot deps kernel modules tools test test-host test-guest clippy fmt clean
+.PHONY: all boot deps kernel modules tools test test-host test-guest kunit clippy fmt clean
 
 all: modules tools
 
@@ -75,6 +76,9 @@ test-host: deps
 
 test-guest: deps
 	@scripts/run-tests --guest-only
+
+kunit: deps
+	@scripts/qemu-boot/vm-run -- tests/guest/run-all kunit
 
 clean:
 	@[ ! -d "$(KDIR)" ] || $(MAKE) -s -C $(KDIR) M=$(ROOT) LLVM=1 clean

@@ -92,6 +92,7 @@ assert e['ro'] in (True, 1, '1'), e
 check "losetup -j FILE finds it" sh -c "losetup-fmt -j $WORK/img | grep -q '^$dev:'"
 check_eq "status ioctl: format" raw "$($CTL status "$dev" | sed -n 's/^format=//p')"
 check_eq "status ioctl: inode" "$(stat -c %i img)" "$($CTL status "$dev" | sed -n 's/^inode=//p')"
+check_eq "status ioctl: device as stat(2) reports it" "$(stat -c %d img)" "$($CTL status "$dev" | sed -n 's/^device=//p')"
 check_eq "sysfs backing_file" "$WORK/img" "$(cat /sys/block/$n/loop_file_fmt/backing_file)"
 check_eq "sysfs format" raw "$(cat /sys/block/$n/loop_file_fmt/format)"
 losetup-fmt -d "$dev"

@@ -20,6 +20,8 @@ pub mod wrappers;
 mod control;
 mod device;
 mod registry;
+#[cfg(CONFIG_KUNIT)]
+mod test_hooks;
 
 use kernel::prelude::*;
 use wrappers::format::RawDriver;

@@ -15,9 +15,11 @@
 #include <linux/build_bug.h>
 #include <linux/file.h>
 #include <linux/fs.h>
+#include <linux/kdev_t.h>
 #include <linux/miscdevice.h>
 #include <linux/module.h>
 #include <linux/uio.h>
+#include <linux/workqueue.h>
 #include <linux/loop_file_fmt.h>
 #include <uapi/linux/loop_file_fmt.h>
 
@@ -32,6 +34,14 @@ static_assert(sizeof(struct lff_format_driver) == 24);
 /* Implemented in Rust (lff_core.rs). */
 EXPORT_SYMBOL_GPL(lff_register_format);
 EXPORT_SYMBOL_GPL(lff_unregister_format);
+
+#if IS_ENABLED(CONFIG_KUNIT)
+/* Registry test hooks for tests/kunit/ (test_hooks.rs). */
+int lff_test_format_get(const char *name, void **handle, const char **drv_name);
+void lff_test_format_put(void *handle);
+EXPORT_SYMBOL_GPL(lff_test_format_get);
+EXPORT_SYMBOL_GPL(lff_test_format_put);
+#endif
 
 /* --- requests --- */
 
@@ -105,6 +115,35 @@ int lff_rq_iter_init(struct request *rq, struct iov_iter *iter,
 	return 0;
 }
 EXPORT_SYMBOL_GPL(lff_rq_iter_init);
+
+/*
+ * Requests served off queue_rq run from a work item in their PDU (the tag
+ * set's cmd_size is sizeof(struct work_struct)).
+ */
+void lff_rq_init_work(struct request *rq, work_func_t fn)
+{
+	INIT_WORK((struct work_struct *)blk_mq_rq_to_pdu(rq), fn);
+}
+EXPORT_SYMBOL_GPL(lff_rq_init_work);
+
+struct request *lff_work_to_rq(struct work_struct *work)
+{
+	return blk_mq_rq_from_pdu(work);
+}
+EXPORT_SYMBOL_GPL(lff_work_to_rq);
+
+bool lff_rq_queue_work(struct workqueue_struct *wq, struct request *rq)
+{
+	return queue_work(wq, (struct work_struct *)blk_mq_rq_to_pdu(rq));
+}
+EXPORT_SYMBOL_GPL(lff_rq_queue_work);
+
+/* Like loop's per-device workqueue: unbound, so requests spread over CPUs. */
+struct workqueue_struct *lff_alloc_workqueue(const char *name)
+{
+	return alloc_workqueue("%s", WQ_UNBOUND | WQ_FREEZABLE, 0, name);
+}
+EXPORT_SYMBOL_GPL(lff_alloc_workqueue);
 
 /* --- iov_iter --- */
 
@@ -183,11 +222,12 @@ int lff_file_kind(struct file *file)
 }
 EXPORT_SYMBOL_GPL(lff_file_kind);
 
+/* @dev in the userspace (stat) encoding, @rdev in the kernel's. */
 void lff_file_ids(struct file *file, u64 *dev, u64 *ino, u32 *rdev)
 {
 	struct inode *inode = file_inode(file);
 
-	*dev = inode->i_sb->s_dev;
+	*dev = huge_encode_dev(inode->i_sb->s_dev);
 	*ino = inode->i_ino;
 	*rdev = inode->i_rdev;
 }

@@ -70,7 +70,7 @@ impl Core {
         }
     }
 
-    fn find_driver(&self, name: &CStr) -> Option<Result<PinnedDriver>> {
+    pub(crate) fn find_driver(&self, name: &CStr) -> Option<Result<PinnedDriver>> {
         let drivers = self.drivers.lock();
         let d = drivers
             .iter()

@@ -147,18 +147,12 @@ impl<T: DiskOps> Shims<T> {
         unsafe { &*(*disk).private_data.cast::<T>() }
     }
 
+    /// Serves a started request and ends it.
+    ///
     /// # Safety
     ///
-    /// Only called by the block layer or sysfs, through the C vtable, with the pointers
-    /// its contract makes valid for the call.
-    unsafe extern "C" fn queue_rq(
-        _hctx: *mut bindings::blk_mq_hw_ctx,
-        bd: *const bindings::blk_mq_queue_data,
-    ) -> bindings::blk_status_t {
-        // SAFETY: blk-mq passes a valid `bd` with a request of our queue.
-        let rq = unsafe { (*bd).rq };
-        // SAFETY: `rq` is a valid request we now own.
-        unsafe { bindings::blk_mq_start_request(rq) };
+    /// `rq` must be a started request of a disk of `T`, owned by the caller.
+    unsafe fn serve(rq: *mut bindings::request) {
         // SAFETY: `queuedata` is the `T` of the disk (see `Disk::new`),
         // alive while requests run.
         let data = unsafe { &*sys::lff_rq_driver_data(rq).cast::<T>() };
@@ -170,8 +164,68 @@ impl<T: DiskOps> Shims<T> {
             // SAFETY: pure function on an errno.
             Err(e) => unsafe { bindings::errno_to_blk_status(e.to_errno()) },
         };
-        // SAFETY: the request was started above and is ended once.
+        // SAFETY: the request was started and is ended once, here.
         unsafe { bindings::blk_mq_end_request(rq, status) };
+    }
+
+    /// `queue_rq`: the tag set is blocking, so a request that ends a batch
+    /// (`bd->last`: psync, QD1) is served right here, in the submitter's
+    /// context, without a context switch; the others of a batch go to the
+    /// disk's unbound workqueue so that a deep queue is served by several
+    /// CPUs at once.
+    ///
+    /// # Safety
+    ///
+    /// Only called by blk-mq, through the C vtable, with a valid `bd`
+    /// holding a request of our queue.
+    unsafe extern "C" fn queue_rq(
+        hctx: *mut bindings::blk_mq_hw_ctx,
+        bd: *const bindings::blk_mq_queue_data,
+    ) -> bindings::blk_status_t {
+        // SAFETY: blk-mq passes a valid `bd` with a request of our queue.
+        let (rq, last) = unsafe { ((*bd).rq, (*bd).last) };
+        // SAFETY: `rq` is a valid request we now own.
+        unsafe { bindings::blk_mq_start_request(rq) };
+        // SAFETY: `hctx` belongs to our tag set, whose `driver_data` is the
+        // disk's workqueue (see `Disk::new`), alive until the tag set is
+        // freed after the queue is gone.
+        let wq = unsafe { (*(*hctx).queue).tag_set.as_ref() }
+            .map(|set| set.driver_data.cast::<bindings::workqueue_struct>())
+            .unwrap_or(core::ptr::null_mut());
+        if last || wq.is_null() {
+            // SAFETY: started above; ours until ended.
+            unsafe { Self::serve(rq) };
+        } else {
+            // SAFETY: the PDU holds the work item `init_request` set up;
+            // the request is not queued elsewhere.
+            unsafe { sys::lff_rq_queue_work(wq, rq) };
+        }
+        0
+    }
+
+    /// The work item of a request handed to the workqueue.
+    ///
+    /// # Safety
+    ///
+    /// Only called by the workqueue for a work item queued by `queue_rq`.
+    unsafe extern "C" fn work(work: *mut bindings::work_struct) {
+        // SAFETY: the work item lives in the PDU of a started request.
+        unsafe { Self::serve(sys::lff_work_to_rq(work)) };
+    }
+
+    /// `init_request`: sets up the request's work item.
+    ///
+    /// # Safety
+    ///
+    /// Only called by blk-mq with a request of our tag set.
+    unsafe extern "C" fn init_request(
+        _set: *mut bindings::blk_mq_tag_set,
+        rq: *mut bindings::request,
+        _hctx_idx: c_uint,
+        _numa_node: c_uint,
+    ) -> c_int {
+        // SAFETY: the PDU is `cmd_size` = one `work_struct` (see `Disk::new`).
+        unsafe { sys::lff_rq_init_work(rq, Some(Self::work)) };
         0
     }
 
@@ -278,6 +332,7 @@ impl<T: DiskOps> Shims<T> {
 
     const MQ_OPS: bindings::blk_mq_ops = bindings::blk_mq_ops {
         queue_rq: Some(Self::queue_rq),
+        init_request: Some(Self::init_request),
         // SAFETY: all-zero is a valid `blk_mq_ops` (NULL callbacks).
         ..unsafe { core::mem::zeroed() }
     };
@@ -392,6 +447,9 @@ unsafe impl Sync for Group {}
 /// `device_add_disk` and holds an `Arc<T>` reference in `private_data`.
 pub struct Disk<T: DiskOps> {
     set: KBox<bindings::blk_mq_tag_set>,
+    /// Where `queue_rq` sends requests (through `set.driver_data`); a
+    /// field, so it is destroyed after `drop` deleted the disk.
+    _wq: Workqueue,
     disk: NonNull<bindings::gendisk>,
     _p: PhantomData<T>,
 }
@@ -428,6 +486,9 @@ impl<T: DiskOps> Disk<T> {
         set.queue_depth = queue_depth;
         set.numa_node = bindings::NUMA_NO_NODE;
         set.flags = bindings::BLK_MQ_F_SHOULD_MERGE | bindings::BLK_MQ_F_BLOCKING;
+        set.cmd_size = core::mem::size_of::<bindings::work_struct>() as c_uint;
+        let wq = Workqueue::new(name)?;
+        set.driver_data = wq.0.cast();
         // SAFETY: `set` is initialised and boxed (stable address).
         to_result(unsafe { bindings::blk_mq_alloc_tag_set(&mut *set) })?;
         let set_guard = ScopeFree(&mut *set as *mut _);
@@ -472,6 +533,7 @@ impl<T: DiskOps> Disk<T> {
         core::mem::forget(set_guard);
         Ok(Self {
             set,
+            _wq: wq,
             // SAFETY: checked non-NULL above.
             disk: unsafe { NonNull::new_unchecked(disk) },
             _p: PhantomData,
@@ -635,6 +697,28 @@ impl<T: DiskOps> Drop for Disk<T> {
             bindings::put_disk(self.raw());
             bindings::blk_mq_free_tag_set(&mut *self.set);
         }
+    }
+}
+
+/// A workqueue; destroyed (after running what is queued) when dropped.
+struct Workqueue(*mut bindings::workqueue_struct);
+
+impl Workqueue {
+    fn new(name: &CStr) -> Result<Self> {
+        // SAFETY: `name` is NUL-terminated; the helper formats it with "%s".
+        let wq = unsafe { sys::lff_alloc_workqueue(name.as_char_ptr()) };
+        if wq.is_null() {
+            return Err(ENOMEM);
+        }
+        Ok(Self(wq))
+    }
+}
+
+impl Drop for Workqueue {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new`; nothing queues on it any more (the
+        // disk using it is deleted first).
+        unsafe { bindings::destroy_workqueue(self.0) };
     }
 }
 

@@ -116,7 +116,8 @@ impl File {
         }
     }
 
-    /// `(st_dev, st_ino, st_rdev)` of the file.
+    /// `(st_dev, st_ino, rdev)` of the file: `st_dev` as `stat(2)` reports
+    /// it, `rdev` as the kernel encodes it (`MAJOR(rdev) == rdev >> 20`).
     pub fn ids(&self) -> (u64, u64, u32) {
         let (mut dev, mut ino, mut rdev) = (0, 0, 0);
         // SAFETY: the file is valid by the type invariant; the out pointers

@@ -7,7 +7,7 @@
 //! exports them for the format driver modules.
 
 use kernel::bindings;
-use kernel::ffi::{c_int, c_uint, c_void};
+use kernel::ffi::{c_char, c_int, c_uint, c_void};
 
 // Kernel structs that are empty in some configurations (`lock_class_key`
 // without lockdep) trip `improper_ctypes`; they are only passed by pointer.
@@ -26,6 +26,16 @@ extern "C" {
         alloc: *mut *mut bindings::bio_vec,
     ) -> c_int;
 
+    pub(crate) fn lff_rq_init_work(
+        rq: *mut bindings::request,
+        func: Option<unsafe extern "C" fn(*mut bindings::work_struct)>,
+    );
+    pub(crate) fn lff_work_to_rq(work: *mut bindings::work_struct) -> *mut bindings::request;
+    pub(crate) fn lff_rq_queue_work(
+        wq: *mut bindings::workqueue_struct,
+        rq: *mut bindings::request,
+    ) -> bool;
+    pub(crate) fn lff_alloc_workqueue(name: *const c_char) -> *mut bindings::workqueue_struct;
     pub(crate) fn lff_iov_iter_count(iter: *const bindings::iov_iter) -> usize;
     pub(crate) fn lff_iov_iter_truncate(iter: *mut bindings::iov_iter, count: usize);
     pub(crate) fn lff_iov_iter_reexpand(iter: *mut bindings::iov_iter, count: usize);

@@ -101,14 +101,20 @@ impl Qcow2Layer {
     }
 
     /// The internal snapshot `snapshot` of the image described by `header`
-    /// (read-only): its L1 table and its virtual size (the image's size if
-    /// the entry does not record one).
+    /// (read-only): its L1 table, with the image's current virtual size.
+    ///
+    /// This is what QEMU reads with `qemu-img convert -l` and `qemu-nbd -l`
+    /// (`qcow2_snapshot_load_tmp` swaps in the L1 table only): if the image
+    /// grew after the snapshot, the snapshot reads as zeros beyond its own
+    /// L1 table. The size recorded in the entry
+    /// ([`Snapshot::disk_size`]) is what `qemu-img snapshot -a` would
+    /// restore, not what a read-only reader sees.
     pub fn from_snapshot(
         header: &Header,
         snapshot: &Snapshot,
         file_len: u64,
     ) -> Result<Qcow2Layer> {
-        let size = snapshot.disk_size.unwrap_or(header.size);
+        let size = header.size;
         if size > MAX_VIRTUAL_SIZE {
             return Err(Error::VirtualSizeTooLarge(size));
         }

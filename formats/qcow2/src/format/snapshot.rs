@@ -18,7 +18,8 @@
 //!
 //! A selected snapshot is read (read-only) by building the layer with
 //! [`super::layer::Qcow2Layer::from_snapshot`], which swaps in its L1 table
-//! and virtual size.
+//! (the virtual size stays the image's, as in QEMU's read-only snapshot
+//! access).
 
 use super::be;
 use super::engine::Storage;

@@ -1,0 +1,519 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! loop_file_fmt_qcow2: the qcow2 format, read-only.
+//!
+//! The format logic (header validation, L1/L2 translation, compressed
+//! descriptors, snapshots, backing chains and the read engine
+//! `Chain::read`) is the host-tested `formats/qcow2/src/format` tree,
+//! compiled into this module as [`qcow2fmt`]. This crate supplies what the
+//! engine asks for, over kernel types:
+//!
+//! - attach ([`Qcow2::attach`]): every layer's header is read and
+//!   validated, the chain checked against the files userspace passed, the
+//!   L1 tables loaded (bounded by the format crate: 32 MiB each), an
+//!   internal snapshot selected with the option `snapshot=NAME`;
+//! - `Storage`: positioned reads of the layers' files;
+//! - `Tables`: the L1 copies and an L2 table [`cache::Cache`];
+//! - `CompressedClusters`: a decompressed-cluster [`cache::Cache`] filled
+//!   by a small pool of decompression workers ([`decomp::Pool`]) with zlib
+//!   and zstd workspaces;
+//! - a periodic job ([`periodic::Periodic`]) freeing cache entries unused
+//!   for `cache_clean_interval` seconds;
+//! - `Sink`: the request's pages (`IovIter`): uncompressed data is read
+//!   from the file straight into them, zeros are written in place.
+//!
+//! Writes are a later step: read-write attach is refused with `EROFS`.
+
+#[path = "../wrappers/mod.rs"]
+pub mod wrappers;
+
+#[path = "../wrappers/decompress.rs"]
+pub mod decompress;
+
+#[path = "../wrappers/params.rs"]
+pub mod params;
+
+#[path = "../wrappers/periodic.rs"]
+pub mod periodic;
+
+#[path = "../../../../formats/qcow2/src/format/mod.rs"]
+pub mod qcow2fmt;
+
+mod cache;
+mod decomp;
+
+use cache::Cache;
+use core::fmt::Write;
+use core::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use decomp::Pool;
+use kernel::fmt;
+use kernel::prelude::*;
+use kernel::str::{BStr, CStr, CString};
+use kernel::sync::Arc;
+use periodic::{Periodic, Tick};
+use qcow2fmt::compressed::max_compressed_len;
+use qcow2fmt::header::HEADER_READ_LEN;
+use qcow2fmt::{
+    find_snapshot, Chain, CompressedClusters, CompressedRead, Error as FmtError, Header, Layer,
+    LayerFormat, Qcow2Layer, Sink, SnapshotSelector, Storage, Tables,
+};
+use wrappers::file::File;
+use wrappers::format::{AttachRequest, Attached, FormatDriver, Registration, SysfsBuf};
+use wrappers::iov::IovIter;
+
+module! {
+    type: Qcow2Module,
+    name: "loop_file_fmt_qcow2",
+    author: "loop-file-fmt developers",
+    description: "qcow2 file format driver for loop_file_fmt (read-only)",
+    license: "GPL",
+    alias: ["loop-file-fmt-qcow2"],
+}
+
+/// A format-crate error as a kernel error (its errno).
+fn kerr(e: &FmtError) -> kernel::error::Error {
+    kernel::error::Error::from_errno(-e.errno())
+}
+
+/// A kernel error as a format-crate error.
+fn ferr(e: kernel::error::Error) -> FmtError {
+    FmtError::Io(-e.to_errno())
+}
+
+/// Read errors logged per [`LOG_WINDOW_MS`], per device.
+const LOG_BURST: u32 = 10;
+/// See [`LOG_BURST`].
+const LOG_WINDOW_MS: i64 = 5000;
+
+/// The layers' files, as the engine's `Storage`.
+struct Files<'a>(&'a [File]);
+
+impl Storage for Files<'_> {
+    fn read_at(&self, layer: usize, buf: &mut [u8], offset: u64) -> qcow2fmt::Result<()> {
+        let f = self.0.get(layer).ok_or(FmtError::Internal)?;
+        f.read_exact_at(buf, offset).map_err(ferr)
+    }
+}
+
+/// One attached qcow2 image (with its backing chain).
+struct Qcow2 {
+    /// Device name, for log lines.
+    name: CString,
+    files: KVec<File>,
+    chain: Chain,
+    /// The L1 table in use of each qcow2 layer, as on disk (big endian);
+    /// empty for raw layers.
+    l1: KVec<KVVec<u8>>,
+    caches: Arc<Caches>,
+    /// Frees cache entries unused for a clean interval.
+    cleaner: Periodic<Caches>,
+    pool: Pool,
+    /// Read error log rate limit: window start and count.
+    log_window: AtomicI64,
+    log_count: AtomicU32,
+}
+
+/// The caches of one device and their clean interval.
+struct Caches {
+    l2: Cache,
+    clusters: Cache,
+    /// Clean interval in seconds (0: never).
+    clean_interval: AtomicU32,
+}
+
+impl Caches {
+    fn interval_ms(&self) -> u32 {
+        self.clean_interval.load(Ordering::Relaxed).saturating_mul(1000)
+    }
+}
+
+impl Tick for Caches {
+    /// Frees the entries unused for an interval (so an entry goes at most
+    /// two intervals after its last use, as in QEMU).
+    fn tick(&self) -> Option<u32> {
+        let ms = self.interval_ms();
+        if ms == 0 {
+            return None;
+        }
+        let cutoff = cache::now_ms() - i64::from(ms);
+        self.l2.clean(cutoff);
+        self.clusters.clean(cutoff);
+        Some(ms)
+    }
+}
+
+/// What `options` asks for.
+struct Options<'a> {
+    snapshot: Option<SnapshotSelector<'a>>,
+}
+
+impl<'a> Options<'a> {
+    /// Parses comma-separated `snapshot=ID-OR-NAME`, `snapshot.id=ID`,
+    /// `snapshot.name=NAME`.
+    fn parse(name: &CStr, options: &'a [u8]) -> Result<Self> {
+        let mut o = Options { snapshot: None };
+        for opt in options.split(|&c| c == b',').filter(|o| !o.is_empty()) {
+            let (key, value) = match opt.iter().position(|&c| c == b'=') {
+                Some(i) => (&opt[..i], &opt[i + 1..]),
+                None => (opt, &[][..]),
+            };
+            let sel = match key {
+                b"snapshot" => SnapshotSelector::IdOrName(value),
+                b"snapshot.id" => SnapshotSelector::Id(value),
+                b"snapshot.name" => SnapshotSelector::Name(value),
+                _ => {
+                    pr_err!("{}: qcow2: unknown option '{}'\n", name, BStr::from_bytes(opt));
+                    return Err(EINVAL);
+                }
+            };
+            if value.is_empty() || o.snapshot.is_some() {
+                pr_err!("{}: qcow2: invalid option '{}'\n", name, BStr::from_bytes(opt));
+                return Err(EINVAL);
+            }
+            o.snapshot = Some(sel);
+        }
+        Ok(o)
+    }
+}
+
+/// The id or name a snapshot selector looks for.
+fn wanted(sel: SnapshotSelector<'_>) -> &[u8] {
+    match sel {
+        SnapshotSelector::Id(s) | SnapshotSelector::Name(s) | SnapshotSelector::IdOrName(s) => s,
+    }
+}
+
+/// Reads the first bytes of a layer (the header, its extensions and the
+/// backing file name).
+fn read_prefix(file: &File, file_len: u64) -> Result<KVVec<u8>> {
+    let len = file_len.min(HEADER_READ_LEN as u64) as usize;
+    let mut buf = KVVec::from_elem(0u8, len, GFP_KERNEL)?;
+    file.read_exact_at(&mut buf, 0)?;
+    Ok(buf)
+}
+
+impl Qcow2 {
+    /// Logs `e` for layer `layer` and turns it into its errno.
+    fn refuse(name: &CStr, layer: usize, e: FmtError) -> kernel::error::Error {
+        pr_err!("{}: qcow2: layer {}: {}\n", name, layer, e);
+        kerr(&e)
+    }
+
+    /// Opens qcow2 layer `i`: header, warnings, the L1 table in use.
+    /// Returns the layer, its L1 table and the format of its backing file
+    /// (`None`: the chain ends here).
+    fn open_qcow2_layer(
+        req: &AttachRequest<'_>,
+        files: &[File],
+        i: usize,
+        snapshot: Option<SnapshotSelector<'_>>,
+    ) -> Result<(Qcow2Layer, KVVec<u8>, Option<LayerFormat>)> {
+        let name = req.disk_name();
+        let file = &files[i];
+        let file_len = file.size();
+        let prefix = read_prefix(file, file_len)?;
+        let header = Header::parse(&prefix).map_err(|e| Self::refuse(name, i, e))?;
+        if header.is_corrupt() {
+            pr_warn!("{}: qcow2: layer {} is marked corrupt; reading it anyway (read-only)\n", name, i);
+        } else if header.is_dirty() {
+            pr_warn!("{}: qcow2: layer {} is marked dirty (not closed cleanly); reading it anyway (read-only)\n", name, i);
+        }
+        let layer = match snapshot {
+            Some(sel) => {
+                let snap = find_snapshot(&Files(files), i, &header, file_len, sel).map_err(|e| {
+                    pr_err!("{}: qcow2: snapshot '{}': {}\n", name, BStr::from_bytes(wanted(sel)), e);
+                    kerr(&e)
+                })?;
+                Qcow2Layer::from_snapshot(&header, &snap, file_len)
+            }
+            None => Qcow2Layer::new(&header, file_len),
+        }
+        .map_err(|e| Self::refuse(name, i, e))?;
+        let mut l1 = KVVec::from_elem(0u8, layer.l1_table_bytes(), GFP_KERNEL)?;
+        file.read_exact_at(&mut l1, layer.l1_table_offset()).inspect_err(|_| {
+            pr_err!("{}: qcow2: layer {}: cannot read the L1 table\n", name, i);
+        })?;
+
+        let Some(_) = header.backing_file_name(&prefix) else {
+            return Ok((layer, l1, None));
+        };
+        let Some(next) = files.get(i + 1) else {
+            pr_err!("{}: qcow2: layer {} names a backing file, but no file was given for it\n", name, i);
+            return Err(EINVAL);
+        };
+        let mut magic = [0u8; 4];
+        let n = if next.size() >= 4 { 4 } else { 0 };
+        next.read_exact_at(&mut magic[..n], 0)?;
+        let format = LayerFormat::detect(header.backing_format_name(&prefix), &magic[..n]).map_err(|e| {
+            let fmt = header.backing_format_name(&prefix).unwrap_or(b"");
+            pr_err!("{}: qcow2: layer {}: {} '{}'\n", name, i, e, BStr::from_bytes(fmt));
+            kerr(&e)
+        })?;
+        Ok((layer, l1, Some(format)))
+    }
+
+    fn attach(req: &AttachRequest<'_>) -> Result<Attached<Self>> {
+        let name = req.disk_name();
+        if !req.read_only() {
+            pr_err!("{}: qcow2: writing is not supported yet; attach read-only\n", name);
+            return Err(EROFS);
+        }
+        if req.direct_io() {
+            pr_err!("{}: qcow2: direct I/O is not supported\n", name);
+            return Err(EINVAL);
+        }
+        let opts = Options::parse(name, req.options().as_bytes())?;
+
+        let nr = req.nr_files();
+        let mut files = KVec::with_capacity(nr, GFP_KERNEL)?;
+        for i in 0..nr {
+            files.push(req.file(i)?, GFP_KERNEL)?;
+        }
+        let mut l1 = KVec::with_capacity(nr, GFP_KERNEL)?;
+        let mut chain: Option<Chain> = None;
+        let mut format = Some(LayerFormat::Qcow2);
+        let mut i = 0;
+        let mut max_cluster = 512usize;
+        while let Some(f) = format.take() {
+            let layer = match f {
+                LayerFormat::Raw => {
+                    l1.push(KVVec::new(), GFP_KERNEL)?;
+                    Layer::Raw { len: files[i].size() }
+                }
+                LayerFormat::Qcow2 => {
+                    let snap = if i == 0 { opts.snapshot } else { None };
+                    let (q, table, next) = Self::open_qcow2_layer(req, &files, i, snap)?;
+                    l1.push(table, GFP_KERNEL)?;
+                    max_cluster = max_cluster.max(q.geometry().cluster_len());
+                    format = next;
+                    Layer::Qcow2(q)
+                }
+            };
+            match chain.as_mut() {
+                None => chain = Some(Chain::new(layer)),
+                Some(c) => c.push_backing(layer).map_err(|e| Self::refuse(name, i, e))?,
+            }
+            i += 1;
+        }
+        let chain = chain.ok_or(EINVAL)?;
+        let used = chain.len();
+        // Keep only the files the chain uses; the core refuses a mismatch
+        // with the number of files given.
+        let mut kept = KVec::with_capacity(used, GFP_KERNEL)?;
+        for f in files.into_iter().take(used) {
+            kept.push(f, GFP_KERNEL)?;
+        }
+        let files = kept;
+
+        let kib = |k: u32| (k as usize).saturating_mul(1024);
+        let l2 = Cache::new(kib(params::l2_cache_size_kib()), max_cluster)?;
+        let clusters = Cache::new(kib(params::cluster_cache_size_kib()), max_cluster)?;
+        let pool = Pool::new(max_compressed_len(max_cluster.trailing_zeros()))?;
+        let size = chain.virtual_size();
+        let caches = Arc::new(
+            Caches { l2, clusters, clean_interval: AtomicU32::new(params::cache_clean_interval_secs()) },
+            GFP_KERNEL,
+        )?;
+        let cleaner = Periodic::new(caches.clone())?;
+        if caches.interval_ms() != 0 {
+            cleaner.schedule(caches.interval_ms());
+        }
+        let state = Qcow2 {
+            name: CString::try_from_fmt(fmt!("{}", name))?,
+            files,
+            chain,
+            l1,
+            caches,
+            cleaner,
+            pool,
+            log_window: AtomicI64::new(0),
+            log_count: AtomicU32::new(0),
+        };
+        if let Some(sel) = opts.snapshot {
+            pr_info!("{}: qcow2: reading snapshot '{}'\n", name, BStr::from_bytes(wanted(sel)));
+        }
+        Ok(Attached {
+            state: KBox::new(state, GFP_KERNEL)?,
+            size,
+            force_read_only: true,
+            nr_files_used: used,
+        })
+    }
+
+    fn log_read_error(&self, pos: u64, len: usize, e: &FmtError) {
+        let now = cache::now_ms();
+        let start = self.log_window.load(Ordering::Relaxed);
+        if now - start >= LOG_WINDOW_MS {
+            self.log_window.store(now, Ordering::Relaxed);
+            self.log_count.store(0, Ordering::Relaxed);
+        }
+        let n = self.log_count.fetch_add(1, Ordering::Relaxed);
+        if n < LOG_BURST {
+            pr_err!("{}: qcow2: read of {} bytes at {} failed: {}\n", &*self.name, len, pos, e);
+        } else if n == LOG_BURST {
+            pr_err!("{}: qcow2: more read errors, not logged for a few seconds\n", &*self.name);
+        }
+    }
+
+    fn cluster_len(&self, layer: usize) -> qcow2fmt::Result<usize> {
+        match self.chain.layer(layer) {
+            Some(Layer::Qcow2(q)) => Ok(q.geometry().cluster_len()),
+            _ => Err(FmtError::Internal),
+        }
+    }
+}
+
+/// The engine's `Tables` for one request.
+struct ReqTables<'a>(&'a Qcow2);
+
+impl Tables for ReqTables<'_> {
+    fn l1_entry(&mut self, layer: usize, index: u32) -> qcow2fmt::Result<u64> {
+        let table = self.0.l1.get(layer).ok_or(FmtError::Internal)?;
+        qcow2fmt::table::l1_table_entry(table, index)
+    }
+
+    fn with_l2_table<R, F: FnOnce(&[u8]) -> R>(&mut self, layer: usize, offset: u64, f: F) -> qcow2fmt::Result<R> {
+        let dev = self.0;
+        let len = dev.cluster_len(layer)?;
+        let table = dev.caches.l2.get_or_load(cache::key(layer, offset), || {
+            let mut t = KVVec::from_elem(0u8, len, GFP_KERNEL).map_err(|_| ferr(ENOMEM))?;
+            Files(&dev.files).read_at(layer, &mut t, offset)?;
+            Ok(t)
+        })?;
+        Ok(f(&table))
+    }
+}
+
+/// The engine's `CompressedClusters` for one request.
+struct ReqClusters<'a>(&'a Qcow2);
+
+impl CompressedClusters for ReqClusters<'_> {
+    fn with_cluster<R, F: FnOnce(&[u8]) -> R>(&mut self, req: &CompressedRead, f: F) -> qcow2fmt::Result<R> {
+        let dev = self.0;
+        let cluster = dev.caches.clusters.get_or_load(cache::key(req.layer, req.host_offset), || {
+            let mut out = KVVec::from_elem(0u8, req.cluster_size, GFP_KERNEL).map_err(|_| ferr(ENOMEM))?;
+            dev.pool.with_worker(|w| {
+                let (input, dec) = w.parts()?;
+                req.load(&Files(&dev.files), dec, input, &mut out)
+            })?;
+            Ok(out)
+        })?;
+        Ok(f(&cluster))
+    }
+}
+
+/// The engine's `Sink`: the request's pages.
+struct IovSink<'a, 'b> {
+    to: &'a mut IovIter<'b>,
+    files: &'a [File],
+}
+
+impl Sink for IovSink<'_, '_> {
+    fn fill_zero(&mut self, len: usize) -> qcow2fmt::Result<()> {
+        if self.to.zero(len) != len {
+            return Err(FmtError::Internal);
+        }
+        Ok(())
+    }
+
+    fn copy_from(&mut self, data: &[u8]) -> qcow2fmt::Result<()> {
+        if self.to.copy_to(data) != data.len() {
+            return Err(FmtError::Internal);
+        }
+        Ok(())
+    }
+
+    fn read_from_storage(&mut self, layer: usize, offset: u64, len: usize) -> qcow2fmt::Result<()> {
+        let file = self.files.get(layer).ok_or(FmtError::Internal)?;
+        let n = self.to.with_prefix(len, |p| file.read_iter_at(p, offset)).map_err(ferr)?;
+        if n != len {
+            // The file shrank under us.
+            return Err(FmtError::Io(-(EIO.to_errno())));
+        }
+        Ok(())
+    }
+}
+
+/// Names of the per-device sysfs attributes (`loop_file_fmt/<name>`).
+const ATTR_L2_CACHE_SIZE: usize = 0;
+const ATTR_CLUSTER_CACHE_SIZE: usize = 1;
+const ATTR_CACHE_CLEAN_INTERVAL: usize = 2;
+const ATTR_L2_CACHE_STATS: usize = 3;
+const ATTR_CLUSTER_CACHE_STATS: usize = 4;
+
+fn parse_u32(input: &[u8]) -> Result<u32> {
+    let s = core::str::from_utf8(input).map_err(|_| EINVAL)?;
+    s.trim().parse::<u32>().map_err(|_| EINVAL)
+}
+
+#[vtable]
+impl FormatDriver for Qcow2 {
+    const NAME: &'static CStr = kernel::c_str!("qcow2");
+
+    const ATTRS: &'static [&'static CStr] = &[
+        kernel::c_str!("l2_cache_size"),
+        kernel::c_str!("cluster_cache_size"),
+        kernel::c_str!("cache_clean_interval"),
+        kernel::c_str!("l2_cache_stats"),
+        kernel::c_str!("cluster_cache_stats"),
+    ];
+
+    fn attach(req: &AttachRequest<'_>) -> Result<Attached<Self>> {
+        Qcow2::attach(req)
+    }
+
+    fn read(&self, to: &mut IovIter<'_>, pos: u64) -> Result<usize> {
+        let len = to.count();
+        let mut sink = IovSink { to, files: &self.files };
+        match self.chain.read(&mut ReqTables(self), &mut ReqClusters(self), pos, len, &mut sink) {
+            Ok(()) => Ok(len),
+            Err(e) => {
+                self.log_read_error(pos, len, &e);
+                Err(EIO)
+            }
+        }
+    }
+
+    fn show_attr(&self, index: usize, buf: &mut SysfsBuf<'_>) -> Result {
+        let c = &self.caches;
+        let stats = |c: &Cache, buf: &mut SysfsBuf<'_>| {
+            let s = c.stats();
+            writeln!(buf, "{} {} {} {}", s.hits, s.misses, s.entries, s.bytes)
+        };
+        match index {
+            ATTR_L2_CACHE_SIZE => writeln!(buf, "{}", c.l2.budget() / 1024),
+            ATTR_CLUSTER_CACHE_SIZE => writeln!(buf, "{}", c.clusters.budget() / 1024),
+            ATTR_CACHE_CLEAN_INTERVAL => writeln!(buf, "{}", c.clean_interval.load(Ordering::Relaxed)),
+            ATTR_L2_CACHE_STATS => stats(&c.l2, buf),
+            ATTR_CLUSTER_CACHE_STATS => stats(&c.clusters, buf),
+            _ => return Err(EINVAL),
+        }
+        .map_err(|_| EINVAL)
+    }
+
+    fn store_attr(&self, index: usize, input: &[u8]) -> Result {
+        let c = &self.caches;
+        match index {
+            ATTR_L2_CACHE_SIZE => c.l2.set_budget((parse_u32(input)? as usize).saturating_mul(1024)),
+            ATTR_CLUSTER_CACHE_SIZE => c.clusters.set_budget((parse_u32(input)? as usize).saturating_mul(1024)),
+            ATTR_CACHE_CLEAN_INTERVAL => {
+                c.clean_interval.store(parse_u32(input)?, Ordering::Relaxed);
+                // The next clean is one new interval from now (0: the
+                // pending run, if any, stops the job).
+                self.cleaner.schedule(c.interval_ms());
+            }
+            _ => return Err(EACCES),
+        }
+        Ok(())
+    }
+}
+
+struct Qcow2Module {
+    _reg: Registration<Qcow2>,
+}
+
+impl kernel::Module for Qcow2Module {
+    fn init(module: &'static ThisModule) -> Result<Self> {
+        Ok(Self { _reg: Registration::new(module)? })
+    }
+}

@@ -1,0 +1,94 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * C side of loop_file_fmt_qcow2: what its Rust code cannot reach in 6.12.
+ *
+ * - the module parameters (the 6.12 Rust module! macro has none), read by
+ *   ../wrappers/params.rs;
+ * - INIT_DELAYED_WORK and mod_delayed_work for the cache cleaner
+ *   (../wrappers/periodic.rs);
+ * - raw deflate through the kernel's zlib_inflate, whose struct z_stream is
+ *   not in the Rust bindings (../wrappers/decompress.rs calls it; zstd is
+ *   declared there directly, its API takes plain pointers and sizes).
+ *
+ * No policy lives here: the Rust side interprets every return code.
+ */
+#include <linux/module.h>
+#include <linux/moduleparam.h>
+#include <linux/workqueue.h>
+#include <linux/zlib.h>
+
+#include "lff_qcow2_helpers.h"
+
+static unsigned int l2_cache_size = 4096;
+module_param(l2_cache_size, uint, 0644);
+MODULE_PARM_DESC(l2_cache_size,
+		 "L2 table cache per device, in KiB (default 4096; at least one table per shard is kept); sysfs loop_file_fmt/l2_cache_size overrides it per device");
+
+static unsigned int cluster_cache_size = 4096;
+module_param(cluster_cache_size, uint, 0644);
+MODULE_PARM_DESC(cluster_cache_size,
+		 "Decompressed cluster cache per device, in KiB (default 4096; at least one cluster per shard is kept)");
+
+static unsigned int cache_clean_interval = 600;
+module_param(cache_clean_interval, uint, 0644);
+MODULE_PARM_DESC(cache_clean_interval,
+		 "Seconds after which unused cached tables and clusters are freed (default 600, 0: never)");
+
+unsigned int lff_qcow2_param_l2_cache_size(void)
+{
+	return READ_ONCE(l2_cache_size);
+}
+
+unsigned int lff_qcow2_param_cluster_cache_size(void)
+{
+	return READ_ONCE(cluster_cache_size);
+}
+
+unsigned int lff_qcow2_param_cache_clean_interval(void)
+{
+	return READ_ONCE(cache_clean_interval);
+}
+
+void lff_qcow2_init_delayed_work(struct delayed_work *dw, work_func_t fn)
+{
+	INIT_DELAYED_WORK(dw, fn);
+}
+
+void lff_qcow2_mod_delayed_work(struct delayed_work *dw, unsigned int ms)
+{
+	mod_delayed_work(system_wq, dw, msecs_to_jiffies(ms));
+}
+
+size_t lff_qcow2_inflate_workspace_size(void)
+{
+	return zlib_inflate_workspacesize();
+}
+
+/*
+ * One raw deflate stream (no zlib header, windowBits -15) from @in into @out
+ * with the caller's workspace @ws (lff_qcow2_inflate_workspace_size()
+ * bytes): zlib_inflateInit2() then a single zlib_inflate(Z_FINISH), which
+ * runs until the stream ends, the output is full or the input is used up.
+ * Returns the zlib status; *@produced is the number of bytes written.
+ */
+int lff_qcow2_inflate(void *ws, const void *in, size_t in_len, void *out,
+		      size_t out_len, size_t *produced)
+{
+	struct z_stream_s s = { .workspace = ws };
+	int ret;
+
+	*produced = 0;
+	if (in_len > UINT_MAX || out_len > UINT_MAX)
+		return Z_BUF_ERROR;
+	ret = zlib_inflateInit2(&s, -MAX_WBITS);
+	if (ret != Z_OK)
+		return ret;
+	s.next_in = in;
+	s.avail_in = in_len;
+	s.next_out = out;
+	s.avail_out = out_len;
+	ret = zlib_inflate(&s, Z_FINISH);
+	*produced = s.total_out;
+	zlib_inflateEnd(&s);
+	return ret;
+}

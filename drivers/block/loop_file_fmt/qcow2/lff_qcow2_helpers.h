@@ -1,0 +1,24 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Helpers of loop_file_fmt_qcow2 (lff_qcow2_helpers.c), declared for the
+ * Rust side in ../wrappers/params.rs, ../wrappers/periodic.rs and
+ * ../wrappers/decompress.rs.
+ */
+#ifndef LFF_QCOW2_HELPERS_H
+#define LFF_QCOW2_HELPERS_H
+
+#include <linux/types.h>
+#include <linux/workqueue_types.h>
+
+struct delayed_work;
+
+unsigned int lff_qcow2_param_l2_cache_size(void);
+unsigned int lff_qcow2_param_cluster_cache_size(void);
+unsigned int lff_qcow2_param_cache_clean_interval(void);
+void lff_qcow2_init_delayed_work(struct delayed_work *dw, work_func_t fn);
+void lff_qcow2_mod_delayed_work(struct delayed_work *dw, unsigned int ms);
+size_t lff_qcow2_inflate_workspace_size(void);
+int lff_qcow2_inflate(void *ws, const void *in, size_t in_len, void *out,
+		      size_t out_len, size_t *produced);
+
+#endif /* LFF_QCOW2_HELPERS_H */

@@ -1,0 +1,97 @@
+#!/usr/bin/python3
+"""Patches qcow2 images for the guest tests (malformed images, chains).
+
+    qcow2-patch.py IMAGE COMMAND [ARGS...]
+
+Commands (numbers accept 0x prefixes; GUEST is a guest byte offset in a
+standard-L2 image):
+  set32 OFFSET VALUE          big-endian u32 at file OFFSET
+  set64 OFFSET VALUE          big-endian u64 at file OFFSET
+  l1-entry GUEST VALUE        the L1 entry covering GUEST
+  l2-entry GUEST VALUE        the L2 entry of GUEST's cluster
+  l2-entry-get GUEST          prints that L2 entry (hex)
+  past-eof                    prints a cluster-aligned offset 1 GiB past EOF
+  trash-compressed GUEST      overwrites GUEST's compressed data with 0xff
+  hide-backing-format         renames the backing format extension to an
+                              unknown type (readers must probe the magic)
+"""
+import os
+import struct
+import sys
+
+EXT_BACKING_FORMAT = 0xE2792ACA
+OFFSET_MASK = 0x00FFFFFFFFFFFE00
+
+
+def num(s):
+    """A number; negative ones (from shell arithmetic) wrap to 64 bits."""
+    return int(s, 0) & (2**64 - 1)
+
+
+def main():
+    path, cmd, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+    with open(path, "r+b") as f:
+        h = f.read(112)
+        version, = struct.unpack(">I", h[4:8])
+        cluster_bits, = struct.unpack(">I", h[20:24])
+        l1_off, = struct.unpack(">Q", h[40:48])
+        header_len = struct.unpack(">I", h[100:104])[0] if version == 3 else 72
+        l2_bits = cluster_bits - 3
+
+        def get64(off):
+            f.seek(off)
+            return struct.unpack(">Q", f.read(8))[0]
+
+        def put(off, fmt, v):
+            f.seek(off)
+            f.write(struct.pack(fmt, v))
+
+        def l1_entry_off(guest):
+            return l1_off + 8 * (guest >> (cluster_bits + l2_bits))
+
+        def l2_entry_off(guest):
+            l2 = get64(l1_entry_off(guest)) & OFFSET_MASK
+            if l2 == 0:
+                sys.exit("no L2 table for that offset")
+            return l2 + 8 * ((guest >> cluster_bits) & ((1 << l2_bits) - 1))
+
+        if cmd == "set32":
+            put(num(args[0]), ">I", num(args[1]))
+        elif cmd == "set64":
+            put(num(args[0]), ">Q", num(args[1]))
+        elif cmd == "l1-entry":
+            put(l1_entry_off(num(args[0])), ">Q", num(args[1]))
+        elif cmd == "l2-entry":
+            put(l2_entry_off(num(args[0])), ">Q", num(args[1]))
+        elif cmd == "l2-entry-get":
+            print(hex(get64(l2_entry_off(num(args[0])))))
+        elif cmd == "past-eof":
+            size = os.fstat(f.fileno()).st_size
+            c = 1 << cluster_bits
+            print(hex(((size + c - 1) // c) * c + (1 << 30)))
+        elif cmd == "trash-compressed":
+            e = get64(l2_entry_off(num(args[0])))
+            if not e & (1 << 62):
+                sys.exit("cluster is not compressed")
+            x = 62 - (cluster_bits - 8)
+            desc = e & ((1 << 62) - 1)
+            off = desc & ((1 << x) - 1)
+            sectors = (desc >> x) + 1
+            f.seek(off)
+            f.write(b"\xff" * (sectors * 512 - off % 512))
+        elif cmd == "hide-backing-format":
+            off = header_len
+            while True:
+                f.seek(off)
+                kind, length = struct.unpack(">II", f.read(8))
+                if kind == 0:
+                    sys.exit("no backing format extension")
+                if kind == EXT_BACKING_FORMAT:
+                    put(off, ">I", 0x0DDBA115)
+                    break
+                off += 8 + (length + 7) // 8 * 8
+        else:
+            sys.exit(__doc__)
+
+
+main()
