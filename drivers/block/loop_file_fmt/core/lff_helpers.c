@@ -18,6 +18,7 @@
 #include <linux/kdev_t.h>
 #include <linux/miscdevice.h>
 #include <linux/module.h>
+#include <linux/sched.h>
 #include <linux/uio.h>
 #include <linux/workqueue.h>
 #include <linux/loop_file_fmt.h>
@@ -137,6 +138,17 @@ bool lff_rq_queue_work(struct workqueue_struct *wq, struct request *rq)
 	return queue_work(wq, (struct work_struct *)blk_mq_rq_to_pdu(rq));
 }
 EXPORT_SYMBOL_GPL(lff_rq_queue_work);
+
+/*
+ * Whether the caller runs inside submit_bio(): the bios it submits then only
+ * go on current->bio_list, issued after the outer submission returns, so
+ * waiting here for I/O on a block-backed file would wait forever.
+ */
+bool lff_in_submit_bio(void)
+{
+	return current->bio_list != NULL;
+}
+EXPORT_SYMBOL_GPL(lff_in_submit_bio);
 
 /* Like loop's per-device workqueue: unbound, so requests spread over CPUs. */
 struct workqueue_struct *lff_alloc_workqueue(const char *name)
