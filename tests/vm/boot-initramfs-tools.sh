@@ -1,7 +1,9 @@
 #!/bin/bash
 # The initramfs-tools hooks (initramfs/initramfs-tools/) for real: gen-initramfs builds an
 # initramfs for the test kernel with mkinitramfs and the hooks, as an installed
-# system would, and it boots the Debian root image from an ext4 disk found by LABEL= (lff.src=LABEL=lff-images).
+# system would, and it boots the Debian root image from an ext4 disk found
+# by LABEL= (lff.src=LABEL=lff-images); a missing image fails at its step
+# and powers off.
 . "$(dirname "$0")/lib/boot.sh"
 fmt=$(boot_default_format)
 image=root.qcow2
@@ -20,5 +22,13 @@ boot_expect "the switched-to system printed its marker" '^=== switched to the im
 boot_expect "lsblk shows lffN mounted on /" '^lff[0-9]+ +253:[0-9]+ .* /$'
 boot_root_expect "fstype=ext4" "format=$fmt" "device-ro=1" "backing=/run/lff/src/$image"
 boot_expect "/ is on /dev/lffN" '^LFF-ROOT: dev=/dev/lff[0-9]+ '
+boot_done
+
+boot_run "initramfs-tools missing image" --no-build --initrd "$initrd" --format "$fmt" --source label \
+	--append "lff.image=/no-such.qcow2"
+[ $BOOT_RC = 1 ] && boot_ok "boot exits 1" || boot_bad "boot exits $BOOT_RC, wanted 1"
+boot_expect "the failure names its step" "^lff: \*\*\* boot from the image FAILED at step 'image' \*\*\*"
+boot_expect "lff.rescue=poweroff powers off" '^lff: lff.rescue=poweroff: powering off'
+[ $BOOT_SECS -lt 60 ] && boot_ok "fails fast (${BOOT_SECS}s)" || boot_bad "took ${BOOT_SECS}s to fail"
 boot_done
 boot_finish
