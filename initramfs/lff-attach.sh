@@ -37,7 +37,7 @@ LFF_RUN=/run/lff
 LFF_LOSETUP=${LFF_LOSETUP:-losetup-fmt}
 
 lff_log() {
-	read -r _up _ </proc/uptime 2>/dev/null || _up=?
+	read -r _up _ </proc/uptime 2>/dev/null || _up='?'
 	echo "lff: [$_up] $*"
 }
 
@@ -49,11 +49,11 @@ lff_fail() { # step message
 }
 
 lff_parse_cmdline() {
-	LFF_IMAGE= LFF_SRC= LFF_SRCFSTYPE= LFF_SRCFLAGS= LFF_FORMAT=auto LFF_RO=1
-	LFF_FSTYPE= LFF_FLAGS= LFF_OVERLAY=0 LFF_TIMEOUT=30 LFF_RESCUE=shell
-	LFF_DEV= LFF_FMT= LFF_STEP= LFF_ERR=
+	LFF_IMAGE='' LFF_SRC='' LFF_SRCFSTYPE='' LFF_SRCFLAGS='' LFF_FORMAT=auto LFF_RO=1
+	LFF_FSTYPE='' LFF_FLAGS='' LFF_OVERLAY=0 LFF_TIMEOUT=30 LFF_RESCUE=shell
+	LFF_DEV='' LFF_FMT='' LFF_STEP='' LFF_ERR=''
 	mkdir -p "$LFF_RUN"
-	# shellcheck disable=SC2013
+	# shellcheck disable=SC2013,SC2034
 	for x in $(cat /proc/cmdline); do
 		case $x in
 		lff.image=*) LFF_IMAGE=${x#lff.image=} ;;
@@ -118,7 +118,7 @@ lff_mount_source() {
 	if [ "$_type" = 9p ] && [ -z "$_opts" ]; then
 		_opts=trans=virtio,version=9p2000.L,msize=512000
 	fi
-	if [ $LFF_RO = 1 ]; then _opts=ro${_opts:+,$_opts}; else _opts=rw${_opts:+,$_opts}; fi
+	if [ "$LFF_RO" = 1 ]; then _opts=ro${_opts:+,$_opts}; else _opts=rw${_opts:+,$_opts}; fi
 	mkdir -p "$LFF_RUN/src"
 	lff_log "mounting source $_src${_type:+ ($_type)} on $LFF_RUN/src"
 	# Network sources may need a moment (a 9p transport, a DHCP lease):
@@ -139,7 +139,7 @@ lff_attach() {
 	[ -n "$LFF_IMAGE" ] || { lff_fail "parameters" "no lff.image= on the kernel command line"; return 1; }
 	case $LFF_FORMAT in
 	auto)
-		if [ $LFF_RO = 0 ]; then
+		if [ "$LFF_RO" = 0 ]; then
 			lff_fail "parameters" "lff.format=auto with lff.ro=0: give the format (a writable raw image could be rewritten into a qcow2 header naming other files)"
 			return 1
 		fi ;;
@@ -168,7 +168,7 @@ lff_attach() {
 	fi
 
 	_ro=
-	[ $LFF_RO = 0 ] || _ro=-r
+	[ "$LFF_RO" = 0 ] || _ro=-r
 	lff_log "$LFF_LOSETUP --file-fmt $LFF_FORMAT $_ro -f --show $_img"
 	# shellcheck disable=SC2086
 	LFF_DEV=$("$LFF_LOSETUP" --file-fmt "$LFF_FORMAT" $_ro -f --show "$_img" 2>"$LFF_RUN/losetup.err") ||
@@ -181,10 +181,10 @@ lff_attach() {
 # Mounts LFF_DEV (with a tmpfs overlay if asked) at TARGET.
 lff_mount_root() { # target
 	_opts=ro
-	[ $LFF_RO = 1 ] || _opts=rw
+	[ "$LFF_RO" = 1 ] || _opts=rw
 	_opts=$_opts${LFF_FLAGS:+,$LFF_FLAGS}
 	_at=$1
-	if [ $LFF_OVERLAY = 1 ]; then
+	if [ "$LFF_OVERLAY" = 1 ]; then
 		_at=$LFF_RUN/lower
 		mkdir -p "$_at"
 	fi
@@ -192,7 +192,7 @@ lff_mount_root() { # target
 	lff_log "mounting $LFF_DEV${_type:+ ($_type)} on $_at (-o $_opts)"
 	mount ${_type:+-t "$_type"} -o "$_opts" "$LFF_DEV" "$_at" 2>"$LFF_RUN/mount.err" ||
 		lff_fail "mount" "mount $LFF_DEV${_type:+ -t $_type} -o $_opts: $(cat "$LFF_RUN/mount.err")" || return 1
-	[ $LFF_OVERLAY = 0 ] || lff_overlay "$_at" "$1"
+	[ "$LFF_OVERLAY" = 0 ] || lff_overlay "$_at" "$1"
 }
 
 # Mounts an overlay of LOWER (read-only) and a tmpfs at TARGET.
