@@ -40,9 +40,9 @@ use crate::host::{HostDecompressor, Image};
 pub const MAX_INPUT: usize = 4 << 20;
 /// Most bytes of the virtual disk one [`image`] input reads, over all its
 /// requests.
-pub const READ_BUDGET: u64 = 1 << 20;
+pub const READ_BUDGET: u64 = 256 << 10;
 /// Longest single read request of [`image`].
-const MAX_REQUEST: u64 = 64 << 10;
+const MAX_REQUEST: u64 = 32 << 10;
 /// Number of random read requests of [`image`].
 const RANDOM_READS: usize = 24;
 
@@ -69,9 +69,17 @@ struct Rng(u64);
 
 impl Rng {
     fn from_bytes(data: &[u8]) -> Rng {
-        // FNV-1a over the input.
+        // FNV-1a over the length and both ends of the input (cheap for
+        // large inputs).
         let mut h = 0xcbf2_9ce4_8422_2325u64;
-        for &b in data {
+        let head = &data[..data.len().min(256)];
+        let tail = &data[data.len().saturating_sub(256)..];
+        for &b in (data.len() as u64)
+            .to_le_bytes()
+            .iter()
+            .chain(head)
+            .chain(tail)
+        {
             h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
         }
         Rng(h | 1)
@@ -282,7 +290,8 @@ pub fn image(data: &[u8]) {
     if size > 0 {
         let offset = rng.below(size.min(4 << 20));
         let len = (1 + rng.below(16 << 10)).min(size - offset) as usize;
-        let piece = 1 + rng.below(5000) as usize;
+        // At most 32 pieces.
+        let piece = (1 + rng.below(5000) as usize).max(len.div_ceil(32));
         check_split_read(&mut img, offset, len, piece);
     }
 }
@@ -478,8 +487,13 @@ pub fn decompress(data: &[u8]) {
     let input = &data[1..];
     let cluster = 1usize << cluster_bits;
     let mut output = vec![0u8; cluster];
-    let mut d = HostDecompressor;
-    match d.decompress(kind, input, &mut output) {
+    let mut d = Recording::default();
+    let result = decompress_cluster(&mut d, kind, input, &mut output);
+    assert_eq!(result.is_ok(), d.got == Some(Ok(cluster)), "{result:?}");
+    if let Err(e) = result {
+        touch_error(&e);
+    }
+    match d.got.expect("decompressor called") {
         Ok(n) => {
             assert!(n <= cluster, "{n} bytes into {cluster}");
             let reference = reference_decode(kind, input, cluster);
@@ -500,8 +514,24 @@ pub fn decompress(data: &[u8]) {
         }
         Err(e) => touch_error(&e),
     }
-    if let Err(e) = decompress_cluster(&mut d, kind, input, &mut output) {
-        touch_error(&e);
+}
+
+/// The host decompressor, recording what it returned.
+#[derive(Default)]
+struct Recording {
+    got: Option<crate::format::Result<usize>>,
+}
+
+impl Decompressor for Recording {
+    fn decompress(
+        &mut self,
+        kind: CompressionType,
+        input: &[u8],
+        output: &mut [u8],
+    ) -> crate::format::Result<usize> {
+        let r = HostDecompressor.decompress(kind, input, output);
+        self.got = Some(r);
+        r
     }
 }
 
