@@ -18,6 +18,7 @@
 #include <linux/kdev_t.h>
 #include <linux/miscdevice.h>
 #include <linux/module.h>
+#include <linux/sched.h>
 #include <linux/uio.h>
 #include <linux/workqueue.h>
 #include <linux/loop_file_fmt.h>
@@ -138,6 +139,17 @@ bool lff_rq_queue_work(struct workqueue_struct *wq, struct request *rq)
 }
 EXPORT_SYMBOL_GPL(lff_rq_queue_work);
 
+/*
+ * Whether the caller runs inside submit_bio(): the bios it submits then only
+ * go on current->bio_list, issued after the outer submission returns, so
+ * waiting here for I/O on a block-backed file would wait forever.
+ */
+bool lff_in_submit_bio(void)
+{
+	return current->bio_list != NULL;
+}
+EXPORT_SYMBOL_GPL(lff_in_submit_bio);
+
 /* Like loop's per-device workqueue: unbound, so requests spread over CPUs. */
 struct workqueue_struct *lff_alloc_workqueue(const char *name)
 {
@@ -185,9 +197,13 @@ struct file *lff_get_file(struct file *file)
 }
 EXPORT_SYMBOL_GPL(lff_get_file);
 
+/*
+ * As loop's get_size(): through f_mapping, whose host is the block device's
+ * inode for a device node (the node's own inode has size 0).
+ */
 loff_t lff_file_size(struct file *file)
 {
-	return i_size_read(file_inode(file));
+	return i_size_read(file->f_mapping->host);
 }
 EXPORT_SYMBOL_GPL(lff_file_size);
 

@@ -32,6 +32,7 @@ int lff_rq_iter_init(struct request *rq, struct iov_iter *iter, unsigned int dir
 void lff_rq_init_work(struct request *rq, void (*fn)(struct work_struct *work));
 struct request *lff_work_to_rq(struct work_struct *work);
 bool lff_rq_queue_work(struct workqueue_struct *wq, struct request *rq);
+bool lff_in_submit_bio(void);
 struct workqueue_struct *lff_alloc_workqueue(const char *name);
 size_t lff_iov_iter_count(const struct iov_iter *iter);
 void lff_iov_iter_truncate(struct iov_iter *iter, size_t count);

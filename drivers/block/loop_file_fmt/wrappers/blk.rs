@@ -172,7 +172,11 @@ impl<T: DiskOps> Shims<T> {
     /// (`bd->last`: psync, QD1) is served right here, in the submitter's
     /// context, without a context switch; the others of a batch go to the
     /// disk's unbound workqueue so that a deep queue is served by several
-    /// CPUs at once.
+    /// CPUs at once. A request issued from inside `submit_bio()` (a bio
+    /// submitted with no plug: `sb_bread` at mount, O_DIRECT) goes to the
+    /// workqueue too: there the bios the backing file's own I/O submits
+    /// would wait on `current->bio_list` until we return, a deadlock when
+    /// the image lives on a block device or a disk file system.
     ///
     /// # Safety
     ///
@@ -192,7 +196,9 @@ impl<T: DiskOps> Shims<T> {
         let wq = unsafe { (*(*hctx).queue).tag_set.as_ref() }
             .map(|set| set.driver_data.cast::<bindings::workqueue_struct>())
             .unwrap_or(core::ptr::null_mut());
-        if last || wq.is_null() {
+        // SAFETY: reads a field of `current`, always valid in task context.
+        let in_submit_bio = unsafe { sys::lff_in_submit_bio() };
+        if (last && !in_submit_bio) || wq.is_null() {
             // SAFETY: started above; ours until ended.
             unsafe { Self::serve(rq) };
         } else {

@@ -35,6 +35,7 @@ extern "C" {
         wq: *mut bindings::workqueue_struct,
         rq: *mut bindings::request,
     ) -> bool;
+    pub(crate) fn lff_in_submit_bio() -> bool;
     pub(crate) fn lff_alloc_workqueue(name: *const c_char) -> *mut bindings::workqueue_struct;
     pub(crate) fn lff_iov_iter_count(iter: *const bindings::iov_iter) -> usize;
     pub(crate) fn lff_iov_iter_truncate(iter: *mut bindings::iov_iter, count: usize);

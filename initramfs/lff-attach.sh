@@ -1,0 +1,208 @@
+# loop-file-fmt boot library: find the disk image named on the kernel command
+# line, attach it with losetup-fmt and mount it as the new root.
+#
+# Sourced (POSIX sh; busybox ash, dash and bash all run it) by
+#   - the project's own initramfs /init    (initramfs/init)
+#   - the initramfs-tools local-top script (initramfs/initramfs-tools/)
+#   - the dracut module                    (initramfs/dracut/90loop-file-fmt/)
+#
+# Kernel command line (see README, "Network boot with loop-file-fmt"):
+#   lff.image=IMAGE       the image: a block device holding the image bytes
+#                         (/dev/vda, LABEL=..., UUID=...), or a file path,
+#                         inside lff.src when that is given
+#   lff.src=SOURCE        file system to mount first, read-only, to find
+#                         IMAGE in: a device (/dev/vdb, LABEL=x, UUID=y), a
+#                         9p tag, an NFS server:/export, a CIFS //host/share
+#   lff.srcfstype=TYPE    its type (default: probed for devices; required
+#                         for network sources: 9p, nfs, cifs, ...)
+#   lff.srcflags=OPTS     its mount options (9p default:
+#                         trans=virtio,version=9p2000.L,msize=512000)
+#   lff.format=FMT        qcow2, raw, or auto (qcow2 magic probed; default;
+#                         refused together with lff.ro=0)
+#   lff.ro=0|1            attach and mount read-only (default 1)
+#   lff.fstype=TYPE       file system inside the image (default: probed)
+#   lff.flags=OPTS        extra mount options for it
+#   lff.overlay=1         a tmpfs overlay on top: a writable root whose
+#                         changes live in RAM
+#   lff.timeout=SEC       how long to wait for the source/image (default 30)
+#   lff.rescue=shell|poweroff|reboot   what a failure does (default shell)
+#
+# After lff_parse_cmdline, lff_mount_source, lff_attach and lff_mount_root
+# (each returns non-zero with LFF_STEP and LFF_ERR set on failure):
+#   LFF_DEV   the attached device (/dev/lffN), LFF_FMT its format.
+# Source mounts live under /run/lff, so moving /run into the new root keeps
+# them reachable (initramfs-tools and dracut do that move).
+
+LFF_RUN=/run/lff
+LFF_LOSETUP=${LFF_LOSETUP:-losetup-fmt}
+
+lff_log() { echo "lff: $*"; }
+
+# Records a failed step; always returns 1.
+lff_fail() { # step message
+	LFF_STEP=$1
+	LFF_ERR=$2
+	return 1
+}
+
+lff_parse_cmdline() {
+	LFF_IMAGE= LFF_SRC= LFF_SRCFSTYPE= LFF_SRCFLAGS= LFF_FORMAT=auto LFF_RO=1
+	LFF_FSTYPE= LFF_FLAGS= LFF_OVERLAY=0 LFF_TIMEOUT=30 LFF_RESCUE=shell
+	LFF_DEV= LFF_FMT= LFF_STEP= LFF_ERR=
+	mkdir -p "$LFF_RUN"
+	# shellcheck disable=SC2013
+	for x in $(cat /proc/cmdline); do
+		case $x in
+		lff.image=*) LFF_IMAGE=${x#lff.image=} ;;
+		lff.src=*) LFF_SRC=${x#lff.src=} ;;
+		lff.srcfstype=*) LFF_SRCFSTYPE=${x#lff.srcfstype=} ;;
+		lff.srcflags=*) LFF_SRCFLAGS=${x#lff.srcflags=} ;;
+		lff.format=*) LFF_FORMAT=${x#lff.format=} ;;
+		lff.ro=*) LFF_RO=${x#lff.ro=} ;;
+		lff.fstype=*) LFF_FSTYPE=${x#lff.fstype=} ;;
+		lff.flags=*) LFF_FLAGS=${x#lff.flags=} ;;
+		lff.overlay=*) LFF_OVERLAY=${x#lff.overlay=} ;;
+		lff.timeout=*) LFF_TIMEOUT=${x#lff.timeout=} ;;
+		lff.rescue=*) LFF_RESCUE=${x#lff.rescue=} ;;
+		esac
+	done
+	case $LFF_RO in 0|no|off) LFF_RO=0 ;; *) LFF_RO=1 ;; esac
+	case $LFF_OVERLAY in 1|yes|on|tmpfs) LFF_OVERLAY=1 ;; *) LFF_OVERLAY=0 ;; esac
+	case $LFF_TIMEOUT in ''|*[!0-9]*) LFF_TIMEOUT=30 ;; esac
+}
+
+# Prints the block device SPEC names (a path, LABEL=, UUID=, PARTUUID=,
+# PARTLABEL=) if it exists now.
+lff_resolve_dev() { # spec
+	case $1 in
+	/*) [ -b "$1" ] && echo "$1" ;;
+	*=*) findfs "$1" 2>/dev/null || blkid -l -o device -t "$1" 2>/dev/null ;;
+	*) return 1 ;;
+	esac
+}
+
+# Waits up to LFF_TIMEOUT seconds for a block device; prints its path.
+lff_wait_dev() { # spec what
+	_n=0
+	while ! _d=$(lff_resolve_dev "$1") || [ -z "$_d" ]; do
+		if [ $_n -ge $((LFF_TIMEOUT * 4)) ]; then
+			return 1
+		fi
+		[ $_n != 4 ] || lff_log "waiting up to ${LFF_TIMEOUT}s for $2 $1" >&2
+		sleep 0.25 2>/dev/null || sleep 1
+		_n=$((_n + 1))
+	done
+	echo "$_d"
+}
+
+lff_is_dev_spec() {
+	case $1 in /dev/*|LABEL=*|UUID=*|PARTUUID=*|PARTLABEL=*) return 0 ;; esac
+	return 1
+}
+
+# Mounts lff.src (if given) read-only at $LFF_RUN/src.
+lff_mount_source() {
+	[ -n "$LFF_SRC" ] || return 0
+	_src=$LFF_SRC _type=$LFF_SRCFSTYPE _opts=$LFF_SRCFLAGS
+	if lff_is_dev_spec "$_src"; then
+		_src=$(lff_wait_dev "$LFF_SRC" "source device") ||
+			lff_fail "source" "source device $LFF_SRC did not appear within ${LFF_TIMEOUT}s" || return 1
+	elif [ -z "$_type" ]; then
+		lff_fail "source" "lff.src=$LFF_SRC is not a device: give its type with lff.srcfstype= (9p, nfs, cifs...)"
+		return 1
+	fi
+	if [ "$_type" = 9p ] && [ -z "$_opts" ]; then
+		_opts=trans=virtio,version=9p2000.L,msize=512000
+	fi
+	if [ $LFF_RO = 1 ]; then _opts=ro${_opts:+,$_opts}; else _opts=rw${_opts:+,$_opts}; fi
+	mkdir -p "$LFF_RUN/src"
+	lff_log "mounting source $_src${_type:+ ($_type)} on $LFF_RUN/src"
+	# Network sources may need a moment (a 9p transport, a DHCP lease):
+	# retry until the timeout.
+	_n=0
+	while ! mount ${_type:+-t "$_type"} -o "$_opts" "$_src" "$LFF_RUN/src" 2>"$LFF_RUN/mount.err"; do
+		_n=$((_n + 1))
+		if [ $_n -ge "$LFF_TIMEOUT" ]; then
+			lff_fail "source" "cannot mount $_src${_type:+ (type $_type)} with -o $_opts: $(cat "$LFF_RUN/mount.err")"
+			return 1
+		fi
+		sleep 1
+	done
+}
+
+# Finds the image, loads the drivers and attaches it: sets LFF_DEV, LFF_FMT.
+lff_attach() {
+	[ -n "$LFF_IMAGE" ] || { lff_fail "parameters" "no lff.image= on the kernel command line"; return 1; }
+	case $LFF_FORMAT in
+	auto)
+		if [ $LFF_RO = 0 ]; then
+			lff_fail "parameters" "lff.format=auto with lff.ro=0: give the format (a writable raw image could be rewritten into a qcow2 header naming other files)"
+			return 1
+		fi ;;
+	*[!a-z0-9_-]*|'') lff_fail "parameters" "lff.format=$LFF_FORMAT is not a format name"; return 1 ;;
+	esac
+	if [ -n "$LFF_SRC" ]; then
+		_img=$LFF_RUN/src/${LFF_IMAGE#/}
+		[ -e "$_img" ] || { lff_fail "image" "$LFF_IMAGE not found in $LFF_SRC (looked for $_img)"; return 1; }
+	elif lff_is_dev_spec "$LFF_IMAGE"; then
+		_img=$(lff_wait_dev "$LFF_IMAGE" "image device") ||
+			lff_fail "image" "image device $LFF_IMAGE did not appear within ${LFF_TIMEOUT}s" || return 1
+	else
+		_img=$LFF_IMAGE
+		[ -e "$_img" ] || { lff_fail "image" "image file $_img not found"; return 1; }
+	fi
+
+	# The core comes along by dependency; with auto, load what exists.
+	if [ "$LFF_FORMAT" = auto ]; then
+		modprobe -q loop_file_fmt_qcow2 2>/dev/null
+		modprobe -q loop_file_fmt_raw 2>/dev/null
+		modprobe loop_file_fmt 2>"$LFF_RUN/modprobe.err" ||
+			lff_fail "modprobe" "modprobe loop_file_fmt: $(cat "$LFF_RUN/modprobe.err")" || return 1
+	else
+		modprobe "loop_file_fmt_$LFF_FORMAT" 2>"$LFF_RUN/modprobe.err" ||
+			lff_fail "modprobe" "modprobe loop_file_fmt_$LFF_FORMAT: $(cat "$LFF_RUN/modprobe.err")" || return 1
+	fi
+
+	_ro=
+	[ $LFF_RO = 0 ] || _ro=-r
+	lff_log "$LFF_LOSETUP --file-fmt $LFF_FORMAT $_ro -f --show $_img"
+	# shellcheck disable=SC2086
+	LFF_DEV=$("$LFF_LOSETUP" --file-fmt "$LFF_FORMAT" $_ro -f --show "$_img" 2>"$LFF_RUN/losetup.err") ||
+		lff_fail "attach" "$(cat "$LFF_RUN/losetup.err")" || return 1
+	LFF_FMT=$(cat "/sys/block/${LFF_DEV#/dev/}/loop_file_fmt/format" 2>/dev/null || echo "$LFF_FORMAT")
+	lff_log "attached $_img as $LFF_DEV (format $LFF_FMT${_ro:+, read-only})"
+	echo "$LFF_DEV" >"$LFF_RUN/dev"
+}
+
+# Mounts LFF_DEV (with a tmpfs overlay if asked) at TARGET.
+lff_mount_root() { # target
+	_opts=ro
+	[ $LFF_RO = 1 ] || _opts=rw
+	_opts=$_opts${LFF_FLAGS:+,$LFF_FLAGS}
+	_at=$1
+	if [ $LFF_OVERLAY = 1 ]; then
+		_at=$LFF_RUN/lower
+		mkdir -p "$_at"
+	fi
+	lff_log "mounting $LFF_DEV${LFF_FSTYPE:+ ($LFF_FSTYPE)} on $_at (-o $_opts)"
+	mount ${LFF_FSTYPE:+-t "$LFF_FSTYPE"} -o "$_opts" "$LFF_DEV" "$_at" 2>"$LFF_RUN/mount.err" ||
+		lff_fail "mount" "mount $LFF_DEV${LFF_FSTYPE:+ -t $LFF_FSTYPE} -o $_opts: $(cat "$LFF_RUN/mount.err")" || return 1
+	[ $LFF_OVERLAY = 1 ] || return 0
+	mkdir -p "$LFF_RUN/rw"
+	mount -t tmpfs -o mode=0755 lff-rw "$LFF_RUN/rw" &&
+		mkdir -p "$LFF_RUN/rw/upper" "$LFF_RUN/rw/work" ||
+		lff_fail "overlay" "cannot mount a tmpfs on $LFF_RUN/rw" || return 1
+	lff_log "overlay: $LFF_DEV read-only below, tmpfs above, on $1"
+	mount -t overlay -o "lowerdir=$_at,upperdir=$LFF_RUN/rw/upper,workdir=$LFF_RUN/rw/work" \
+		lff-root "$1" 2>"$LFF_RUN/mount.err" ||
+		lff_fail "overlay" "overlay mount on $1: $(cat "$LFF_RUN/mount.err")" || return 1
+}
+
+# Prints the failure in a form nobody can miss.
+lff_report_failure() {
+	echo
+	echo "lff: *** boot from the image FAILED at step '$LFF_STEP' ***"
+	echo "lff: $LFF_ERR"
+	echo "lff: parameters: lff.image=$LFF_IMAGE${LFF_SRC:+ lff.src=$LFF_SRC}${LFF_SRCFSTYPE:+ lff.srcfstype=$LFF_SRCFSTYPE} lff.format=$LFF_FORMAT lff.ro=$LFF_RO"
+	echo
+}
