@@ -93,4 +93,5 @@ if modprobe loop_file_fmt_qcow2 2>/dev/null; then
 	$LOSETUP -d "$hbdev"
 fi
 $LOSETUP -d "$bdev"
+rmmod loop_file_fmt_qcow2 loop_file_fmt_raw 2>/dev/null
 finish
