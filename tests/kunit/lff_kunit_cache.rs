@@ -296,6 +296,8 @@ fn clean_frees_idle_entries(t: &Test) {
 struct Shared {
     cache: Cache,
     barrier: Barrier,
+    /// Where the loads of [`collide`] wait for each other.
+    gate: Barrier,
     /// Threads that met the others at the barrier.
     met: AtomicUsize,
     loads: AtomicUsize,
@@ -311,6 +313,7 @@ impl Shared {
         let s = Self {
             cache,
             barrier: Barrier::new()?,
+            gate: Barrier::new()?,
             met: AtomicUsize::new(0),
             loads: AtomicUsize::new(0),
             lookups: AtomicUsize::new(0),
@@ -327,6 +330,31 @@ impl Shared {
             _ => {
                 self.bad.fetch_add(1, Relaxed);
             }
+        }
+    }
+}
+
+/// The key that every thread of [`concurrent_lookups_share_entries`]
+/// misses at the same time.
+const COLLIDE: u64 = (1 << 56) | 0x7ff_0000;
+
+/// Called by `n` threads at once: each misses [`COLLIDE`] and loads it,
+/// and no load returns before all of them have started (no lock is held
+/// while loading), so all but one find it cached after their load. Each
+/// must get the cached buffer, the same as a later hit returns.
+fn collide(s: &Shared, n: usize) {
+    let first = s.cache.get_or_load(COLLIDE, || {
+        s.loads.fetch_add(1, Relaxed);
+        if !s.gate.wait(n) {
+            s.bad.fetch_add(1, Relaxed);
+        }
+        contents(COLLIDE, SMALL)
+    });
+    let again = get(&s.cache, COLLIDE, SMALL, &s.loads);
+    match (first, again) {
+        (Ok(a), Ok(b)) if Arc::ptr_eq(&a, &b) && valid(&a, COLLIDE, SMALL) => {}
+        _ => {
+            s.bad.fetch_add(1, Relaxed);
         }
     }
 }
@@ -362,6 +390,7 @@ fn concurrent_lookups_share_entries(t: &Test) {
     let Some(cache) = t.ok(Cache::new(MAX_SHARDS * KEYS as usize * SMALL, SMALL)) else { return };
     let Some(shared) = t.ok(Shared::new(cache)) else { return };
     run_threads(t, &shared, THREADS, |s, w| {
+        collide(s, THREADS);
         // Round 0: all threads in the same order, so they miss the same
         // keys at the same time; then in different orders.
         for r in 0..ROUNDS {
@@ -371,16 +400,19 @@ fn concurrent_lookups_share_entries(t: &Test) {
             }
         }
     });
-    let total = THREADS as u64 * ROUNDS * KEYS;
+    // Two lookups of COLLIDE per thread, which all miss the first.
+    let total = THREADS as u64 * (ROUNDS * KEYS + 2);
     let (hits, misses, entries, bytes) = stats(&shared.cache);
     check_eq!(t, shared.bad.load(Relaxed), 0);
-    check_eq!(t, shared.lookups.load(Relaxed) as u64, total);
+    check_eq!(t, shared.lookups.load(Relaxed) as u64 + 2 * THREADS as u64, total);
     check_eq!(t, hits + misses, total);
     // Each miss loads once; a key may be missed by several threads at once,
     // but is cached once.
     check_eq!(t, shared.loads.load(Relaxed) as u64, misses);
-    check!(t, misses >= KEYS && misses <= KEYS * THREADS as u64, "{misses} misses");
-    check_eq!(t, (entries, bytes), (KEYS as usize, KEYS as usize * SMALL));
+    let most = (KEYS + 1) * THREADS as u64;
+    check!(t, misses >= KEYS + THREADS as u64 && misses <= most, "{misses} misses");
+    let n = KEYS as usize + 1;
+    check_eq!(t, (entries, bytes), (n, n * SMALL));
     // And every key now hits, twice on the same buffer.
     let loads = AtomicUsize::new(0);
     for j in 0..KEYS {
