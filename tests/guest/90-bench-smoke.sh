@@ -16,6 +16,8 @@ modprobe loop_file_fmt_qcow2 2>/dev/null && qcow2=yes
 check "guest-bench: one cell, 1 s, lff + qemu-nbd + loop" \
 	"$BENCH/guest-bench" --imgdir img --out out --images raw,qcow2 --cells psync-4k-rand \
 	--backends lff,qemu-nbd,loop --runtime 1 --ramp 0 --repeat 1 --no-sparse --no-scaling
+check_fails "guest-bench refuses an unknown cell" "no cell nope" \
+	"$BENCH/guest-bench" --imgdir img --out out-bad --cells nope
 check_eq "all vCPUs online again afterwards" "$(cat /sys/devices/system/cpu/present)" \
 	"$(cat /sys/devices/system/cpu/online)"
 check "report.py writes results.csv, table.md, gain.svg" python3 "$BENCH/report.py" out
