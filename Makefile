@@ -1,6 +1,7 @@
 # loop-file-fmt: top-level build.
 #
-#   make boot      the main job: boot the guest, attach an image, use it
+#   make boot      the main job: boot Debian from a zstd-compressed qcow2 root
+#                  through the loop-file-fmt initramfs (BOOT_ARGS=--shell: a shell there)
 #   make deps      install what is missing (Debian packages, rust-src, bindgen)
 #   make kernel    build the test kernel into the cache (no-op when cached)
 #   make modules   build the kernel modules against KDIR (default: that kernel)
@@ -66,7 +67,7 @@ fmt:
 	@cargo fmt
 
 boot: deps
-	@scripts/qemu-boot/vm-run -- scripts/qemu-boot/demo
+	@scripts/qemu-boot/boot $(BOOT_ARGS)
 
 test: deps
 	@scripts/run-tests

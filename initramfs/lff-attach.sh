@@ -36,7 +36,10 @@
 LFF_RUN=/run/lff
 LFF_LOSETUP=${LFF_LOSETUP:-losetup-fmt}
 
-lff_log() { echo "lff: $*"; }
+lff_log() {
+	read -r _up _ </proc/uptime 2>/dev/null || _up=?
+	echo "lff: [$_up] $*"
+}
 
 # Records a failed step; always returns 1.
 lff_fail() { # step message
@@ -107,6 +110,7 @@ lff_mount_source() {
 	if lff_is_dev_spec "$_src"; then
 		_src=$(lff_wait_dev "$LFF_SRC" "source device") ||
 			lff_fail "source" "source device $LFF_SRC did not appear within ${LFF_TIMEOUT}s" || return 1
+		[ -n "$_type" ] || _type=$(lff_probe_fstype "$_src")
 	elif [ -z "$_type" ]; then
 		lff_fail "source" "lff.src=$LFF_SRC is not a device: give its type with lff.srcfstype= (9p, nfs, cifs...)"
 		return 1
@@ -184,18 +188,30 @@ lff_mount_root() { # target
 		_at=$LFF_RUN/lower
 		mkdir -p "$_at"
 	fi
-	lff_log "mounting $LFF_DEV${LFF_FSTYPE:+ ($LFF_FSTYPE)} on $_at (-o $_opts)"
-	mount ${LFF_FSTYPE:+-t "$LFF_FSTYPE"} -o "$_opts" "$LFF_DEV" "$_at" 2>"$LFF_RUN/mount.err" ||
-		lff_fail "mount" "mount $LFF_DEV${LFF_FSTYPE:+ -t $LFF_FSTYPE} -o $_opts: $(cat "$LFF_RUN/mount.err")" || return 1
-	[ $LFF_OVERLAY = 1 ] || return 0
+	_type=${LFF_FSTYPE:-$(lff_probe_fstype "$LFF_DEV")}
+	lff_log "mounting $LFF_DEV${_type:+ ($_type)} on $_at (-o $_opts)"
+	mount ${_type:+-t "$_type"} -o "$_opts" "$LFF_DEV" "$_at" 2>"$LFF_RUN/mount.err" ||
+		lff_fail "mount" "mount $LFF_DEV${_type:+ -t $_type} -o $_opts: $(cat "$LFF_RUN/mount.err")" || return 1
+	[ $LFF_OVERLAY = 0 ] || lff_overlay "$_at" "$1"
+}
+
+# Mounts an overlay of LOWER (read-only) and a tmpfs at TARGET.
+lff_overlay() { # lower target
 	mkdir -p "$LFF_RUN/rw"
 	mount -t tmpfs -o mode=0755 lff-rw "$LFF_RUN/rw" &&
 		mkdir -p "$LFF_RUN/rw/upper" "$LFF_RUN/rw/work" ||
 		lff_fail "overlay" "cannot mount a tmpfs on $LFF_RUN/rw" || return 1
-	lff_log "overlay: $LFF_DEV read-only below, tmpfs above, on $1"
-	mount -t overlay -o "lowerdir=$_at,upperdir=$LFF_RUN/rw/upper,workdir=$LFF_RUN/rw/work" \
-		lff-root "$1" 2>"$LFF_RUN/mount.err" ||
-		lff_fail "overlay" "overlay mount on $1: $(cat "$LFF_RUN/mount.err")" || return 1
+	lff_log "overlay on $2: $1 read-only below, tmpfs above"
+	mount -t overlay -o "lowerdir=$1,upperdir=$LFF_RUN/rw/upper,workdir=$LFF_RUN/rw/work" \
+		lff-root "$2" 2>"$LFF_RUN/mount.err" ||
+		lff_fail "overlay" "overlay mount on $2: $(cat "$LFF_RUN/mount.err")" || return 1
+}
+
+# Prints the file system type on a device, or nothing (then mount probes;
+# klibc's mount, in initramfs-tools images, cannot).
+lff_probe_fstype() { # device
+	_t=$(blkid -o value -s TYPE "$1" 2>/dev/null) && [ -n "$_t" ] && { echo "$_t"; return; }
+	_t=$(fstype "$1" 2>/dev/null | sed -n 's/^FSTYPE=//p') && [ "$_t" != unknown ] && echo "$_t"
 }
 
 # Prints the failure in a form nobody can miss.

@@ -1,0 +1,1 @@
+../../lff-attach.sh
