@@ -9,6 +9,8 @@
 #   make test      host tests, then the guest suites through vm-run
 #   make kunit     only the KUnit suites (tests/kunit/) in one guest
 #   make clippy    the modules with CLIPPY=1 and cargo clippy, warnings fatal
+#   make bench     fio: our devices vs qemu-nbd vs kernel loop (BENCH_ARGS=...)
+#   make fuzz      libFuzzer targets of the qcow2 logic (FUZZ_TARGET, FUZZ_SECONDS)
 #
 # KDIR=/path/to/linux builds the modules against your own Rust-enabled
 # kernel tree (configured and built with LLVM=1).
@@ -32,7 +34,7 @@ endif
 GEN_UAPI := drivers/block/loop_file_fmt/generated/uapi.rs
 UAPI_H := include/uapi/linux/loop_file_fmt.h
 
-.PHONY: all boot deps kernel modules tools test test-host test-guest kunit clippy fmt clean
+.PHONY: all bench fuzz boot deps kernel modules tools test test-host test-guest kunit clippy fmt clean
 
 all: modules tools
 
@@ -68,6 +70,14 @@ fmt:
 
 boot: deps
 	@scripts/qemu-boot/boot $(BOOT_ARGS)
+
+bench: deps
+	@bench/run $(BENCH_ARGS)
+
+FUZZ_TARGET ?= all
+FUZZ_SECONDS ?= 60
+fuzz:
+	@scripts/fuzz $(FUZZ_TARGET) $(FUZZ_SECONDS)
 
 test: deps
 	@scripts/run-tests

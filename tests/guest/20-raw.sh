@@ -104,6 +104,7 @@ exec 7<>img
 check_fails "bad fd -> EBADF" EBADF $CTL configure $d raw --fd 99
 check_fails "directory as backing file -> EINVAL" EINVAL sh -c "exec 8<$WORK; $CTL configure $d raw --fd 8"
 check_fails "unknown format -> ENOENT" ENOENT $CTL configure $d no_such_fmt --fd 7
+check_eq "the control node lists the registered formats" raw "$(cat /sys/class/misc/loop-file-fmt-control/formats)"
 check "unknown format is logged with the device name" sh -c "dmesg | grep -q \"lff0: no driver for format 'no_such_fmt'\""
 check_fails "losetup names the missing driver" "no kernel driver for format 'no_such_fmt'" losetup-fmt --file-fmt no_such_fmt -f img
 check_fails "format name with a slash -> EINVAL" EINVAL $CTL configure $d ../raw --fd 7

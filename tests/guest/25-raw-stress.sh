@@ -45,5 +45,7 @@ if [ "$total" -gt 0 ]; then ok "attach raced with driver unload: $total attaches
 check "devices detached at the end" sh -c '! ls /sys/block/*/loop_file_fmt >/dev/null 2>&1'
 modprobe loop_file_fmt_raw
 check "driver can be removed after the race" rmmod loop_file_fmt_raw
+# Other suites may have left other format drivers loaded.
+for m in $(awk '$1 ~ /^loop_file_fmt_/ {print $1}' /proc/modules); do rmmod "$m"; done
 check "core can be removed after the race" rmmod loop_file_fmt
 finish

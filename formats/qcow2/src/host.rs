@@ -189,11 +189,14 @@ impl Tables for HostTables<'_> {
     }
 }
 
+/// One decompressed cluster, keyed by `(layer, host_offset, len)`.
+type CachedCluster = Option<((usize, u64, usize), Vec<u8>)>;
+
 /// Single-entry decompressed cluster cache.
 struct HostCompressed<'a> {
     storage: &'a FileStorage,
     decompressor: &'a mut HostDecompressor,
-    cache: &'a mut Option<((usize, u64), Vec<u8>)>,
+    cache: &'a mut CachedCluster,
 }
 
 impl CompressedClusters for HostCompressed<'_> {
@@ -202,7 +205,7 @@ impl CompressedClusters for HostCompressed<'_> {
         request: &CompressedRead,
         f: F,
     ) -> Result<R> {
-        let key = (request.layer, request.host_offset);
+        let key = (request.layer, request.host_offset, request.len);
         if let Some((k, data)) = self.cache.as_ref() {
             if *k == key {
                 return Ok(f(data));
@@ -259,7 +262,7 @@ pub struct Image {
     l1: Vec<Vec<u64>>,
     cluster_sizes: Vec<usize>,
     l2: HashMap<(usize, u64), Vec<u8>>,
-    compressed: Option<((usize, u64), Vec<u8>)>,
+    compressed: CachedCluster,
     decompressor: HostDecompressor,
 }
 

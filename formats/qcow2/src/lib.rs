@@ -20,5 +20,8 @@ pub use format::*;
 #[cfg(feature = "std")]
 pub mod host;
 
+#[cfg(feature = "std")]
+pub mod fuzzing;
+
 #[cfg(test)]
 mod unit_tests;

@@ -357,7 +357,10 @@ impl Cx<'_> {
                     attempts += 1;
                 }
                 Err(e) => {
-                    let why = if no_driver {
+                    // ENOENT may also be the driver's own answer (an unknown
+                    // snapshot): only a format the core does not list is a
+                    // missing driver.
+                    let why = if no_driver && !self.env.roots.format_registered(&format) {
                         format!(
                             "no kernel driver for format '{format}' \
                              (module loop-file-fmt-{format} not found)"

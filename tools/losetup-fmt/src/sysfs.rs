@@ -26,6 +26,17 @@ pub struct Roots {
     pub dev: PathBuf,
 }
 
+impl Roots {
+    /// Whether the core lists `format` in
+    /// `/sys/class/misc/loop-file-fmt-control/formats` (registered drivers).
+    pub fn format_registered(&self, format: &str) -> bool {
+        let path = self.sys.join("class/misc/loop-file-fmt-control/formats");
+        std::fs::read_to_string(path)
+            .map(|list| list.split_whitespace().any(|f| f == format))
+            .unwrap_or(false)
+    }
+}
+
 impl Default for Roots {
     fn default() -> Self {
         Roots {

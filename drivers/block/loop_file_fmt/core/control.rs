@@ -57,6 +57,23 @@ fn ctl_ioctl(cmd: c_uint, arg: c_ulong) -> Result<i32> {
     .map(|i| i as i32)
 }
 
+/// Shows the registered formats, space separated, in a sysfs page.
+#[no_mangle]
+pub(crate) extern "C" fn lff_formats_show(buf: *mut kernel::ffi::c_char) -> isize {
+    // SAFETY: sysfs passes a page-sized buffer, ours for the call.
+    let page =
+        unsafe { core::slice::from_raw_parts_mut(buf.cast::<u8>(), kernel::page::PAGE_SIZE) };
+    let mut out = crate::wrappers::format::SysfsBuf::new(page);
+    match CORE
+        .get()
+        .ok_or(ENODEV)
+        .and_then(|core| core.write_formats(&mut out))
+    {
+        Ok(()) => out.len() as isize,
+        Err(e) => e.to_errno() as isize,
+    }
+}
+
 /// `unlocked_ioctl` of the control node.
 #[no_mangle]
 pub(crate) extern "C" fn lff_ctl_ioctl(

@@ -330,10 +330,25 @@ static const struct file_operations lff_ctl_fops = {
 	.llseek		= noop_llseek,
 };
 
+/* /sys/class/misc/loop-file-fmt-control/formats: the registered formats. */
+static ssize_t formats_show(struct device *dev, struct device_attribute *attr,
+			    char *buf)
+{
+	return lff_formats_show(buf);
+}
+static DEVICE_ATTR_RO(formats);
+
+static struct attribute *lff_ctl_attrs[] = {
+	&dev_attr_formats.attr,
+	NULL,
+};
+ATTRIBUTE_GROUPS(lff_ctl);
+
 static struct miscdevice lff_ctl_misc = {
 	.minor		= MISC_DYNAMIC_MINOR,
 	.name		= LFF_CONTROL_NAME,
 	.fops		= &lff_ctl_fops,
+	.groups		= lff_ctl_groups,
 	.mode		= 0600,
 };
 

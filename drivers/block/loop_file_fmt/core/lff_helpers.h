@@ -57,6 +57,7 @@ struct queue_limits lff_queue_limits_start_update(struct request_queue *q);
 unsigned int lff_feat_write_cache(void);
 int lff_ctl_register(void);
 void lff_ctl_deregister(void);
+ssize_t lff_formats_show(char *buf);
 long lff_ctl_ioctl(struct file *file, unsigned int cmd, unsigned long arg);
 
 #endif /* LFF_HELPERS_H */

@@ -8,9 +8,10 @@
 
 use crate::device::Device;
 use crate::wrappers::blk::Major;
-use crate::wrappers::format::{DriverRef, PinnedDriver, RawDriver};
+use crate::wrappers::format::{DriverRef, PinnedDriver, RawDriver, SysfsBuf};
 use crate::wrappers::global::ModuleGlobal;
 use crate::wrappers::request_module;
+use core::fmt::Write;
 use kernel::fmt;
 use kernel::prelude::*;
 use kernel::str::{CStr, CString};
@@ -88,6 +89,16 @@ impl Core {
         // A failure here shows as the driver still missing below.
         let _ = request_module(&alias);
         self.find_driver(name).unwrap_or(Err(ENOENT))
+    }
+
+    /// Writes the registered format names, space separated, and a newline.
+    pub(crate) fn write_formats(&self, out: &mut SysfsBuf<'_>) -> Result {
+        let drivers = self.drivers.lock();
+        for (i, d) in drivers.iter().enumerate() {
+            let sep = if i == 0 { "" } else { " " };
+            write!(out, "{}{}", sep, d.name()).map_err(|_| EINVAL)?;
+        }
+        writeln!(out).map_err(|_| EINVAL)
     }
 
     fn device(&self, index: u32) -> Option<Arc<Device>> {

@@ -110,10 +110,11 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    /// A pool of one worker per CPU (at most [`MAX_WORKERS`]) whose input
-    /// buffers hold `input_len` bytes.
-    pub(crate) fn new(input_len: usize) -> kernel::error::Result<Self> {
-        let n = (crate::wrappers::nr_cpu_ids() as usize).clamp(1, MAX_WORKERS);
+    /// A pool of `workers` workers (the caller passes the number of CPUs;
+    /// at least 1, at most [`MAX_WORKERS`]) whose input buffers hold
+    /// `input_len` bytes.
+    pub(crate) fn new(workers: usize, input_len: usize) -> kernel::error::Result<Self> {
+        let n = workers.clamp(1, MAX_WORKERS);
         let mut workers = KVec::with_capacity(n, GFP_KERNEL)?;
         let mut busy = KVec::with_capacity(n, GFP_KERNEL)?;
         for _ in 0..n {

@@ -308,7 +308,7 @@ impl Qcow2 {
         let kib = |k: u32| (k as usize).saturating_mul(1024);
         let l2 = Cache::new(kib(params::l2_cache_size_kib()), max_cluster)?;
         let clusters = Cache::new(kib(params::cluster_cache_size_kib()), max_cluster)?;
-        let pool = Pool::new(max_compressed_len(max_cluster.trailing_zeros()))?;
+        let pool = Pool::new(wrappers::nr_cpu_ids() as usize, max_compressed_len(max_cluster.trailing_zeros()))?;
         let size = chain.virtual_size();
         let caches = Arc::new(
             Caches { l2, clusters, clean_interval: AtomicU32::new(params::cache_clean_interval_secs()) },

@@ -92,3 +92,9 @@ int lff_qcow2_inflate(void *ws, const void *in, size_t in_len, void *out,
 	zlib_inflateEnd(&s);
 	return ret;
 }
+
+#if IS_ENABLED(CONFIG_KUNIT)
+/* For tests/kunit/lff_kunit_compress, which tests ../wrappers/decompress.rs. */
+EXPORT_SYMBOL_GPL(lff_qcow2_inflate_workspace_size);
+EXPORT_SYMBOL_GPL(lff_qcow2_inflate);
+#endif

@@ -200,7 +200,10 @@ pub fn decompress_cluster<D: Decompressor + ?Sized>(
 /// produce: the decompressed cluster whose compressed bytes are
 /// `len` bytes at `host_offset` in layer `layer`.
 ///
-/// `(layer, host_offset)` identifies the cluster and is a good cache key.
+/// `(layer, host_offset, len)` identifies the cluster and is a good cache
+/// key. The offset alone is not: a hostile image can have two descriptors
+/// at the same offset with different lengths, one of which fails to
+/// decompress, and a result must not depend on which was read first.
 /// The range has been validated against the layer's file length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CompressedRead {

@@ -1,0 +1,474 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! lff_kunit_cache: KUnit suite of the qcow2 driver's cache of L2 tables
+//! and decompressed clusters, `drivers/block/loop_file_fmt/qcow2/cache.rs`
+//! compiled into this module as the driver compiles it: hits and misses,
+//! LRU eviction order, the byte bound after every insert, entries of
+//! different sizes, budget changes, cleaning of idle entries, and lookups
+//! from several kworkers at once (no lost or duplicated entries, the bound
+//! kept).
+//!
+//! Buffers are filled from their key ([`contents`]), so every buffer a
+//! lookup returns is checked to be the one cached for its key. Eviction
+//! order follows `last_used`, a time in milliseconds: cases that depend on
+//! it let the clock move on between accesses ([`tick`]).
+
+#![deny(unsafe_code)]
+
+#[allow(unsafe_code)]
+#[path = "wrappers/kunit.rs"]
+#[macro_use]
+pub mod kunit;
+
+#[allow(unsafe_code)]
+#[path = "wrappers/workqueue.rs"]
+pub mod workqueue;
+
+#[path = "../../formats/qcow2/src/format/mod.rs"]
+pub mod qcow2fmt;
+
+#[path = "../../drivers/block/loop_file_fmt/qcow2/cache.rs"]
+pub mod cache;
+
+use cache::{key, now_ms, Buf, Cache, MAX_SHARDS};
+use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use kernel::alloc::KVVec;
+use kernel::prelude::*;
+use kernel::sync::Arc;
+use kunit::Test;
+use qcow2fmt::error::{Error, Result as FmtResult};
+use workqueue::{Barrier, Threads};
+
+module! {
+    type: KunitCache,
+    name: "lff_kunit_cache",
+    author: "loop-file-fmt developers",
+    description: "KUnit suite of the qcow2 driver's L2/cluster cache",
+    license: "GPL",
+}
+
+struct KunitCache;
+
+impl kernel::Module for KunitCache {
+    fn init(_module: &'static ThisModule) -> Result<Self> {
+        Ok(Self)
+    }
+}
+
+/// A 4 KiB buffer (an L2 table of a 4 KiB-cluster image).
+const LEN: usize = 4096;
+
+/// Byte `i` of the buffer cached for key `k`: the key, then a pattern.
+fn byte_of(k: u64, i: usize) -> u8 {
+    match k.to_le_bytes().get(i) {
+        Some(&b) => b,
+        None => (k as u8).wrapping_mul(7).wrapping_add(i as u8),
+    }
+}
+
+/// The buffer a load of `k` produces.
+fn contents(k: u64, len: usize) -> FmtResult<KVVec<u8>> {
+    let mut v = KVVec::from_elem(0u8, len, GFP_KERNEL).map_err(|_| Error::Io(12))?;
+    for (i, b) in v.iter_mut().enumerate() {
+        *b = byte_of(k, i);
+    }
+    Ok(v)
+}
+
+/// Whether `buf` is the buffer of `len` bytes loaded for `k`.
+fn valid(buf: &Buf, k: u64, len: usize) -> bool {
+    buf.len() == len && buf.iter().enumerate().all(|(i, &b)| b == byte_of(k, i))
+}
+
+/// Looks `k` up, loading `len` bytes on a miss; `loads` counts the loads.
+fn get(c: &Cache, k: u64, len: usize, loads: &AtomicUsize) -> FmtResult<Buf> {
+    c.get_or_load(k, || {
+        loads.fetch_add(1, Relaxed);
+        contents(k, len)
+    })
+}
+
+/// Whether `k` is cached. A miss caches nothing (its load fails); a hit
+/// makes `k` the most recently used entry.
+fn cached(c: &Cache, k: u64) -> bool {
+    c.get_or_load(k, || Err(Error::Io(2))).is_ok()
+}
+
+/// Waits for the next millisecond, so the next access is strictly more
+/// recent than the previous ones.
+fn tick() {
+    let t = now_ms();
+    while now_ms() <= t {
+        core::hint::spin_loop();
+    }
+}
+
+/// A cache of a single shard with a budget of `budget` bytes.
+fn one_shard(t: &Test, budget: usize) -> Option<Cache> {
+    t.ok(Cache::new(budget, budget))
+}
+
+/// `(hits, misses, entries, bytes)`.
+fn stats(c: &Cache) -> (u64, u64, usize, usize) {
+    let s = c.stats();
+    (s.hits, s.misses, s.entries, s.bytes)
+}
+
+/// The key of table `i` of layer 0.
+fn k(i: u64) -> u64 {
+    key(0, 0x30000 + (i << 16))
+}
+
+fn keys_and_hits(t: &Test) {
+    check_eq!(t, key(0, 0x30000), 0x30000);
+    check_eq!(t, key(3, 0x30000), (3 << 56) | 0x30000);
+    check_eq!(t, key(1, u64::MAX), (1 << 56) | ((1 << 56) - 1));
+    let Some(c) = t.ok(Cache::new(16 * LEN, LEN)) else { return };
+    let loads = AtomicUsize::new(0);
+    // A miss loads and caches.
+    let Some(a) = t.ok(get(&c, k(0), LEN, &loads)) else { return };
+    check!(t, valid(&a, k(0), LEN));
+    check_eq!(t, loads.load(Relaxed), 1);
+    check_eq!(t, stats(&c), (0, 1, 1, LEN));
+    // A hit returns the same buffer without loading.
+    let Some(b) = t.ok(get(&c, k(0), LEN, &loads)) else { return };
+    check!(t, Arc::ptr_eq(&a, &b), "a hit returned another buffer");
+    check_eq!(t, loads.load(Relaxed), 1);
+    check_eq!(t, stats(&c), (1, 1, 1, LEN));
+    // The same offset in another layer is another entry.
+    let other = key(1, 0x30000);
+    let Some(d) = t.ok(get(&c, other, LEN, &loads)) else { return };
+    check!(t, valid(&d, other, LEN) && !Arc::ptr_eq(&a, &d));
+    check_eq!(t, loads.load(Relaxed), 2);
+    check_eq!(t, stats(&c), (1, 2, 2, 2 * LEN));
+}
+
+fn failed_load_is_not_cached(t: &Test) {
+    let Some(c) = t.ok(Cache::new(16 * LEN, LEN)) else { return };
+    check_eq!(t, c.get_or_load(k(0), || Err(Error::Io(5))).err(), Some(Error::Io(5)));
+    check_eq!(t, c.get_or_load(k(1), || Err(Error::DecompressionFailed)).err(), Some(Error::DecompressionFailed));
+    check_eq!(t, stats(&c), (0, 2, 0, 0));
+    // The next lookup loads again.
+    let loads = AtomicUsize::new(0);
+    let Some(a) = t.ok(get(&c, k(0), LEN, &loads)) else { return };
+    check!(t, valid(&a, k(0), LEN));
+    check_eq!(t, loads.load(Relaxed), 1);
+    check_eq!(t, stats(&c), (0, 3, 1, LEN));
+}
+
+fn lru_eviction_order(t: &Test) {
+    let Some(c) = one_shard(t, 4 * LEN) else { return };
+    let loads = AtomicUsize::new(0);
+    // Insert 0..4, then use 0 and 2: the least recently used are 1, 3.
+    for i in [0, 1, 2, 3, 0, 2, 4, 5] {
+        tick();
+        let Some(b) = t.ok(get(&c, k(i), LEN, &loads)) else { return };
+        check!(t, valid(&b, k(i), LEN), "table {i}");
+        check!(t, c.stats().bytes <= 4 * LEN, "over budget after table {i}");
+    }
+    // 4 evicted 1, 5 evicted 3.
+    check_eq!(t, loads.load(Relaxed), 6);
+    check_eq!(t, stats(&c), (2, 6, 4, 4 * LEN));
+    let present = [0, 1, 2, 3, 4, 5].map(|i| cached(&c, k(i)));
+    check_eq!(t, present, [true, false, true, false, true, true]);
+}
+
+fn byte_bound_at_every_step(t: &Test) {
+    let loads = AtomicUsize::new(0);
+    // One shard of four tables: exactly min(n, 4) tables.
+    let Some(c) = one_shard(t, 4 * LEN) else { return };
+    for i in 0..40u64 {
+        if t.ok(get(&c, k(i), LEN, &loads)).is_none() {
+            return;
+        }
+        let n = (i as usize + 1).min(4);
+        check_eq!(t, stats(&c), (0, i + 1, n, n * LEN));
+    }
+    // Sixteen shards of one table each, keys of four layers.
+    let Some(c) = t.ok(Cache::new(MAX_SHARDS * LEN, LEN)) else { return };
+    for i in 0..300u64 {
+        let kk = key((i % 4) as usize, (i / 4) << 16);
+        if t.ok(get(&c, kk, LEN, &loads)).is_none() {
+            return;
+        }
+        let s = c.stats();
+        check!(t, s.bytes <= MAX_SHARDS * LEN && s.bytes == s.entries * LEN, "step {i}: {} bytes", s.bytes);
+    }
+    // Every shard is in use.
+    check_eq!(t, c.stats().entries, MAX_SHARDS);
+}
+
+fn entries_of_any_size(t: &Test) {
+    let Some(c) = one_shard(t, 10000) else { return };
+    let loads = AtomicUsize::new(0);
+    let step = |i: u64, len: usize| {
+        tick();
+        let b = get(&c, k(i), len, &loads).ok();
+        check!(t, b.as_ref().is_some_and(|b| valid(b, k(i), len)), "table {i} of {len} bytes");
+        (b, c.stats().entries, c.stats().bytes)
+    };
+    check_eq!(t, step(0, 4096).1, 1);
+    check_eq!(t, step(1, 2048).2, 6144);
+    check_eq!(t, step(2, 1000).2, 7144);
+    check_eq!(t, step(3, 512).2, 7656);
+    // 10656 bytes would exceed the budget: the oldest (4096) goes.
+    let (_, n, bytes) = step(4, 3000);
+    check_eq!(t, (n, bytes), (4, 6560));
+    // A buffer larger than the budget evicts all and stays alone.
+    let (big, n, bytes) = step(5, 20000);
+    check_eq!(t, (n, bytes), (1, 20000));
+    // The next one evicts it; a user of the evicted buffer still has it.
+    let (_, n, bytes) = step(6, 100);
+    check_eq!(t, (n, bytes), (1, 100));
+    check!(t, big.is_some_and(|b| valid(&b, k(5), 20000)), "evicted buffer changed");
+    check!(t, !cached(&c, k(5)));
+}
+
+fn budget_change_shrinks(t: &Test) {
+    let Some(c) = one_shard(t, 8 * LEN) else { return };
+    check_eq!(t, c.budget(), 8 * LEN);
+    let loads = AtomicUsize::new(0);
+    let mut first = None;
+    for i in 0..8 {
+        tick();
+        let b = t.ok(get(&c, k(i), LEN, &loads));
+        first = first.or(b);
+    }
+    check_eq!(t, stats(&c), (0, 8, 8, 8 * LEN));
+    // Down to three tables: the three most recently used stay.
+    c.set_budget(3 * LEN);
+    check_eq!(t, c.budget(), 3 * LEN);
+    check_eq!(t, stats(&c), (0, 8, 3, 3 * LEN));
+    let present = [0, 1, 2, 3, 4].map(|i| cached(&c, k(i)));
+    check_eq!(t, present, [false; 5]);
+    for i in 5..8 {
+        tick();
+        check!(t, cached(&c, k(i)), "table {i} evicted");
+    }
+    check!(t, first.is_some_and(|b| valid(&b, k(0), LEN)), "evicted buffer changed");
+    // A budget below one table keeps the most recently used one.
+    c.set_budget(0);
+    check_eq!(t, (c.stats().entries, c.stats().bytes), (1, LEN));
+    check!(t, cached(&c, k(7)));
+    // Growing evicts nothing and lets the cache fill again.
+    c.set_budget(8 * LEN);
+    check_eq!(t, c.stats().entries, 1);
+    for i in 10..20 {
+        let _ = t.ok(get(&c, k(i), LEN, &loads));
+    }
+    check_eq!(t, (c.stats().entries, c.stats().bytes), (8, 8 * LEN));
+}
+
+fn clean_frees_idle_entries(t: &Test) {
+    let Some(c) = one_shard(t, 8 * LEN) else { return };
+    let loads = AtomicUsize::new(0);
+    for i in 0..4 {
+        let _ = t.ok(get(&c, k(i), LEN, &loads));
+    }
+    tick();
+    let cutoff = now_ms();
+    // Used since the cutoff: 1, 3 and the new 4.
+    for i in [1, 3, 4] {
+        let _ = t.ok(get(&c, k(i), LEN, &loads));
+    }
+    check_eq!(t, c.clean(cutoff), 2);
+    check_eq!(t, stats(&c), (2, 5, 3, 3 * LEN));
+    check_eq!(t, c.clean(cutoff), 0);
+    let present = [0, 1, 2, 3, 4].map(|i| cached(&c, k(i)));
+    check_eq!(t, present, [false, true, false, true, true]);
+    // Everything is idle a millisecond from now.
+    tick();
+    check_eq!(t, c.clean(now_ms() + 1), 3);
+    check_eq!(t, (c.stats().entries, c.stats().bytes), (0, 0));
+    check_eq!(t, c.clean(now_ms() + 1), 0);
+    // Across shards.
+    let Some(c) = t.ok(Cache::new(MAX_SHARDS * 4 * LEN, LEN)) else { return };
+    for i in 0..32 {
+        let _ = t.ok(get(&c, k(i), LEN, &loads));
+    }
+    let n = c.stats().entries;
+    check!(t, n > 0 && n <= 32, "{n} entries");
+    check_eq!(t, c.clean(now_ms() + 1), n);
+    check_eq!(t, (c.stats().entries, c.stats().bytes), (0, 0));
+}
+
+/// What the threads of a concurrent case share and record.
+struct Shared {
+    cache: Cache,
+    barrier: Barrier,
+    /// Where the loads of [`collide`] wait for each other.
+    gate: Barrier,
+    /// Threads that met the others at the barrier.
+    met: AtomicUsize,
+    loads: AtomicUsize,
+    lookups: AtomicUsize,
+    /// Lookups that failed or returned another key's buffer.
+    bad: AtomicUsize,
+    /// Observations of more bytes cached than the budget.
+    over: AtomicUsize,
+}
+
+impl Shared {
+    fn new(cache: Cache) -> Result<Arc<Self>> {
+        let s = Self {
+            cache,
+            barrier: Barrier::new()?,
+            gate: Barrier::new()?,
+            met: AtomicUsize::new(0),
+            loads: AtomicUsize::new(0),
+            lookups: AtomicUsize::new(0),
+            bad: AtomicUsize::new(0),
+            over: AtomicUsize::new(0),
+        };
+        Ok(Arc::new(s, GFP_KERNEL)?)
+    }
+
+    fn lookup(&self, k: u64, len: usize) {
+        self.lookups.fetch_add(1, Relaxed);
+        match get(&self.cache, k, len, &self.loads) {
+            Ok(b) if valid(&b, k, len) => {}
+            _ => {
+                self.bad.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
+
+/// The key that every thread of [`concurrent_lookups_share_entries`]
+/// misses at the same time.
+const COLLIDE: u64 = (1 << 56) | 0x7ff_0000;
+
+/// Called by `n` threads at once: each misses [`COLLIDE`] and loads it,
+/// and no load returns before all of them have started (no lock is held
+/// while loading), so all but one find it cached after their load. Each
+/// must get the cached buffer, the same as a later hit returns.
+fn collide(s: &Shared, n: usize) {
+    let first = s.cache.get_or_load(COLLIDE, || {
+        s.loads.fetch_add(1, Relaxed);
+        if !s.gate.wait(n) {
+            s.bad.fetch_add(1, Relaxed);
+        }
+        contents(COLLIDE, SMALL)
+    });
+    let again = get(&s.cache, COLLIDE, SMALL, &s.loads);
+    match (first, again) {
+        (Ok(a), Ok(b)) if Arc::ptr_eq(&a, &b) && valid(&a, COLLIDE, SMALL) => {}
+        _ => {
+            s.bad.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// Runs `work(shared, thread)` on `n` kworkers that first wait for each
+/// other, then joins them.
+fn run_threads(t: &Test, shared: &Arc<Shared>, n: usize, work: fn(&Shared, usize)) {
+    let Some(threads) = t.ok(Threads::new(n as u16)) else { return };
+    for w in 0..n {
+        let s = shared.clone();
+        let spawned = threads.spawn(GFP_KERNEL, move || {
+            if s.barrier.wait(n) {
+                s.met.fetch_add(1, Relaxed);
+            }
+            work(&s, w);
+        });
+        if t.ok(spawned).is_none() {
+            break;
+        }
+    }
+    threads.join();
+    check_eq!(t, shared.met.load(Relaxed), n);
+}
+
+const THREADS: usize = 4;
+const KEYS: u64 = 64;
+const ROUNDS: u64 = 8;
+/// The buffer size of the concurrent cases.
+const SMALL: usize = 512;
+
+fn concurrent_lookups_share_entries(t: &Test) {
+    // Room for every key in any shard: nothing is evicted.
+    let Some(cache) = t.ok(Cache::new(MAX_SHARDS * KEYS as usize * SMALL, SMALL)) else { return };
+    let Some(shared) = t.ok(Shared::new(cache)) else { return };
+    run_threads(t, &shared, THREADS, |s, w| {
+        collide(s, THREADS);
+        // Round 0: all threads in the same order, so they miss the same
+        // keys at the same time; then in different orders.
+        for r in 0..ROUNDS {
+            for i in 0..KEYS {
+                let j = (i + r * w as u64 * 7) % KEYS;
+                s.lookup(key((j % 2) as usize, j << 16), SMALL);
+            }
+        }
+    });
+    // Two lookups of COLLIDE per thread, which all miss the first.
+    let total = THREADS as u64 * (ROUNDS * KEYS + 2);
+    let (hits, misses, entries, bytes) = stats(&shared.cache);
+    check_eq!(t, shared.bad.load(Relaxed), 0);
+    check_eq!(t, shared.lookups.load(Relaxed) as u64 + 2 * THREADS as u64, total);
+    check_eq!(t, hits + misses, total);
+    // Each miss loads once; a key may be missed by several threads at once,
+    // but is cached once.
+    check_eq!(t, shared.loads.load(Relaxed) as u64, misses);
+    let most = (KEYS + 1) * THREADS as u64;
+    check!(t, misses >= KEYS + THREADS as u64 && misses <= most, "{misses} misses");
+    let n = KEYS as usize + 1;
+    check_eq!(t, (entries, bytes), (n, n * SMALL));
+    // And every key now hits, twice on the same buffer.
+    let loads = AtomicUsize::new(0);
+    for j in 0..KEYS {
+        let kk = key((j % 2) as usize, j << 16);
+        let a = get(&shared.cache, kk, SMALL, &loads);
+        let b = get(&shared.cache, kk, SMALL, &loads);
+        let same = matches!((&a, &b), (Ok(a), Ok(b)) if Arc::ptr_eq(a, b) && valid(a, kk, SMALL));
+        check!(t, same, "key {j}");
+    }
+    check_eq!(t, loads.load(Relaxed), 0);
+}
+
+fn concurrent_lookups_keep_the_bound(t: &Test) {
+    // Eight shards of one buffer: constant eviction.
+    let budget = 8 * SMALL;
+    let Some(cache) = t.ok(Cache::new(budget, SMALL)) else { return };
+    let Some(shared) = t.ok(Shared::new(cache)) else { return };
+    run_threads(t, &shared, THREADS, |s, w| {
+        let mut x = w as u64 + 1;
+        for _ in 0..ROUNDS * KEYS {
+            // A different pseudo-random sequence per thread.
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let j = (x >> 33) % (KEYS / 2);
+            s.lookup(key(0, j << 16), SMALL);
+            let st = s.cache.stats();
+            if st.bytes > 8 * SMALL || st.bytes != st.entries * SMALL {
+                s.over.fetch_add(1, Relaxed);
+            }
+            // Cleaning and budget changes race with the lookups.
+            if w == 0 && x % 16 == 0 {
+                s.cache.clean(now_ms());
+                s.cache.set_budget(2 * SMALL);
+                s.cache.set_budget(8 * SMALL);
+            }
+        }
+    });
+    let (hits, misses, entries, bytes) = stats(&shared.cache);
+    check_eq!(t, shared.bad.load(Relaxed), 0);
+    check_eq!(t, shared.over.load(Relaxed), 0);
+    check_eq!(t, hits + misses, THREADS as u64 * ROUNDS * KEYS);
+    check_eq!(t, shared.loads.load(Relaxed) as u64, misses);
+    check!(t, hits > 0 && misses > 0, "{hits} hits, {misses} misses");
+    check!(t, bytes <= budget && bytes == entries * SMALL, "{entries} entries, {bytes} bytes");
+}
+
+kunit_suite!(
+    lff_qcow2_cache,
+    [
+        keys_and_hits,
+        failed_load_is_not_cached,
+        lru_eviction_order,
+        byte_bound_at_every_step,
+        entries_of_any_size,
+        budget_change_shrinks,
+        clean_frees_idle_entries,
+        concurrent_lookups_share_entries,
+        concurrent_lookups_keep_the_bound,
+    ]
+);
