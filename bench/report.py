@@ -17,6 +17,7 @@ and prints table.md. Standard library only.
 """
 import csv
 import html
+import math
 import sys
 from pathlib import Path
 
@@ -301,34 +302,33 @@ def svg(images, cells, get, skipped, env):
     if any(get("raw", c, "loop") for c in cells):
         series.append(("loop", "kernel loop, raw copy",
                        lambda c: ratio(get("raw", c, "loop"), get("raw", c, "qemu-nbd"))))
-    vals = [f(c) for _, _, f in series for c in cells]
-    vmax = max([v for v in vals if v is not None] + [1.0] + [TARGETS[i] for i in images if i in TARGETS and i not in skipped])
-    vmax = vmax * 1.12
-    W, left, right, top, bottom = 960, 60, 20, 70, 120
-    H = 460
-    pw, ph = W - left - right, H - top - bottom
+    vals = [v for v in (f(c) for _, _, f in series for c in cells) if v is not None]
+    targets = sorted({(i, TARGETS[i]) for i in images if i in TARGETS and i not in skipped}, key=lambda x: x[1])
+    # Log scale: gains from below 1 to tens side by side; bars grow from 1×.
+    ticks = [0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]
+    vmin = max([t for t in ticks if t <= min(vals + [1.0]) / 1.15] or [0.1])
+    vmax = min([t for t in ticks if t >= max(vals + [5.0] + [t for _, t in targets]) * 1.15] or [1000])
+    W, left, right, top = 960, 60, 20, 70
+    ph = 300
+    pw = W - left - right
     n = max(len(series), 1)
     gw = pw / max(len(cells), 1)
     bw = min(22.0, (gw * 0.8) / n)
-    y = lambda v: top + ph - v / vmax * ph
+    lv = math.log10
+    y = lambda v: top + ph - (lv(min(max(v, vmin), vmax)) - lv(vmin)) / (lv(vmax) - lv(vmin)) * ph
     e = html.escape
-    o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
-         'font-family="sans-serif" font-size="12">',
-         f'<rect width="{W}" height="{H}" fill="white"/>',
+    o = ['SVG-OPEN', 'BACKGROUND',
          f'<text x="{W / 2}" y="22" text-anchor="middle" font-size="16">'
          'loop-file-fmt (lff): read IOPS relative to qemu-nbd on the same image</text>',
          f'<text x="{W / 2}" y="40" text-anchor="middle" fill="#555">'
-         f'{e(env.get("accel", "?").upper())}, {e(env.get("online_cpus", env.get("vcpus", "?")))} vCPU(s) online, fio {e(secs(env.get("runtime", "?")))} '
-         f'per run, {e(env.get("date", ""))}; dashed: targets; 1 = qemu-nbd</text>']
-    # grid
-    step = 0.5 if vmax <= 4 else (1 if vmax <= 10 else (2 if vmax <= 20 else 5))
-    t = 0.0
-    while t <= vmax:
-        o.append(f'<line x1="{left}" x2="{W - right}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="#e5e5e5"/>')
-        o.append(f'<text x="{left - 6}" y="{y(t) + 4:.1f}" text-anchor="end" fill="#555">{t:g}×</text>')
-        t += step
-    o.append(f'<line x1="{left}" x2="{W - right}" y1="{y(1):.1f}" y2="{y(1):.1f}" stroke="black" stroke-width="1.5"/>')
-    for i, tv in sorted({(i, TARGETS[i]) for i in images if i in TARGETS and i not in skipped}, key=lambda x: x[1]):
+         f'{e(env.get("accel", "?").upper())}, {e(env.get("online_cpus", env.get("vcpus", "?")))} vCPU(s) online, '
+         f'fio {e(secs(env.get("runtime", "?")))} per run, {e(env.get("date", ""))}; log scale; '
+         f'1 = qemu-nbd{"; dashed: targets" if targets else ""}</text>']
+    for t in ticks:
+        if vmin <= t <= vmax:
+            o.append(f'<line x1="{left}" x2="{W - right}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="#e5e5e5"/>')
+            o.append(f'<text x="{left - 6}" y="{y(t) + 4:.1f}" text-anchor="end" fill="#555">{t:g}×</text>')
+    for i, tv in targets:
         o.append(f'<line x1="{left}" x2="{W - right}" y1="{y(tv):.1f}" y2="{y(tv):.1f}" '
                  f'stroke="{PALETTE.get(i, "#333")}" stroke-dasharray="6,4"/>')
     for ci, cell in enumerate(cells):
@@ -337,16 +337,19 @@ def svg(images, cells, get, skipped, env):
             v = f(cell)
             x = x0 + si * bw
             if v is None:
-                o.append(f'<text x="{x + bw / 2:.1f}" y="{y(0) - 4:.1f}" text-anchor="middle" fill="#999">–</text>')
+                o.append(f'<text x="{x + bw / 2:.1f}" y="{y(1) - 4:.1f}" text-anchor="middle" fill="#999">–</text>')
                 continue
-            o.append(f'<rect x="{x:.1f}" y="{y(v):.1f}" width="{bw - 2:.1f}" height="{y(0) - y(v):.1f}" '
+            y0, y1 = sorted((y(1), y(v)))
+            o.append(f'<rect x="{x:.1f}" y="{y0:.1f}" width="{bw - 2:.1f}" height="{max(y1 - y0, 0.5):.1f}" '
                      f'fill="{PALETTE.get(key, "#333")}"><title>{e(key)} {e(cell)}: {v:.2f}×</title></rect>')
-            o.append(f'<text x="{x + (bw - 2) / 2:.1f}" y="{y(v) - 3:.1f}" text-anchor="middle" '
+            ty = y(v) - 3 if v >= 1 else y(v) + 10
+            o.append(f'<text x="{x + (bw - 2) / 2:.1f}" y="{ty:.1f}" text-anchor="middle" '
                      f'font-size="9" fill="#333">{v:.1f}</text>')
-        o.append(f'<text x="{left + ci * gw + gw / 2:.1f}" y="{top + ph + 16}" text-anchor="middle">{e(cell)}</text>')
+        o.append(f'<text x="{left + ci * gw + gw / 2:.1f}" y="{top + ph + 18}" text-anchor="middle">{e(cell)}</text>')
+    o.append(f'<line x1="{left}" x2="{W - right}" y1="{y(1):.1f}" y2="{y(1):.1f}" stroke="black" stroke-width="1.5"/>')
     o.append(f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + ph}" stroke="black"/>')
     # legend
-    lx, ly = left, top + ph + 40
+    lx, ly = left, top + ph + 44
     for key, label, _ in series:
         o.append(f'<rect x="{lx}" y="{ly - 10}" width="12" height="12" fill="{PALETTE.get(key, "#333")}"/>')
         o.append(f'<text x="{lx + 16}" y="{ly}">{e(label)}</text>')
@@ -356,11 +359,11 @@ def svg(images, cells, get, skipped, env):
     for image, note in skipped.items():
         ly += 18
         o.append(f'<text x="{left}" y="{ly}" fill="#999">{e(IMAGE_LABEL.get(image, image))}: skipped, {e(note)}</text>')
+    H = ly + 16
+    o[0] = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
+            'font-family="sans-serif" font-size="12">')
+    o[1] = f'<rect width="{W}" height="{H}" fill="white"/>'
     o.append("</svg>")
-    H2 = max(H, ly + 16)
-    if H2 != H:
-        o[0] = o[0].replace(f'height="{H}" viewBox="0 0 {W} {H}"', f'height="{H2}" viewBox="0 0 {W} {H2}"')
-        o[1] = f'<rect width="{W}" height="{H2}" fill="white"/>'
     return "\n".join(o) + "\n"
 
 

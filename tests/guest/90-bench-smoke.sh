@@ -69,4 +69,6 @@ bars = [e for e in root.iter("{http://www.w3.org/2000/svg}rect") if e.find("{htt
 assert len(bars) >= 2, len(bars)
 assert all(float(b.get("height")) > 0 for b in bars)
 '
+# guest-bench detached its devices; unload the format drivers it loaded.
+rmmod loop_file_fmt_qcow2 loop_file_fmt_raw 2>/dev/null
 finish
