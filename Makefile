@@ -7,6 +7,8 @@
 #   make modules   build the kernel modules against KDIR (default: that kernel)
 #   make tools     build losetup-fmt
 #   make test      host tests, then the guest suites through vm-run
+#   make test-debug  the guest suites and a stress test under a debug kernel
+#                  (KASAN, UBSAN, lockdep, kmemleak; scripts/test-debug)
 #   make kunit     only the KUnit suites (tests/kunit/) in one guest
 #   make clippy    the modules with CLIPPY=1 and cargo clippy, warnings fatal
 #   make bench     fio: our devices vs qemu-nbd vs kernel loop (BENCH_ARGS=...)
@@ -34,7 +36,7 @@ endif
 GEN_UAPI := drivers/block/loop_file_fmt/generated/uapi.rs
 UAPI_H := include/uapi/linux/loop_file_fmt.h
 
-.PHONY: all bench fuzz boot deps kernel modules tools test test-host test-guest kunit clippy fmt clean
+.PHONY: all bench fuzz boot deps kernel modules tools test test-host test-guest test-debug kunit clippy fmt clean
 
 all: modules tools
 
@@ -87,6 +89,9 @@ test-host: deps
 
 test-guest: deps
 	@scripts/run-tests --guest-only
+
+test-debug: deps
+	@scripts/test-debug
 
 kunit: deps
 	@scripts/qemu-boot/vm-run -- tests/guest/run-all kunit

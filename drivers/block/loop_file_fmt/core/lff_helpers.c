@@ -279,6 +279,17 @@ struct kobject *lff_disk_kobj(struct gendisk *disk)
 }
 EXPORT_SYMBOL_GPL(lff_disk_kobj);
 
+/*
+ * sysfs_attr_init() for an attribute in allocated memory: with lockdep
+ * (CONFIG_DEBUG_LOCK_ALLOC) its lock class key must be static. One key
+ * serves every attribute, as a sysfs_attr_init() in a loop would.
+ */
+void lff_sysfs_attr_init(struct attribute *attr)
+{
+	sysfs_attr_init(attr);
+}
+EXPORT_SYMBOL_GPL(lff_sysfs_attr_init);
+
 unsigned int lff_disk_openers(struct gendisk *disk)
 {
 	return disk_openers(disk);

@@ -50,6 +50,7 @@ unsigned int lff_file_dio_align(struct file *file);
 struct gendisk *lff_blk_mq_alloc_disk(struct blk_mq_tag_set *set, struct queue_limits *lim, void *queuedata);
 struct gendisk *lff_dev_to_disk(struct device *dev);
 struct kobject *lff_disk_kobj(struct gendisk *disk);
+void lff_sysfs_attr_init(struct attribute *attr);
 unsigned int lff_disk_openers(struct gendisk *disk);
 void lff_disk_set_partscan(struct gendisk *disk, bool on);
 int lff_disk_rescan(struct gendisk *disk, bool locked);

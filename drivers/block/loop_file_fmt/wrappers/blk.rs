@@ -653,9 +653,12 @@ impl<T: DiskOps> Disk<T> {
         for &(name, writable) in attrs {
             g.attrs.push(
                 bindings::device_attribute {
+                    // The lockdep fields (CONFIG_DEBUG_LOCK_ALLOC) are
+                    // zero here and set by `lff_sysfs_attr_init` below.
                     attr: bindings::attribute {
                         name: name.as_char_ptr(),
                         mode: if writable { 0o644 } else { 0o444 },
+                        ..Default::default()
                     },
                     show: Some(Shims::<T>::sysfs_show),
                     store: if writable {
@@ -672,6 +675,9 @@ impl<T: DiskOps> Disk<T> {
         for i in 0..g.attrs.len() {
             // SAFETY: `i` is within `attrs`; taking a field address.
             let p = unsafe { core::ptr::addr_of_mut!((*base.add(i)).attr) };
+            // SAFETY: `p` points to an initialized attribute in `g`, not yet
+            // in sysfs; this only sets its lockdep key to a static one.
+            unsafe { sys::lff_sysfs_attr_init(p) };
             g.ptrs.push(p, GFP_KERNEL)?;
         }
         g.ptrs.push(core::ptr::null_mut(), GFP_KERNEL)?;

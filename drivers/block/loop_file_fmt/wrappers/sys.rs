@@ -72,6 +72,7 @@ extern "C" {
     ) -> *mut bindings::gendisk;
     pub(crate) fn lff_dev_to_disk(dev: *mut bindings::device) -> *mut bindings::gendisk;
     pub(crate) fn lff_disk_kobj(disk: *mut bindings::gendisk) -> *mut bindings::kobject;
+    pub(crate) fn lff_sysfs_attr_init(attr: *mut bindings::attribute);
     pub(crate) fn lff_disk_openers(disk: *mut bindings::gendisk) -> c_uint;
     pub(crate) fn lff_disk_set_partscan(disk: *mut bindings::gendisk, on: bool);
     pub(crate) fn lff_disk_rescan(disk: *mut bindings::gendisk, locked: bool) -> c_int;
