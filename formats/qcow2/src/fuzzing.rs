@@ -45,6 +45,8 @@ pub const READ_BUDGET: u64 = 256 << 10;
 const MAX_REQUEST: u64 = 32 << 10;
 /// Number of random read requests of [`image`].
 const RANDOM_READS: usize = 24;
+/// How many of them are checked against the naive reader.
+const REFERENCE_READS: usize = 6;
 
 /// A harness: takes one fuzz input, panics on a finding.
 pub type Harness = fn(&[u8]);
@@ -238,6 +240,7 @@ pub fn image(data: &[u8]) {
         2 => Some(SnapshotSelector::Name(b"snap2")),
         _ => Some(SnapshotSelector::IdOrName(b"2")),
     };
+    let files = layers.clone();
     let mut img = match Image::from_memory(layers, selector) {
         Ok(img) => img,
         Err(e) => return touch_error(&e),
@@ -250,17 +253,35 @@ pub fn image(data: &[u8]) {
     let mut rng = Rng::from_bytes(data);
     let mut budget = READ_BUDGET;
     let mut buf = vec![0u8; MAX_REQUEST as usize];
-    let mut read = |img: &mut Image, offset: u64, len: u64, budget: &mut u64| {
+    let mut reference = vec![0u8; MAX_REQUEST as usize];
+    let mut read = |img: &mut Image, offset: u64, len: u64, budget: &mut u64, check: bool| {
         let len = len.min(*budget).min(size.saturating_sub(offset));
         if len == 0 {
             return;
         }
         *budget -= len;
-        if let Err(e) = img.read_at(&mut buf[..len as usize], offset) {
+        let out = &mut buf[..len as usize];
+        let r = img.read_at(out, offset);
+        if let Err(e) = r {
             touch_error(&e);
             assert!(
                 !matches!(e, Error::Internal | Error::BufferSize { .. }),
                 "{e:?} at {offset:#x}+{len}"
+            );
+        }
+        if check {
+            let naive = Reference { img, files: &files };
+            let expected = &mut reference[..len as usize];
+            let n = naive.fill(0, offset, expected);
+            assert_eq!(
+                r.is_ok(),
+                n.is_ok(),
+                "engine {r:?}, reference {:?} at {offset:#x}+{len}",
+                n.as_ref().err().map(|e| e.0)
+            );
+            assert!(
+                r.is_err() || out == expected,
+                "engine and reference differ at {offset:#x}+{len}"
             );
         }
     };
@@ -268,17 +289,17 @@ pub fn image(data: &[u8]) {
     let mut pos = 0u64;
     while pos < size && budget > READ_BUDGET / 2 {
         let len = 512 + rng.below(MAX_REQUEST - 512);
-        read(&mut img, pos, len, &mut budget);
+        read(&mut img, pos, len, &mut budget, false);
         pos += len;
     }
     // The last bytes, and random ranges over the whole disk and near its
     // start (unaligned, crossing clusters and L2 table spans).
-    read(&mut img, size.saturating_sub(4096), 4096, &mut budget);
+    read(&mut img, size.saturating_sub(4096), 4096, &mut budget, true);
     for i in 0..RANDOM_READS {
         let span = if i % 2 == 0 { size } else { size.min(8 << 20) };
         let offset = rng.below(span);
         let len = 1 + rng.below(if i % 3 == 0 { MAX_REQUEST } else { 4096 });
-        read(&mut img, offset, len, &mut budget);
+        read(&mut img, offset, len, &mut budget, i < REFERENCE_READS);
     }
     // Beyond the end is refused.
     let mut one = [0u8; 1];
@@ -293,6 +314,162 @@ pub fn image(data: &[u8]) {
         // At most 32 pieces.
         let piece = (1 + rng.below(5000) as usize).max(len.div_ceil(32));
         check_split_read(&mut img, offset, len, piece);
+    }
+}
+
+/// A naive reader written from the spec, independent of the engine: one
+/// (sub)cluster at a time, every table entry re-read from the file, no
+/// caches, no merged runs. [`image`] checks that the engine fails exactly
+/// when it does and otherwise returns the same bytes.
+struct Reference<'a> {
+    img: &'a Image,
+    files: &'a [Vec<u8>],
+}
+
+/// What one guest (sub)cluster of a layer holds.
+enum Held {
+    Unallocated,
+    Zero,
+    Host(u64),
+    Compressed(u64),
+}
+
+/// Why the naive reader failed (only compared as "failed").
+struct Refused(&'static str);
+
+fn be64_at(file: &[u8], offset: u64) -> Result<u64, Refused> {
+    let start = usize::try_from(offset).map_err(|_| Refused("offset"))?;
+    let bytes = file
+        .get(start..start.checked_add(8).ok_or(Refused("offset"))?)
+        .ok_or(Refused("entry past end of file"))?;
+    Ok(u64::from_be_bytes(
+        bytes.try_into().map_err(|_| Refused("entry"))?,
+    ))
+}
+
+fn file_range(file: &[u8], offset: u64, len: u64) -> Result<&[u8], Refused> {
+    let start = usize::try_from(offset).map_err(|_| Refused("offset"))?;
+    let len = usize::try_from(len).map_err(|_| Refused("length"))?;
+    file.get(start..start.checked_add(len).ok_or(Refused("offset"))?)
+        .ok_or(Refused("past end of file"))
+}
+
+impl Reference<'_> {
+    /// Fills `out` with the guest bytes of layer `depth` (and below) at `pos`.
+    fn fill(&self, depth: usize, pos: u64, out: &mut [u8]) -> Result<(), Refused> {
+        let Some(layer) = self.img.chain().layer(depth) else {
+            out.fill(0);
+            return Ok(());
+        };
+        let file = self.files.get(depth).ok_or(Refused("no file"))?;
+        let size = layer.virtual_size();
+        let mut done = 0usize;
+        while done < out.len() {
+            let at = pos + done as u64;
+            let rest = (out.len() - done) as u64;
+            if at >= size {
+                out[done..].fill(0);
+                break;
+            }
+            let crate::format::Layer::Qcow2(q) = layer else {
+                let n = rest.min(size - at);
+                out[done..done + n as usize].copy_from_slice(file_range(file, at, n)?);
+                done += n as usize;
+                continue;
+            };
+            let version = self.img.header(depth).ok_or(Refused("no header"))?.version;
+            let g = q.geometry();
+            let cb = g.cluster_bits();
+            let cluster = 1u64 << cb;
+            let ext = g.extended_l2();
+            let sc_bits = if ext { cb - 5 } else { cb };
+            let sc_size = 1u64 << sc_bits;
+            let n = rest.min(sc_size - at % sc_size).min(size - at);
+            let piece = &mut out[done..done + n as usize];
+            let entry_bits = if ext { 4 } else { 3 };
+            let l1_index = at >> (cb + cb - entry_bits);
+            let held = if l1_index >= u64::from(q.l1_size()) {
+                Held::Unallocated
+            } else {
+                let l1e = be64_at(file, q.l1_table_offset() + 8 * l1_index)?;
+                if l1e & 0x7f00_0000_0000_01ff != 0 {
+                    return Err(Refused("L1 reserved bits"));
+                }
+                let l2 = l1e & 0x00ff_ffff_ffff_fe00;
+                if l2 == 0 {
+                    Held::Unallocated
+                } else if l2 % cluster != 0 {
+                    return Err(Refused("L2 table misaligned"));
+                } else if l2 + cluster > file.len() as u64 {
+                    return Err(Refused("L2 table past end of file"));
+                } else {
+                    let index = (at >> cb) & ((1 << (cb - entry_bits)) - 1);
+                    let at_entry = l2 + (index << entry_bits);
+                    let raw = be64_at(file, at_entry)?;
+                    let bitmap = if ext { be64_at(file, at_entry + 8)? } else { 0 };
+                    let offset = raw & 0x00ff_ffff_ffff_fe00;
+                    let in_cluster = at % cluster;
+                    if raw & (1 << 62) != 0 {
+                        Held::Compressed(raw)
+                    } else if raw & 0x3f00_0000_0000_01fe != 0 || offset % cluster != 0 {
+                        return Err(Refused("L2 reserved bits or misaligned"));
+                    } else if ext {
+                        let alloc = bitmap & 0xffff_ffff;
+                        let zero = bitmap >> 32;
+                        if alloc & zero != 0 || (offset == 0 && alloc != 0) {
+                            return Err(Refused("subcluster bitmap"));
+                        }
+                        let sc = in_cluster >> sc_bits;
+                        if zero >> sc & 1 != 0 {
+                            Held::Zero
+                        } else if alloc >> sc & 1 != 0 {
+                            Held::Host(offset + in_cluster)
+                        } else {
+                            Held::Unallocated
+                        }
+                    } else if raw & 1 != 0 {
+                        if version == 2 {
+                            return Err(Refused("zero flag in version 2"));
+                        }
+                        Held::Zero
+                    } else if offset == 0 {
+                        Held::Unallocated
+                    } else {
+                        Held::Host(offset + in_cluster)
+                    }
+                }
+            };
+            match held {
+                Held::Unallocated => self.fill(depth + 1, at, piece)?,
+                Held::Zero => piece.fill(0),
+                Held::Host(h) => piece.copy_from_slice(file_range(file, h, n)?),
+                Held::Compressed(raw) => {
+                    let x = 70 - cb;
+                    let desc = raw & ((1 << 62) - 1);
+                    let host = desc & ((1 << x) - 1);
+                    let sectors = (desc >> x) + 1;
+                    if host >> 56 != 0 {
+                        return Err(Refused("compressed offset bits"));
+                    }
+                    if host >= file.len() as u64 {
+                        return Err(Refused("compressed data past end of file"));
+                    }
+                    let len = (sectors * 512 - host % 512).min(file.len() as u64 - host);
+                    let input = file_range(file, host, len)?;
+                    let mut cluster_data = vec![0u8; cluster as usize];
+                    let got = HostDecompressor
+                        .decompress(q.compression(), input, &mut cluster_data)
+                        .map_err(|_| Refused("decompression"))?;
+                    if got != cluster_data.len() {
+                        return Err(Refused("short cluster"));
+                    }
+                    let start = (at % cluster) as usize;
+                    piece.copy_from_slice(&cluster_data[start..start + n as usize]);
+                }
+            }
+            done += n as usize;
+        }
+        Ok(())
     }
 }
 
