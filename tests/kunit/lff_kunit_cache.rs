@@ -123,46 +123,71 @@ fn keys_and_hits(t: &Test) {
     check_eq!(t, key(0, 0x30000), 0x30000);
     check_eq!(t, key(3, 0x30000), (3 << 56) | 0x30000);
     check_eq!(t, key(1, u64::MAX), (1 << 56) | ((1 << 56) - 1));
-    let Some(c) = t.ok(Cache::new(16 * LEN, LEN)) else { return };
+    let Some(c) = t.ok(Cache::new(16 * LEN, LEN)) else {
+        return;
+    };
     let loads = AtomicUsize::new(0);
     // A miss loads and caches.
-    let Some(a) = t.ok(get(&c, k(0), LEN, &loads)) else { return };
+    let Some(a) = t.ok(get(&c, k(0), LEN, &loads)) else {
+        return;
+    };
     check!(t, valid(&a, k(0), LEN));
     check_eq!(t, loads.load(Relaxed), 1);
     check_eq!(t, stats(&c), (0, 1, 1, LEN));
     // A hit returns the same buffer without loading.
-    let Some(b) = t.ok(get(&c, k(0), LEN, &loads)) else { return };
+    let Some(b) = t.ok(get(&c, k(0), LEN, &loads)) else {
+        return;
+    };
     check!(t, Arc::ptr_eq(&a, &b), "a hit returned another buffer");
     check_eq!(t, loads.load(Relaxed), 1);
     check_eq!(t, stats(&c), (1, 1, 1, LEN));
     // The same offset in another layer is another entry.
     let other = key(1, 0x30000);
-    let Some(d) = t.ok(get(&c, other, LEN, &loads)) else { return };
+    let Some(d) = t.ok(get(&c, other, LEN, &loads)) else {
+        return;
+    };
     check!(t, valid(&d, other, LEN) && !Arc::ptr_eq(&a, &d));
     check_eq!(t, loads.load(Relaxed), 2);
     check_eq!(t, stats(&c), (1, 2, 2, 2 * LEN));
 }
 
 fn failed_load_is_not_cached(t: &Test) {
-    let Some(c) = t.ok(Cache::new(16 * LEN, LEN)) else { return };
-    check_eq!(t, c.get_or_load(k(0), || Err(Error::Io(5))).err(), Some(Error::Io(5)));
-    check_eq!(t, c.get_or_load(k(1), || Err(Error::DecompressionFailed)).err(), Some(Error::DecompressionFailed));
+    let Some(c) = t.ok(Cache::new(16 * LEN, LEN)) else {
+        return;
+    };
+    check_eq!(
+        t,
+        c.get_or_load(k(0), || Err(Error::Io(5))).err(),
+        Some(Error::Io(5))
+    );
+    check_eq!(
+        t,
+        c.get_or_load(k(1), || Err(Error::DecompressionFailed))
+            .err(),
+        Some(Error::DecompressionFailed)
+    );
     check_eq!(t, stats(&c), (0, 2, 0, 0));
     // The next lookup loads again.
     let loads = AtomicUsize::new(0);
-    let Some(a) = t.ok(get(&c, k(0), LEN, &loads)) else { return };
+    let Some(a) = t.ok(get(&c, k(0), LEN, &loads)) else {
+        return;
+    };
     check!(t, valid(&a, k(0), LEN));
     check_eq!(t, loads.load(Relaxed), 1);
     check_eq!(t, stats(&c), (0, 3, 1, LEN));
 }
 
 fn lru_eviction_order(t: &Test) {
-    let Some(c) = one_shard(t, 4 * LEN) else { return };
+    let Some(c) = one_shard(t, 4 * LEN) else {
+        return;
+    };
     let loads = AtomicUsize::new(0);
     // Insert 0..4, then use 0 and 2: the least recently used are 1, 3.
     for i in [0, 1, 2, 3, 0, 2, 4, 5] {
         tick();
-        let Some(b) = t.ok(get(&c, k(i), LEN, &loads)) else { return };
+        let Some(b) = t.ok(get(&c, k(i), LEN, &loads)) else {
+            return;
+        };
         check!(t, valid(&b, k(i), LEN), "table {i}");
         check!(t, c.stats().bytes <= 4 * LEN, "over budget after table {i}");
     }
@@ -176,7 +201,9 @@ fn lru_eviction_order(t: &Test) {
 fn byte_bound_at_every_step(t: &Test) {
     let loads = AtomicUsize::new(0);
     // One shard of four tables: exactly min(n, 4) tables.
-    let Some(c) = one_shard(t, 4 * LEN) else { return };
+    let Some(c) = one_shard(t, 4 * LEN) else {
+        return;
+    };
     for i in 0..40u64 {
         if t.ok(get(&c, k(i), LEN, &loads)).is_none() {
             return;
@@ -185,14 +212,21 @@ fn byte_bound_at_every_step(t: &Test) {
         check_eq!(t, stats(&c), (0, i + 1, n, n * LEN));
     }
     // Sixteen shards of one table each, keys of four layers.
-    let Some(c) = t.ok(Cache::new(MAX_SHARDS * LEN, LEN)) else { return };
+    let Some(c) = t.ok(Cache::new(MAX_SHARDS * LEN, LEN)) else {
+        return;
+    };
     for i in 0..300u64 {
         let kk = key((i % 4) as usize, (i / 4) << 16);
         if t.ok(get(&c, kk, LEN, &loads)).is_none() {
             return;
         }
         let s = c.stats();
-        check!(t, s.bytes <= MAX_SHARDS * LEN && s.bytes == s.entries * LEN, "step {i}: {} bytes", s.bytes);
+        check!(
+            t,
+            s.bytes <= MAX_SHARDS * LEN && s.bytes == s.entries * LEN,
+            "step {i}: {} bytes",
+            s.bytes
+        );
     }
     // Every shard is in use.
     check_eq!(t, c.stats().entries, MAX_SHARDS);
@@ -204,7 +238,11 @@ fn entries_of_any_size(t: &Test) {
     let step = |i: u64, len: usize| {
         tick();
         let b = get(&c, k(i), len, &loads).ok();
-        check!(t, b.as_ref().is_some_and(|b| valid(b, k(i), len)), "table {i} of {len} bytes");
+        check!(
+            t,
+            b.as_ref().is_some_and(|b| valid(b, k(i), len)),
+            "table {i} of {len} bytes"
+        );
         (b, c.stats().entries, c.stats().bytes)
     };
     check_eq!(t, step(0, 4096).1, 1);
@@ -220,12 +258,18 @@ fn entries_of_any_size(t: &Test) {
     // The next one evicts it; a user of the evicted buffer still has it.
     let (_, n, bytes) = step(6, 100);
     check_eq!(t, (n, bytes), (1, 100));
-    check!(t, big.is_some_and(|b| valid(&b, k(5), 20000)), "evicted buffer changed");
+    check!(
+        t,
+        big.is_some_and(|b| valid(&b, k(5), 20000)),
+        "evicted buffer changed"
+    );
     check!(t, !cached(&c, k(5)));
 }
 
 fn budget_change_shrinks(t: &Test) {
-    let Some(c) = one_shard(t, 8 * LEN) else { return };
+    let Some(c) = one_shard(t, 8 * LEN) else {
+        return;
+    };
     check_eq!(t, c.budget(), 8 * LEN);
     let loads = AtomicUsize::new(0);
     let mut first = None;
@@ -245,7 +289,11 @@ fn budget_change_shrinks(t: &Test) {
         tick();
         check!(t, cached(&c, k(i)), "table {i} evicted");
     }
-    check!(t, first.is_some_and(|b| valid(&b, k(0), LEN)), "evicted buffer changed");
+    check!(
+        t,
+        first.is_some_and(|b| valid(&b, k(0), LEN)),
+        "evicted buffer changed"
+    );
     // A budget below one table keeps the most recently used one.
     c.set_budget(0);
     check_eq!(t, (c.stats().entries, c.stats().bytes), (1, LEN));
@@ -260,7 +308,9 @@ fn budget_change_shrinks(t: &Test) {
 }
 
 fn clean_frees_idle_entries(t: &Test) {
-    let Some(c) = one_shard(t, 8 * LEN) else { return };
+    let Some(c) = one_shard(t, 8 * LEN) else {
+        return;
+    };
     let loads = AtomicUsize::new(0);
     for i in 0..4 {
         let _ = t.ok(get(&c, k(i), LEN, &loads));
@@ -282,7 +332,9 @@ fn clean_frees_idle_entries(t: &Test) {
     check_eq!(t, (c.stats().entries, c.stats().bytes), (0, 0));
     check_eq!(t, c.clean(now_ms() + 1), 0);
     // Across shards.
-    let Some(c) = t.ok(Cache::new(MAX_SHARDS * 4 * LEN, LEN)) else { return };
+    let Some(c) = t.ok(Cache::new(MAX_SHARDS * 4 * LEN, LEN)) else {
+        return;
+    };
     for i in 0..32 {
         let _ = t.ok(get(&c, k(i), LEN, &loads));
     }
@@ -362,7 +414,9 @@ fn collide(s: &Shared, n: usize) {
 /// Runs `work(shared, thread)` on `n` kworkers that first wait for each
 /// other, then joins them.
 fn run_threads(t: &Test, shared: &Arc<Shared>, n: usize, work: fn(&Shared, usize)) {
-    let Some(threads) = t.ok(Threads::new(n as u16)) else { return };
+    let Some(threads) = t.ok(Threads::new(n as u16)) else {
+        return;
+    };
     for w in 0..n {
         let s = shared.clone();
         let spawned = threads.spawn(GFP_KERNEL, move || {
@@ -387,8 +441,12 @@ const SMALL: usize = 512;
 
 fn concurrent_lookups_share_entries(t: &Test) {
     // Room for every key in any shard: nothing is evicted.
-    let Some(cache) = t.ok(Cache::new(MAX_SHARDS * KEYS as usize * SMALL, SMALL)) else { return };
-    let Some(shared) = t.ok(Shared::new(cache)) else { return };
+    let Some(cache) = t.ok(Cache::new(MAX_SHARDS * KEYS as usize * SMALL, SMALL)) else {
+        return;
+    };
+    let Some(shared) = t.ok(Shared::new(cache)) else {
+        return;
+    };
     run_threads(t, &shared, THREADS, |s, w| {
         collide(s, THREADS);
         // Round 0: all threads in the same order, so they miss the same
@@ -404,13 +462,21 @@ fn concurrent_lookups_share_entries(t: &Test) {
     let total = THREADS as u64 * (ROUNDS * KEYS + 2);
     let (hits, misses, entries, bytes) = stats(&shared.cache);
     check_eq!(t, shared.bad.load(Relaxed), 0);
-    check_eq!(t, shared.lookups.load(Relaxed) as u64 + 2 * THREADS as u64, total);
+    check_eq!(
+        t,
+        shared.lookups.load(Relaxed) as u64 + 2 * THREADS as u64,
+        total
+    );
     check_eq!(t, hits + misses, total);
     // Each miss loads once; a key may be missed by several threads at once,
     // but is cached once.
     check_eq!(t, shared.loads.load(Relaxed) as u64, misses);
     let most = (KEYS + 1) * THREADS as u64;
-    check!(t, misses >= KEYS + THREADS as u64 && misses <= most, "{misses} misses");
+    check!(
+        t,
+        misses >= KEYS + THREADS as u64 && misses <= most,
+        "{misses} misses"
+    );
     let n = KEYS as usize + 1;
     check_eq!(t, (entries, bytes), (n, n * SMALL));
     // And every key now hits, twice on the same buffer.
@@ -428,13 +494,19 @@ fn concurrent_lookups_share_entries(t: &Test) {
 fn concurrent_lookups_keep_the_bound(t: &Test) {
     // Eight shards of one buffer: constant eviction.
     let budget = 8 * SMALL;
-    let Some(cache) = t.ok(Cache::new(budget, SMALL)) else { return };
-    let Some(shared) = t.ok(Shared::new(cache)) else { return };
+    let Some(cache) = t.ok(Cache::new(budget, SMALL)) else {
+        return;
+    };
+    let Some(shared) = t.ok(Shared::new(cache)) else {
+        return;
+    };
     run_threads(t, &shared, THREADS, |s, w| {
         let mut x = w as u64 + 1;
         for _ in 0..ROUNDS * KEYS {
             // A different pseudo-random sequence per thread.
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let j = (x >> 33) % (KEYS / 2);
             s.lookup(key(0, j << 16), SMALL);
             let st = s.cache.stats();
@@ -455,7 +527,11 @@ fn concurrent_lookups_keep_the_bound(t: &Test) {
     check_eq!(t, hits + misses, THREADS as u64 * ROUNDS * KEYS);
     check_eq!(t, shared.loads.load(Relaxed) as u64, misses);
     check!(t, hits > 0 && misses > 0, "{hits} hits, {misses} misses");
-    check!(t, bytes <= budget && bytes == entries * SMALL, "{entries} entries, {bytes} bytes");
+    check!(
+        t,
+        bytes <= budget && bytes == entries * SMALL,
+        "{entries} entries, {bytes} bytes"
+    );
 }
 
 kunit_suite!(

@@ -82,14 +82,20 @@ fn lookup(name: &str) -> Result<Lookup> {
 }
 
 fn register_then_lookup(t: &Test) {
-    let Some(_a) = t.ok(reg::<FakeA>()) else { return };
-    let Some(l) = t.ok(lookup("kunit-fake-a")) else { return };
+    let Some(_a) = t.ok(reg::<FakeA>()) else {
+        return;
+    };
+    let Some(l) = t.ok(lookup("kunit-fake-a")) else {
+        return;
+    };
     check!(t, l.is::<FakeA>(), "lookup found another driver");
     check_eq!(t, l.name().as_bytes(), &b"kunit-fake-a"[..]);
 }
 
 fn duplicate_name_is_eexist(t: &Test) {
-    let Some(_a) = t.ok(reg::<FakeA>()) else { return };
+    let Some(_a) = t.ok(reg::<FakeA>()) else {
+        return;
+    };
     check_eq!(t, reg::<FakeA2>().err(), Some(EEXIST));
     // The first registration is still the one found.
     let l = lookup("kunit-fake-a");
@@ -97,16 +103,22 @@ fn duplicate_name_is_eexist(t: &Test) {
 }
 
 fn unregister_removes(t: &Test) {
-    let Some(a) = t.ok(reg::<FakeA>()) else { return };
+    let Some(a) = t.ok(reg::<FakeA>()) else {
+        return;
+    };
     drop(a);
     check_eq!(t, lookup("kunit-fake-a").err(), Some(ENOENT));
     // The name is free again.
-    let Some(_a2) = t.ok(reg::<FakeA2>()) else { return };
+    let Some(_a2) = t.ok(reg::<FakeA2>()) else {
+        return;
+    };
     check_matches!(t, lookup("kunit-fake-a"), Ok(l) if l.is::<FakeA2>());
 }
 
 fn lookup_is_exact(t: &Test) {
-    let Some(_a) = t.ok(reg::<FakeA>()) else { return };
+    let Some(_a) = t.ok(reg::<FakeA>()) else {
+        return;
+    };
     check_eq!(t, lookup("kunit-no-such-format").err(), Some(ENOENT));
     check_eq!(t, lookup("kunit-fake").err(), Some(ENOENT));
     check_eq!(t, lookup("kunit-fake-a2").err(), Some(ENOENT));
@@ -114,11 +126,17 @@ fn lookup_is_exact(t: &Test) {
 }
 
 fn lookup_pins_the_owner(t: &Test) {
-    let Some(_a) = t.ok(reg::<FakeA>()) else { return };
+    let Some(_a) = t.ok(reg::<FakeA>()) else {
+        return;
+    };
     let before = module_refcount(&THIS_MODULE);
-    let Some(l1) = t.ok(lookup("kunit-fake-a")) else { return };
+    let Some(l1) = t.ok(lookup("kunit-fake-a")) else {
+        return;
+    };
     check_eq!(t, module_refcount(&THIS_MODULE), before + 1);
-    let Some(l2) = t.ok(lookup("kunit-fake-a")) else { return };
+    let Some(l2) = t.ok(lookup("kunit-fake-a")) else {
+        return;
+    };
     check_eq!(t, module_refcount(&THIS_MODULE), before + 2);
     drop(l1);
     drop(l2);
@@ -127,8 +145,12 @@ fn lookup_pins_the_owner(t: &Test) {
 
 fn unregister_while_in_use(t: &Test) {
     let before = module_refcount(&THIS_MODULE);
-    let Some(a) = t.ok(reg::<FakeA>()) else { return };
-    let Some(in_use) = t.ok(lookup("kunit-fake-a")) else { return };
+    let Some(a) = t.ok(reg::<FakeA>()) else {
+        return;
+    };
+    let Some(in_use) = t.ok(lookup("kunit-fake-a")) else {
+        return;
+    };
     // Unregistering hides the driver from new lookups...
     drop(a);
     check_eq!(t, lookup("kunit-fake-a").err(), Some(ENOENT));
@@ -137,14 +159,20 @@ fn unregister_while_in_use(t: &Test) {
     check_eq!(t, in_use.name().as_bytes(), &b"kunit-fake-a"[..]);
     check_eq!(t, module_refcount(&THIS_MODULE), before + 1);
     // The name can be taken by another driver meanwhile.
-    let Some(_a2) = t.ok(reg::<FakeA2>()) else { return };
+    let Some(_a2) = t.ok(reg::<FakeA2>()) else {
+        return;
+    };
     check_matches!(t, lookup("kunit-fake-a"), Ok(l) if l.is::<FakeA2>());
     drop(in_use);
     check_eq!(t, module_refcount(&THIS_MODULE), before);
 }
 
 fn several_drivers_coexist(t: &Test) {
-    let (Some(_a), Some(b), Some(_c)) = (t.ok(reg::<FakeA>()), t.ok(reg::<FakeB>()), t.ok(reg::<FakeC>())) else {
+    let (Some(_a), Some(b), Some(_c)) = (
+        t.ok(reg::<FakeA>()),
+        t.ok(reg::<FakeB>()),
+        t.ok(reg::<FakeC>()),
+    ) else {
         return;
     };
     check_matches!(t, lookup("kunit-fake-a"), Ok(l) if l.is::<FakeA>());
@@ -158,13 +186,24 @@ fn several_drivers_coexist(t: &Test) {
 
 fn malformed_drivers_are_einval(t: &Test) {
     let name = kernel::c_str!("kunit-malformed");
-    for kind in [Malformed::Null, Malformed::NoName, Malformed::NoOps, Malformed::NoReadIter] {
-        check_eq!(t, (kind, register_malformed(kind, name)), (kind, Err(EINVAL)));
+    for kind in [
+        Malformed::Null,
+        Malformed::NoName,
+        Malformed::NoOps,
+        Malformed::NoReadIter,
+    ] {
+        check_eq!(
+            t,
+            (kind, register_malformed(kind, name)),
+            (kind, Err(EINVAL))
+        );
     }
     check_eq!(t, reg::<Unnamed>().err(), Some(EINVAL));
     check_eq!(t, reg::<Name32>().err(), Some(EINVAL));
     // 31 bytes is the longest name.
-    let Some(_n) = t.ok(reg::<Name31>()) else { return };
+    let Some(_n) = t.ok(reg::<Name31>()) else {
+        return;
+    };
     check_matches!(t, lookup("kunit-name-of-31-bytes-01234567"), Ok(l) if l.is::<Name31>());
     check_eq!(t, lookup("kunit-malformed").err(), Some(ENOENT));
 }

@@ -6,8 +6,8 @@
 use crate::kunit::Test;
 use crate::qcow2fmt::compressed::max_compressed_len;
 use crate::qcow2fmt::{
-    Chain, CompressedClusters, CompressedDescriptor, CompressedRead, CompressionType,
-    Decompressor, Error, Header, Layer, Qcow2Layer, Result, Sink, Storage, Tables,
+    Chain, CompressedClusters, CompressedDescriptor, CompressedRead, CompressionType, Decompressor,
+    Error, Header, Layer, Qcow2Layer, Result, Sink, Storage, Tables,
 };
 use kernel::prelude::*;
 
@@ -29,7 +29,8 @@ pub(crate) fn pattern(t: &Test, len: usize) -> Option<KVec<u8>> {
 
 /// Whether every byte of `buf[range]` is `value` (false if out of range).
 pub(crate) fn all(buf: &[u8], range: core::ops::Range<usize>, value: u8) -> bool {
-    buf.get(range).is_some_and(|b| b.iter().all(|&x| x == value))
+    buf.get(range)
+        .is_some_and(|b| b.iter().all(|&x| x == value))
 }
 
 /// Stores big-endian `v` at `off` (ignored if out of range).
@@ -115,7 +116,13 @@ impl MemImage {
         file.get_mut(1536..2048)?.fill(0x11);
         file.get_mut(2348..2860)?.fill(0x33);
         let header = t.ok(Header::parse(file.get(..512)?))?;
-        Some(Self { top: file, file_len: 4096, l1, base: None, header })
+        Some(Self {
+            top: file,
+            file_len: 4096,
+            l1,
+            base: None,
+            header,
+        })
     }
 
     /// Sets L2 entry `index` (guest cluster `index`).
@@ -138,13 +145,22 @@ impl MemImage {
     }
 
     /// Reads through the engine into `sink`.
-    pub(crate) fn read_into<K: Sink>(&self, chain: &Chain, off: u64, len: usize, sink: &mut K) -> Result<()> {
+    pub(crate) fn read_into<K: Sink>(
+        &self,
+        chain: &Chain,
+        off: u64,
+        len: usize,
+        sink: &mut K,
+    ) -> Result<()> {
         chain.read(&mut MemTables(self), &mut MemClusters(self), off, len, sink)
     }
 
     /// Reads `len` bytes at `off` of the virtual disk.
     pub(crate) fn try_read(&self, chain: &Chain, off: u64, len: usize) -> Result<KVec<u8>> {
-        let mut sink = VecSink { img: self, out: KVec::new() };
+        let mut sink = VecSink {
+            img: self,
+            out: KVec::new(),
+        };
         self.read_into(chain, off, len, &mut sink)?;
         Ok(sink.out)
     }
@@ -159,7 +175,9 @@ impl MemImage {
 impl Storage for MemImage {
     fn read_at(&self, layer: usize, buf: &mut [u8], offset: u64) -> Result<()> {
         let start = usize::try_from(offset).map_err(|_| Error::Io(5))?;
-        let src = self.file(layer).and_then(|f| f.get(start..start.checked_add(buf.len())?));
+        let src = self
+            .file(layer)
+            .and_then(|f| f.get(start..start.checked_add(buf.len())?));
         buf.copy_from_slice(src.ok_or(Error::Io(5))?);
         Ok(())
     }
@@ -175,7 +193,12 @@ impl Tables for MemTables<'_> {
         }
     }
 
-    fn with_l2_table<R, F: FnOnce(&[u8]) -> R>(&mut self, layer: usize, offset: u64, f: F) -> Result<R> {
+    fn with_l2_table<R, F: FnOnce(&[u8]) -> R>(
+        &mut self,
+        layer: usize,
+        offset: u64,
+        f: F,
+    ) -> Result<R> {
         let start = usize::try_from(offset).map_err(|_| Error::Internal)?;
         let table = self.0.file(layer).and_then(|f| f.get(start..start + 512));
         Ok(f(table.ok_or(Error::Internal)?))
@@ -188,7 +211,10 @@ struct Identity;
 impl Decompressor for Identity {
     fn decompress(&mut self, _: CompressionType, input: &[u8], output: &mut [u8]) -> Result<usize> {
         let n = input.len().min(output.len());
-        output.get_mut(..n).ok_or(Error::Internal)?.copy_from_slice(input.get(..n).ok_or(Error::Internal)?);
+        output
+            .get_mut(..n)
+            .ok_or(Error::Internal)?
+            .copy_from_slice(input.get(..n).ok_or(Error::Internal)?);
         Ok(n)
     }
 }
@@ -198,8 +224,10 @@ struct MemClusters<'a>(&'a MemImage);
 impl CompressedClusters for MemClusters<'_> {
     fn with_cluster<R, F: FnOnce(&[u8]) -> R>(&mut self, req: &CompressedRead, f: F) -> Result<R> {
         let bits = req.cluster_size.trailing_zeros();
-        let mut input = KVec::from_elem(0u8, max_compressed_len(bits), GFP_KERNEL).map_err(|_| Error::Io(ENOMEM))?;
-        let mut out = KVec::from_elem(0u8, req.cluster_size, GFP_KERNEL).map_err(|_| Error::Io(ENOMEM))?;
+        let mut input = KVec::from_elem(0u8, max_compressed_len(bits), GFP_KERNEL)
+            .map_err(|_| Error::Io(ENOMEM))?;
+        let mut out =
+            KVec::from_elem(0u8, req.cluster_size, GFP_KERNEL).map_err(|_| Error::Io(ENOMEM))?;
         req.load(self.0, &mut Identity, &mut input, &mut out)?;
         Ok(f(&out))
     }
@@ -211,17 +239,25 @@ struct VecSink<'a> {
 }
 
 fn append(out: &mut KVec<u8>, data: &[u8]) -> Result<()> {
-    out.extend_from_slice(data, GFP_KERNEL).map_err(|_| Error::Io(ENOMEM))
+    out.extend_from_slice(data, GFP_KERNEL)
+        .map_err(|_| Error::Io(ENOMEM))
 }
 
-fn append_storage(img: &MemImage, out: &mut KVec<u8>, layer: usize, offset: u64, len: usize) -> Result<()> {
+fn append_storage(
+    img: &MemImage,
+    out: &mut KVec<u8>,
+    layer: usize,
+    offset: u64,
+    len: usize,
+) -> Result<()> {
     let mut buf = KVec::from_elem(0u8, len, GFP_KERNEL).map_err(|_| Error::Io(ENOMEM))?;
     img.read_at(layer, &mut buf, offset)?;
     append(out, &buf)
 }
 
 fn append_zeros(out: &mut KVec<u8>, len: usize) -> Result<()> {
-    out.extend_with(len, 0, GFP_KERNEL).map_err(|_| Error::Io(ENOMEM))
+    out.extend_with(len, 0, GFP_KERNEL)
+        .map_err(|_| Error::Io(ENOMEM))
 }
 
 impl Sink for VecSink<'_> {
@@ -246,7 +282,11 @@ pub(crate) enum Call {
     /// `copy_from` of `len` bytes.
     Copy(usize),
     /// `read_from_storage`.
-    Storage { layer: usize, offset: u64, len: usize },
+    Storage {
+        layer: usize,
+        offset: u64,
+        len: usize,
+    },
 }
 
 /// The calls of one request (at most 16).
@@ -276,7 +316,14 @@ pub(crate) struct RecordingSink<'a> {
 
 impl<'a> RecordingSink<'a> {
     pub(crate) fn new(_t: &Test, img: &'a MemImage) -> Option<Self> {
-        Some(Self { img, out: KVec::new(), calls: Calls { calls: [Call::Zero(0); 16], len: 0 } })
+        Some(Self {
+            img,
+            out: KVec::new(),
+            calls: Calls {
+                calls: [Call::Zero(0); 16],
+                len: 0,
+            },
+        })
     }
 }
 

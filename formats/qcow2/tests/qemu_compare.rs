@@ -405,7 +405,11 @@ fn internal_snapshots() {
     qemu_img(&["resize", "-q", s(&img), "3M"]);
     qemu_io(
         &img,
-        &["write -P 0xc1 100k 1M", "discard 0 16k", "write -P 0xc2 2600k 8k"],
+        &[
+            "write -P 0xc1 100k 1M",
+            "discard 0 16k",
+            "write -P 0xc2 2600k 8k",
+        ],
     );
 
     check_image(d, &img);

@@ -16,7 +16,11 @@ use kernel::str::CStr;
 // `RawDriver` points to `struct module`; it is only passed by pointer.
 #[allow(improper_ctypes)]
 extern "C" {
-    fn lff_test_format_get(name: *const c_char, handle: *mut *mut c_void, drv_name: *mut *const c_char) -> c_int;
+    fn lff_test_format_get(
+        name: *const c_char,
+        handle: *mut *mut c_void,
+        drv_name: *mut *const c_char,
+    ) -> c_int;
     fn lff_test_format_put(handle: *mut c_void);
     fn lff_register_format(drv: *const RawDriver) -> c_int;
     fn lff_unregister_format(drv: *const RawDriver);
@@ -43,7 +47,10 @@ impl Lookup {
         let mut drv_name = ptr::null();
         // SAFETY: `name` is NUL-terminated; both out pointers are valid.
         to_result(unsafe { lff_test_format_get(name.as_char_ptr(), &mut handle, &mut drv_name) })?;
-        Ok(Self { handle, name: drv_name })
+        Ok(Self {
+            handle,
+            name: drv_name,
+        })
     }
 
     /// The registered driver's name.
@@ -61,7 +68,9 @@ impl Lookup {
 
 impl core::fmt::Debug for Lookup {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Lookup").field("name", &self.name()).finish()
+        f.debug_struct("Lookup")
+            .field("name", &self.name())
+            .finish()
     }
 }
 
@@ -91,7 +100,10 @@ pub enum Malformed {
 /// # Safety
 ///
 /// None needed: it touches no argument.
-unsafe extern "C" fn dummy_attach(_: *mut crate::wrappers::format::RawAttachInfo, _: *mut *mut c_void) -> c_int {
+unsafe extern "C" fn dummy_attach(
+    _: *mut crate::wrappers::format::RawAttachInfo,
+    _: *mut *mut c_void,
+) -> c_int {
     -(bindings::ENODEV as c_int)
 }
 
@@ -122,13 +134,25 @@ pub fn register_malformed(kind: Malformed, name: &'static CStr) -> Result {
     )?;
     let drv = KBox::new(
         RawDriver {
-            name: if matches!(kind, Malformed::NoName) { ptr::null() } else { name.as_char_ptr() },
+            name: if matches!(kind, Malformed::NoName) {
+                ptr::null()
+            } else {
+                name.as_char_ptr()
+            },
             owner: ptr::null_mut(),
-            ops: if matches!(kind, Malformed::NoOps) { ptr::null() } else { &*ops },
+            ops: if matches!(kind, Malformed::NoOps) {
+                ptr::null()
+            } else {
+                &*ops
+            },
         },
         GFP_KERNEL,
     )?;
-    let p: *const RawDriver = if matches!(kind, Malformed::Null) { ptr::null() } else { &*drv };
+    let p: *const RawDriver = if matches!(kind, Malformed::Null) {
+        ptr::null()
+    } else {
+        &*drv
+    };
     // SAFETY: `p` is NULL or points to `drv`, whose name and ops stay valid
     // until it is unregistered below.
     let r = to_result(unsafe { lff_register_format(p) });

@@ -43,7 +43,9 @@ impl Threads {
                 i32::from(max_active),
             )
         };
-        Ok(Self { wq: NonNull::new(wq).ok_or(ENOMEM)? })
+        Ok(Self {
+            wq: NonNull::new(wq).ok_or(ENOMEM)?,
+        })
     }
 
     fn queue(&self) -> &Queue {
@@ -103,7 +105,9 @@ impl Barrier {
                 return false;
             }
             // Woken, timed out or (in a kworker, never) signalled: check.
-            let _ = self.cv.wait_interruptible_timeout(&mut g, msecs_to_jiffies(100));
+            let _ = self
+                .cv
+                .wait_interruptible_timeout(&mut g, msecs_to_jiffies(100));
         }
         true
     }

@@ -57,7 +57,11 @@ struct Shard {
 impl Shard {
     /// Evicts the least recently used entry; false if empty.
     fn evict_one(&mut self) -> bool {
-        let oldest = self.map.iter().min_by_key(|(_, e)| e.last_used).map(|(k, _)| *k);
+        let oldest = self
+            .map
+            .iter()
+            .min_by_key(|(_, e)| e.last_used)
+            .map(|(k, _)| *k);
         match oldest.and_then(|k| self.map.remove(&k)) {
             Some(e) => {
                 self.bytes -= e.data.len();
@@ -103,7 +107,13 @@ impl Cache {
         let mut shards = KVec::with_capacity(n, GFP_KERNEL)?;
         for _ in 0..n {
             shards.push(
-                KBox::pin_init(new_mutex!(Shard { map: RBTree::new(), bytes: 0 }), GFP_KERNEL)?,
+                KBox::pin_init(
+                    new_mutex!(Shard {
+                        map: RBTree::new(),
+                        bytes: 0
+                    }),
+                    GFP_KERNEL,
+                )?,
                 GFP_KERNEL,
             )?;
         }
@@ -118,7 +128,9 @@ impl Cache {
 
     fn shard(&self, key: u64) -> &Mutex<Shard> {
         // Fibonacci hashing of the cluster-ish part of the key.
-        let h = (key >> 9).wrapping_add(key >> 56).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let h = (key >> 9)
+            .wrapping_add(key >> 56)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let i = (h >> 32) as usize & ((1 << self.shard_bits) - 1);
         &self.shards[i]
     }
@@ -129,7 +141,11 @@ impl Cache {
 
     /// The buffer for `key`, loading it with `load` on a miss (without any
     /// lock held) and caching it.
-    pub(crate) fn get_or_load(&self, key: u64, load: impl FnOnce() -> Result<KVVec<u8>>) -> Result<Buf> {
+    pub(crate) fn get_or_load(
+        &self,
+        key: u64,
+        load: impl FnOnce() -> Result<KVVec<u8>>,
+    ) -> Result<Buf> {
         let shard = self.shard(key);
         let now = now_ms();
         if let Some(e) = shard.lock().map.get_mut(&key) {
@@ -153,7 +169,13 @@ impl Cache {
             return Ok(e.data.clone());
         }
         while s.bytes + len > cap && s.evict_one() {}
-        s.map.insert(node.into_node(key, Entry { data: data.clone(), last_used: now }));
+        s.map.insert(node.into_node(
+            key,
+            Entry {
+                data: data.clone(),
+                last_used: now,
+            },
+        ));
         s.bytes += len;
         Ok(data)
     }

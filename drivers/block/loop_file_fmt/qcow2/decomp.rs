@@ -62,7 +62,12 @@ impl Decoders {
 }
 
 impl Decompressor for Decoders {
-    fn decompress(&mut self, kind: CompressionType, input: &[u8], output: &mut [u8]) -> Result<usize> {
+    fn decompress(
+        &mut self,
+        kind: CompressionType,
+        input: &[u8],
+        output: &mut [u8],
+    ) -> Result<usize> {
         match kind {
             CompressionType::Deflate => {
                 if self.zlib.is_none() {
@@ -118,19 +123,34 @@ impl Pool {
         let mut workers = KVec::with_capacity(n, GFP_KERNEL)?;
         let mut busy = KVec::with_capacity(n, GFP_KERNEL)?;
         for _ in 0..n {
-            let w = Worker { input: KVVec::new(), input_len, decoders: Decoders::default() };
+            let w = Worker {
+                input: KVVec::new(),
+                input_len,
+                decoders: Decoders::default(),
+            };
             workers.push(KBox::pin_init(new_mutex!(w), GFP_KERNEL)?, GFP_KERNEL)?;
             busy.push(AtomicBool::new(false), GFP_KERNEL)?;
         }
-        Ok(Self { workers, busy, next: AtomicUsize::new(0) })
+        Ok(Self {
+            workers,
+            busy,
+            next: AtomicUsize::new(0),
+        })
     }
 
     /// Runs `f` with a worker to itself.
     pub(crate) fn with_worker<R>(&self, f: impl FnOnce(&mut Worker) -> R) -> R {
         let n = self.workers.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed).checked_rem(n).unwrap_or(0);
+        let start = self
+            .next
+            .fetch_add(1, Ordering::Relaxed)
+            .checked_rem(n)
+            .unwrap_or(0);
         for i in Iterator::chain(start..n, 0..start) {
-            if self.busy[i].compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+            if self.busy[i]
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
                 // The flag only steers us to an idle worker; the mutex
                 // provides the exclusion.
                 let r = f(&mut self.workers[i].lock());

@@ -123,7 +123,9 @@ struct Caches {
 
 impl Caches {
     fn interval_ms(&self) -> u32 {
-        self.clean_interval.load(Ordering::Relaxed).saturating_mul(1000)
+        self.clean_interval
+            .load(Ordering::Relaxed)
+            .saturating_mul(1000)
     }
 }
 
@@ -162,12 +164,20 @@ impl<'a> Options<'a> {
                 b"snapshot.id" => SnapshotSelector::Id(value),
                 b"snapshot.name" => SnapshotSelector::Name(value),
                 _ => {
-                    pr_err!("{}: qcow2: unknown option '{}'\n", name, BStr::from_bytes(opt));
+                    pr_err!(
+                        "{}: qcow2: unknown option '{}'\n",
+                        name,
+                        BStr::from_bytes(opt)
+                    );
                     return Err(EINVAL);
                 }
             };
             if value.is_empty() || o.snapshot.is_some() {
-                pr_err!("{}: qcow2: invalid option '{}'\n", name, BStr::from_bytes(opt));
+                pr_err!(
+                    "{}: qcow2: invalid option '{}'\n",
+                    name,
+                    BStr::from_bytes(opt)
+                );
                 return Err(EINVAL);
             }
             o.snapshot = Some(sel);
@@ -214,48 +224,73 @@ impl Qcow2 {
         let prefix = read_prefix(file, file_len)?;
         let header = Header::parse(&prefix).map_err(|e| Self::refuse(name, i, e))?;
         if header.is_corrupt() {
-            pr_warn!("{}: qcow2: layer {} is marked corrupt; reading it anyway (read-only)\n", name, i);
+            pr_warn!(
+                "{}: qcow2: layer {} is marked corrupt; reading it anyway (read-only)\n",
+                name,
+                i
+            );
         } else if header.is_dirty() {
             pr_warn!("{}: qcow2: layer {} is marked dirty (not closed cleanly); reading it anyway (read-only)\n", name, i);
         }
         let layer = match snapshot {
             Some(sel) => {
-                let snap = find_snapshot(&Files(files), i, &header, file_len, sel).map_err(|e| {
-                    pr_err!("{}: qcow2: snapshot '{}': {}\n", name, BStr::from_bytes(wanted(sel)), e);
-                    kerr(&e)
-                })?;
+                let snap =
+                    find_snapshot(&Files(files), i, &header, file_len, sel).map_err(|e| {
+                        pr_err!(
+                            "{}: qcow2: snapshot '{}': {}\n",
+                            name,
+                            BStr::from_bytes(wanted(sel)),
+                            e
+                        );
+                        kerr(&e)
+                    })?;
                 Qcow2Layer::from_snapshot(&header, &snap, file_len)
             }
             None => Qcow2Layer::new(&header, file_len),
         }
         .map_err(|e| Self::refuse(name, i, e))?;
         let mut l1 = KVVec::from_elem(0u8, layer.l1_table_bytes(), GFP_KERNEL)?;
-        file.read_exact_at(&mut l1, layer.l1_table_offset()).inspect_err(|_| {
-            pr_err!("{}: qcow2: layer {}: cannot read the L1 table\n", name, i);
-        })?;
+        file.read_exact_at(&mut l1, layer.l1_table_offset())
+            .inspect_err(|_| {
+                pr_err!("{}: qcow2: layer {}: cannot read the L1 table\n", name, i);
+            })?;
 
         let Some(_) = header.backing_file_name(&prefix) else {
             return Ok((layer, l1, None));
         };
         let Some(next) = files.get(i + 1) else {
-            pr_err!("{}: qcow2: layer {} names a backing file, but no file was given for it\n", name, i);
+            pr_err!(
+                "{}: qcow2: layer {} names a backing file, but no file was given for it\n",
+                name,
+                i
+            );
             return Err(EINVAL);
         };
         let mut magic = [0u8; 4];
         let n = if next.size() >= 4 { 4 } else { 0 };
         next.read_exact_at(&mut magic[..n], 0)?;
-        let format = LayerFormat::detect(header.backing_format_name(&prefix), &magic[..n]).map_err(|e| {
-            let fmt = header.backing_format_name(&prefix).unwrap_or(b"");
-            pr_err!("{}: qcow2: layer {}: {} '{}'\n", name, i, e, BStr::from_bytes(fmt));
-            kerr(&e)
-        })?;
+        let format = LayerFormat::detect(header.backing_format_name(&prefix), &magic[..n])
+            .map_err(|e| {
+                let fmt = header.backing_format_name(&prefix).unwrap_or(b"");
+                pr_err!(
+                    "{}: qcow2: layer {}: {} '{}'\n",
+                    name,
+                    i,
+                    e,
+                    BStr::from_bytes(fmt)
+                );
+                kerr(&e)
+            })?;
         Ok((layer, l1, Some(format)))
     }
 
     fn attach(req: &AttachRequest<'_>) -> Result<Attached<Self>> {
         let name = req.disk_name();
         if !req.read_only() {
-            pr_err!("{}: qcow2: writing is not supported yet; attach read-only\n", name);
+            pr_err!(
+                "{}: qcow2: writing is not supported yet; attach read-only\n",
+                name
+            );
             return Err(EROFS);
         }
         if req.direct_io() {
@@ -278,7 +313,9 @@ impl Qcow2 {
             let layer = match f {
                 LayerFormat::Raw => {
                     l1.push(KVVec::new(), GFP_KERNEL)?;
-                    Layer::Raw { len: files[i].size() }
+                    Layer::Raw {
+                        len: files[i].size(),
+                    }
                 }
                 LayerFormat::Qcow2 => {
                     let snap = if i == 0 { opts.snapshot } else { None };
@@ -291,7 +328,9 @@ impl Qcow2 {
             };
             match chain.as_mut() {
                 None => chain = Some(Chain::new(layer)),
-                Some(c) => c.push_backing(layer).map_err(|e| Self::refuse(name, i, e))?,
+                Some(c) => c
+                    .push_backing(layer)
+                    .map_err(|e| Self::refuse(name, i, e))?,
             }
             i += 1;
         }
@@ -308,10 +347,17 @@ impl Qcow2 {
         let kib = |k: u32| (k as usize).saturating_mul(1024);
         let l2 = Cache::new(kib(params::l2_cache_size_kib()), max_cluster)?;
         let clusters = Cache::new(kib(params::cluster_cache_size_kib()), max_cluster)?;
-        let pool = Pool::new(wrappers::nr_cpu_ids() as usize, max_compressed_len(max_cluster.trailing_zeros()))?;
+        let pool = Pool::new(
+            wrappers::nr_cpu_ids() as usize,
+            max_compressed_len(max_cluster.trailing_zeros()),
+        )?;
         let size = chain.virtual_size();
         let caches = Arc::new(
-            Caches { l2, clusters, clean_interval: AtomicU32::new(params::cache_clean_interval_secs()) },
+            Caches {
+                l2,
+                clusters,
+                clean_interval: AtomicU32::new(params::cache_clean_interval_secs()),
+            },
             GFP_KERNEL,
         )?;
         let cleaner = Periodic::new(caches.clone())?;
@@ -330,7 +376,11 @@ impl Qcow2 {
             log_count: AtomicU32::new(0),
         };
         if let Some(sel) = opts.snapshot {
-            pr_info!("{}: qcow2: reading snapshot '{}'\n", name, BStr::from_bytes(wanted(sel)));
+            pr_info!(
+                "{}: qcow2: reading snapshot '{}'\n",
+                name,
+                BStr::from_bytes(wanted(sel))
+            );
         }
         Ok(Attached {
             state: KBox::new(state, GFP_KERNEL)?,
@@ -349,9 +399,18 @@ impl Qcow2 {
         }
         let n = self.log_count.fetch_add(1, Ordering::Relaxed);
         if n < LOG_BURST {
-            pr_err!("{}: qcow2: read of {} bytes at {} failed: {}\n", &*self.name, len, pos, e);
+            pr_err!(
+                "{}: qcow2: read of {} bytes at {} failed: {}\n",
+                &*self.name,
+                len,
+                pos,
+                e
+            );
         } else if n == LOG_BURST {
-            pr_err!("{}: qcow2: more read errors, not logged for a few seconds\n", &*self.name);
+            pr_err!(
+                "{}: qcow2: more read errors, not logged for a few seconds\n",
+                &*self.name
+            );
         }
     }
 
@@ -372,7 +431,12 @@ impl Tables for ReqTables<'_> {
         qcow2fmt::table::l1_table_entry(table, index)
     }
 
-    fn with_l2_table<R, F: FnOnce(&[u8]) -> R>(&mut self, layer: usize, offset: u64, f: F) -> qcow2fmt::Result<R> {
+    fn with_l2_table<R, F: FnOnce(&[u8]) -> R>(
+        &mut self,
+        layer: usize,
+        offset: u64,
+        f: F,
+    ) -> qcow2fmt::Result<R> {
         let dev = self.0;
         let len = dev.cluster_len(layer)?;
         let table = dev.caches.l2.get_or_load(cache::key(layer, offset), || {
@@ -388,16 +452,24 @@ impl Tables for ReqTables<'_> {
 struct ReqClusters<'a>(&'a Qcow2);
 
 impl CompressedClusters for ReqClusters<'_> {
-    fn with_cluster<R, F: FnOnce(&[u8]) -> R>(&mut self, req: &CompressedRead, f: F) -> qcow2fmt::Result<R> {
+    fn with_cluster<R, F: FnOnce(&[u8]) -> R>(
+        &mut self,
+        req: &CompressedRead,
+        f: F,
+    ) -> qcow2fmt::Result<R> {
         let dev = self.0;
-        let cluster = dev.caches.clusters.get_or_load(cache::key(req.layer, req.host_offset), || {
-            let mut out = KVVec::from_elem(0u8, req.cluster_size, GFP_KERNEL).map_err(|_| ferr(ENOMEM))?;
-            dev.pool.with_worker(|w| {
-                let (input, dec) = w.parts()?;
-                req.load(&Files(&dev.files), dec, input, &mut out)
-            })?;
-            Ok(out)
-        })?;
+        let cluster =
+            dev.caches
+                .clusters
+                .get_or_load(cache::key(req.layer, req.host_offset), || {
+                    let mut out = KVVec::from_elem(0u8, req.cluster_size, GFP_KERNEL)
+                        .map_err(|_| ferr(ENOMEM))?;
+                    dev.pool.with_worker(|w| {
+                        let (input, dec) = w.parts()?;
+                        req.load(&Files(&dev.files), dec, input, &mut out)
+                    })?;
+                    Ok(out)
+                })?;
         Ok(f(&cluster))
     }
 }
@@ -425,7 +497,10 @@ impl Sink for IovSink<'_, '_> {
 
     fn read_from_storage(&mut self, layer: usize, offset: u64, len: usize) -> qcow2fmt::Result<()> {
         let file = self.files.get(layer).ok_or(FmtError::Internal)?;
-        let n = self.to.with_prefix(len, |p| file.read_iter_at(p, offset)).map_err(ferr)?;
+        let n = self
+            .to
+            .with_prefix(len, |p| file.read_iter_at(p, offset))
+            .map_err(ferr)?;
         if n != len {
             // The file shrank under us.
             return Err(FmtError::Io(-(EIO.to_errno())));
@@ -464,8 +539,17 @@ impl FormatDriver for Qcow2 {
 
     fn read(&self, to: &mut IovIter<'_>, pos: u64) -> Result<usize> {
         let len = to.count();
-        let mut sink = IovSink { to, files: &self.files };
-        match self.chain.read(&mut ReqTables(self), &mut ReqClusters(self), pos, len, &mut sink) {
+        let mut sink = IovSink {
+            to,
+            files: &self.files,
+        };
+        match self.chain.read(
+            &mut ReqTables(self),
+            &mut ReqClusters(self),
+            pos,
+            len,
+            &mut sink,
+        ) {
             Ok(()) => Ok(len),
             Err(e) => {
                 self.log_read_error(pos, len, &e);
@@ -483,7 +567,9 @@ impl FormatDriver for Qcow2 {
         match index {
             ATTR_L2_CACHE_SIZE => writeln!(buf, "{}", c.l2.budget() / 1024),
             ATTR_CLUSTER_CACHE_SIZE => writeln!(buf, "{}", c.clusters.budget() / 1024),
-            ATTR_CACHE_CLEAN_INTERVAL => writeln!(buf, "{}", c.clean_interval.load(Ordering::Relaxed)),
+            ATTR_CACHE_CLEAN_INTERVAL => {
+                writeln!(buf, "{}", c.clean_interval.load(Ordering::Relaxed))
+            }
             ATTR_L2_CACHE_STATS => stats(&c.l2, buf),
             ATTR_CLUSTER_CACHE_STATS => stats(&c.clusters, buf),
             _ => return Err(EINVAL),
@@ -494,8 +580,12 @@ impl FormatDriver for Qcow2 {
     fn store_attr(&self, index: usize, input: &[u8]) -> Result {
         let c = &self.caches;
         match index {
-            ATTR_L2_CACHE_SIZE => c.l2.set_budget((parse_u32(input)? as usize).saturating_mul(1024)),
-            ATTR_CLUSTER_CACHE_SIZE => c.clusters.set_budget((parse_u32(input)? as usize).saturating_mul(1024)),
+            ATTR_L2_CACHE_SIZE => {
+                c.l2.set_budget((parse_u32(input)? as usize).saturating_mul(1024))
+            }
+            ATTR_CLUSTER_CACHE_SIZE => c
+                .clusters
+                .set_budget((parse_u32(input)? as usize).saturating_mul(1024)),
             ATTR_CACHE_CLEAN_INTERVAL => {
                 c.clean_interval.store(parse_u32(input)?, Ordering::Relaxed);
                 // The next clean is one new interval from now (0: the
@@ -514,6 +604,8 @@ struct Qcow2Module {
 
 impl kernel::Module for Qcow2Module {
     fn init(module: &'static ThisModule) -> Result<Self> {
-        Ok(Self { _reg: Registration::new(module)? })
+        Ok(Self {
+            _reg: Registration::new(module)?,
+        })
     }
 }

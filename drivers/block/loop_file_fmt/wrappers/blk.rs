@@ -651,15 +651,18 @@ impl<T: DiskOps> Disk<T> {
             GFP_KERNEL,
         )?;
         for &(name, writable) in attrs {
+            // `struct attribute` has lockdep fields with
+            // CONFIG_DEBUG_LOCK_ALLOC only: zero here, set by
+            // `lff_sysfs_attr_init` below.
+            #[allow(clippy::needless_update)]
+            let attr = bindings::attribute {
+                name: name.as_char_ptr(),
+                mode: if writable { 0o644 } else { 0o444 },
+                ..Default::default()
+            };
             g.attrs.push(
                 bindings::device_attribute {
-                    // The lockdep fields (CONFIG_DEBUG_LOCK_ALLOC) are
-                    // zero here and set by `lff_sysfs_attr_init` below.
-                    attr: bindings::attribute {
-                        name: name.as_char_ptr(),
-                        mode: if writable { 0o644 } else { 0o444 },
-                        ..Default::default()
-                    },
+                    attr,
                     show: Some(Shims::<T>::sysfs_show),
                     store: if writable {
                         Some(Shims::<T>::sysfs_store)

@@ -84,12 +84,18 @@ impl Inflate {
     pub fn new() -> Result<Self> {
         // SAFETY: a pure function of the zlib configuration.
         let size = unsafe { lff_qcow2_inflate_workspace_size() };
-        Ok(Self { ws: workspace(size)? })
+        Ok(Self {
+            ws: workspace(size)?,
+        })
     }
 
     /// Inflates the raw deflate stream at the start of `input` into
     /// `output`. Input after the end of the stream is ignored.
-    pub fn inflate(&mut self, input: &[u8], output: &mut [u8]) -> Result<InflateStatus, DecompressError> {
+    pub fn inflate(
+        &mut self,
+        input: &[u8],
+        output: &mut [u8],
+    ) -> Result<InflateStatus, DecompressError> {
         let mut produced = 0usize;
         // SAFETY: `ws` is a live workspace of at least the size zlib asked
         // for, used by nobody else (`&mut self`); `input` is readable and
@@ -166,7 +172,11 @@ impl ZstdDctx {
     /// [`ZstdDctx::frame_len`]), into `output`; returns the number of
     /// bytes written (0 for a skippable frame). A frame that would not fit
     /// in `output` is an error.
-    pub fn decompress_frame(&mut self, frame: &[u8], output: &mut [u8]) -> Result<usize, DecompressError> {
+    pub fn decompress_frame(
+        &mut self,
+        frame: &[u8],
+        output: &mut [u8],
+    ) -> Result<usize, DecompressError> {
         // SAFETY: `dctx` is a live context (type invariant) used only by
         // us (`&mut self`); `output` is writable and `frame` readable for
         // their lengths; zstd never writes beyond `output.len()`.

@@ -60,7 +60,13 @@ unsafe impl<T: Tick> Sync for Periodic<T> {}
 impl<T: Tick> Periodic<T> {
     /// A job on `data`, not yet scheduled.
     pub fn new(data: Arc<T>) -> Result<Self> {
-        let inner = KBox::new(Inner { dw: Opaque::uninit(), data }, GFP_KERNEL)?;
+        let inner = KBox::new(
+            Inner {
+                dw: Opaque::uninit(),
+                data,
+            },
+            GFP_KERNEL,
+        )?;
         // SAFETY: `dw` is valid for writes and not in use; it stays at this
         // address (heap, never moved) until `drop` cancels it.
         unsafe { lff_qcow2_init_delayed_work(inner.dw.get(), Self::run) };
