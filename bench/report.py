@@ -176,6 +176,10 @@ def build(d):
     md.append(f"- loop: `{env.get('loop_attach', '')}` (the `qemu-img convert -O raw` copy; "
               "measured once, under image raw)")
     md.append("")
+    md.append("Under TCG on a shared host single runs vary by tens of per cent, and more between "
+              "images measured minutes apart; each backend pair of a cell is measured back to back. "
+              "How to read this: bench/README.md, \"Reading the results\".")
+    md.append("")
     md.append("## Gain of lff over qemu-nbd (IOPS ratio; > 1 is faster)")
     md.append("")
     header = ["cell"] + [IMAGE_LABEL.get(i, i) for i in images] + (["loop / qemu-nbd"] if any(
@@ -356,6 +360,15 @@ def svg(images, cells, get, skipped, env):
         lx += 30 + 7 * len(label)
         if lx > W - 200:
             lx, ly = left, ly + 18
+    for tv in sorted({tv for _, tv in targets}, reverse=True):
+        i = [k for k, v in targets if v == tv][-1]
+        label = f"target {tv:g}× ({'compressed' if tv == 3.0 else 'plain'} qcow2)"
+        if lx + 30 + 7 * len(label) > W - right:
+            lx, ly = left, ly + 18
+        o.append(f'<line x1="{lx}" x2="{lx + 14}" y1="{ly - 4}" y2="{ly - 4}" stroke="{PALETTE.get(i, "#333")}" '
+                 'stroke-dasharray="4,2" stroke-width="2"/>')
+        o.append(f'<text x="{lx + 18}" y="{ly}">{e(label)}</text>')
+        lx += 30 + 7 * len(label)
     for image, note in skipped.items():
         ly += 18
         o.append(f'<text x="{left}" y="{ly}" fill="#999">{e(IMAGE_LABEL.get(image, image))}: skipped, {e(note)}</text>')
