@@ -135,11 +135,15 @@ check "detach after umount" $CTL clear $d
 exec 7<&-
 
 # --- unprivileged callers ---
+# The repository may live where nobody cannot read (/root): run copies.
 chmod 755 "$WORK"
+cp "$LFF_TESTS/lffctl.py" "$(readlink -f "$(command -v losetup-fmt)")" "$WORK/"
+chmod 755 "$WORK/lffctl.py" "$WORK/losetup-fmt"
+UCTL="python3 $WORK/lffctl.py"
 chmod 666 /dev/lff0 /dev/loop-file-fmt-control
-check_fails "non-root configure -> EPERM" EPERM setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all $CTL configure /dev/lff0 raw --file img --ro
-check_fails "non-root control add -> EPERM" EPERM setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all $CTL ctl add
-check_fails "losetup as non-root: not permitted" "Operation not permitted" setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all losetup-fmt -r /dev/lff0 img
+check_fails "non-root configure -> EPERM" EPERM setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all $UCTL configure /dev/lff0 raw --file img --ro
+check_fails "non-root control add -> EPERM" EPERM setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all $UCTL ctl add
+check_fails "losetup as non-root: not permitted" "Operation not permitted" setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all "$WORK/losetup-fmt" -r /dev/lff0 img
 chmod 600 /dev/loop-file-fmt-control; chmod 660 /dev/lff0
 
 # --- control node ---

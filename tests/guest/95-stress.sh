@@ -145,8 +145,10 @@ qcow2_worker 3 zstd top zlib & pids+=($!)
 sysfs_reader & pids+=($!)
 cycler & pids+=($!)
 python3 "$HERE/lff-abuse.py" "$SECS" 100 raw1.img plain.qcow2 >abuse-root.out 2>&1 & pids+=($!)
+# The repository may live where nobody cannot read (/root): run a copy.
+cp "$HERE/lff-abuse.py" "$WORK/lff-abuse-user.py" && chmod 755 "$WORK" "$WORK/lff-abuse-user.py"
 setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all \
-	python3 "$HERE/lff-abuse.py" "$SECS" --unprivileged /dev/lff11 /dev/lff21 /dev/lff22 /dev/lff100 \
+	python3 "$WORK/lff-abuse-user.py" "$SECS" --unprivileged /dev/lff11 /dev/lff21 /dev/lff22 /dev/lff100 \
 	>abuse-user.out 2>&1 & pids+=($!)
 wait "${pids[@]}"
 
