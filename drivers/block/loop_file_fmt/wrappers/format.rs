@@ -571,12 +571,20 @@ impl DriverRef {
         core::ptr::eq(self.raw, raw)
     }
 
-    /// Pins the driver's module so the driver stays registered while a
+    /// Pins the driver's module so its code and data stay while a
     /// device uses it. Fails once the module is being unloaded.
     pub fn pin(&self) -> Result<PinnedDriver> {
+        let raw = self.raw();
         // SAFETY: `owner` is THIS_MODULE of a live (registered) driver.
-        if unsafe { bindings::try_module_get(self.raw().owner) } {
-            Ok(PinnedDriver { drv: *self })
+        if unsafe { bindings::try_module_get(raw.owner) } {
+            // Copy the description: the registration itself may go away
+            // while the module is pinned (a driver may unregister before
+            // its module exits); what it points to lives in the module.
+            Ok(PinnedDriver {
+                name: raw.name,
+                owner: raw.owner,
+                ops: raw.ops,
+            })
         } else {
             Err(ENODEV)
         }
@@ -584,20 +592,34 @@ impl DriverRef {
 }
 
 /// A driver whose module is pinned (`try_module_get`) until dropped.
+///
+/// # Invariants
+///
+/// `owner` holds a reference taken by [`DriverRef::pin`]; `name` and `ops`
+/// are the registration's pointers (NUL-terminated name, valid ops table
+/// with `attach`, `detach` and `read_iter` set), which point into the
+/// pinned module and so stay valid while `self` lives, even after the
+/// registration is withdrawn.
 pub struct PinnedDriver {
-    drv: DriverRef,
+    name: *const c_char,
+    owner: *mut bindings::module,
+    ops: *const RawOps,
 }
+
+// SAFETY: the pointers are to immutable module data and the module
+// reference may be dropped from any thread.
+unsafe impl Send for PinnedDriver {}
 
 impl PinnedDriver {
     /// The format name.
     pub fn name(&self) -> &CStr {
-        self.drv.name()
+        // SAFETY: NUL-terminated and valid while pinned (type invariant).
+        unsafe { CStr::from_char_ptr(self.name) }
     }
 
     fn ops(&self) -> &RawOps {
-        // SAFETY: the module is pinned, so the driver stays registered and
-        // its ops table valid (type invariant of `DriverRef`).
-        unsafe { &*self.drv.raw().ops }
+        // SAFETY: valid while pinned (type invariant).
+        unsafe { &*self.ops }
     }
 
     /// Attaches `files` through the driver; on success the returned
@@ -644,8 +666,8 @@ impl PinnedDriver {
 
 impl Drop for PinnedDriver {
     fn drop(&mut self) {
-        // SAFETY: `pin` took this module reference.
-        unsafe { bindings::module_put(self.drv.raw().owner) };
+        // SAFETY: `pin` took this module reference (type invariant).
+        unsafe { bindings::module_put(self.owner) };
     }
 }
 
