@@ -21,15 +21,10 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 SECS=${LFF_STRESS_SECONDS:-20}
 cd "$WORK" || exit 1
 [ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
-KML=/sys/kernel/debug/kmemleak
 
 check "modprobe the drivers" modprobe -a loop_file_fmt_raw loop_file_fmt_qcow2
-if [ -w $KML ]; then
-	# Forget what boot and the earlier suites left: report only what this
-	# test leaks.
-	echo scan >$KML
-	echo clear >$KML
-fi
+# Report only what this test leaks.
+have_kmemleak && kmemleak_reset
 
 # --- images and oracles -------------------------------------------------------
 q() { qemu-img "$@" >/dev/null; }
@@ -181,23 +176,6 @@ modprobe -a loop_file_fmt_raw loop_file_fmt_qcow2
 check_eq "nothing left attached" "" "$(losetup-fmt -a)"
 check "the whole stack unloads" rmmod loop_file_fmt_qcow2 loop_file_fmt_raw loop_file_fmt
 
-if [ -w $KML ]; then
-	# kmemleak reports objects unreferenced for 5 s and two scans.
-	sleep 6
-	echo scan >$KML
-	echo scan >$KML
-	cat $KML >kmemleak.txt
-	n=$(grep -c '^unreferenced object' kmemleak.txt)
-	echo "# kmemleak: $n suspected leaks in all after the stress run"
-	# Ours: a frame in one of our modules, or an unsymbolized address (a
-	# module that is gone, so ours: the test kernel has no other modules).
-	ours=$(awk '/^unreferenced object/ {o = $0} /\[(loop_file_fmt|lff_kunit)|\] 0xffffffff/ {print o}' kmemleak.txt | sort -u)
-	if [ -z "$ours" ]; then
-		ok "kmemleak: nothing leaked by our modules"
-	else
-		fail "kmemleak: leaks from our modules"; sed -n 1,60p kmemleak.txt | sed 's/^/#   /'
-	fi
-	echo clear >$KML
-fi
+have_kmemleak && kmemleak_check "kmemleak: nothing leaked by our modules"
 echo "# $SUITE: ${SECS} s of stress, ${SECONDS} s in all"
 finish

@@ -35,4 +35,33 @@ check_eq() {
 	if [ "$2" = "$3" ]; then ok "$1"; else fail "$1: expected '$2', got '$3'"; fi
 }
 
+# kmemleak, on the debug kernel (scripts/test-debug). kmemleak_reset
+# forgets what boot and earlier tests left; kmemleak_check DESCRIPTION
+# passes when nothing allocated since was leaked by our modules.
+KML=/sys/kernel/debug/kmemleak
+have_kmemleak() { [ -w $KML ]; }
+kmemleak_reset() {
+	echo scan >$KML
+	echo clear >$KML
+}
+kmemleak_check() {
+	local out=$WORK/kmemleak.txt ours n
+	# kmemleak reports objects unreferenced for 5 s and two scans.
+	sleep 6
+	echo scan >$KML
+	echo scan >$KML
+	cat $KML >"$out"
+	n=$(grep -c '^unreferenced object' "$out")
+	echo "# kmemleak: $n suspected leaks in all"
+	# Ours: a frame in one of our modules, or an unsymbolized address (a
+	# module that is gone, so ours: the test kernel has no other modules).
+	ours=$(awk '/^unreferenced object/ {o = $0} /\[(loop_file_fmt|lff_kunit)|\] 0xffffffff/ {print o}' "$out" | sort -u)
+	if [ -z "$ours" ]; then
+		ok "$1"
+	else
+		fail "$1"; sed -n 1,60p "$out" | sed 's/^/#   /'
+	fi
+	echo clear >$KML
+}
+
 finish() { exit $((FAILS > 0)); }
