@@ -4,9 +4,9 @@
 //! and decompressed clusters, `drivers/block/loop_file_fmt/qcow2/cache.rs`
 //! compiled into this module as the driver compiles it: hits and misses,
 //! LRU eviction order, the byte bound after every insert, entries of
-//! different sizes, budget changes, cleaning of idle entries, and lookups
-//! from several kworkers at once (no lost or duplicated entries, the bound
-//! kept).
+//! different sizes, prefixes that grow in place, budget changes, cleaning
+//! of idle entries, and lookups from several kworkers at once (no lost or
+//! duplicated entries, the bound kept).
 //!
 //! Buffers are filled from their key ([`contents`]), so every buffer a
 //! lookup returns is checked to be the one cached for its key. Eviction
@@ -175,6 +175,74 @@ fn failed_load_is_not_cached(t: &Test) {
     check!(t, valid(&a, k(0), LEN));
     check_eq!(t, loads.load(Relaxed), 1);
     check_eq!(t, stats(&c), (0, 3, 1, LEN));
+}
+
+/// Looks `k` up needing `need` bytes; a load gets `len(cached)` and
+/// returns `len(cached)` bytes; `seen` records the cached length it got.
+fn get_prefix(
+    c: &Cache,
+    k: u64,
+    need: usize,
+    len: impl FnOnce(usize) -> usize,
+    seen: &AtomicUsize,
+) -> FmtResult<Buf> {
+    c.get_or_load_prefix(k, need, |cached| {
+        seen.store(cached, Relaxed);
+        contents(k, len(cached))
+    })
+}
+
+fn prefixes_grow_in_place(t: &Test) {
+    let Some(c) = one_shard(t, 4 * LEN) else {
+        return;
+    };
+    let seen = AtomicUsize::new(usize::MAX);
+    // A miss caches the prefix the load made.
+    let Some(a) = t.ok(get_prefix(&c, k(0), 100, |_| 1024, &seen)) else {
+        return;
+    };
+    check!(t, valid(&a, k(0), 1024));
+    check_eq!(t, seen.load(Relaxed), 0);
+    check_eq!(t, stats(&c), (0, 1, 1, 1024));
+    // Needing no more than cached is a hit.
+    let Some(b) = t.ok(get_prefix(&c, k(0), 1024, |_| 0, &seen)) else {
+        return;
+    };
+    check!(t, Arc::ptr_eq(&a, &b));
+    check_eq!(t, stats(&c), (1, 1, 1, 1024));
+    // Needing more is a miss that sees the cached length, and the longer
+    // buffer replaces the prefix (one entry, bytes adjusted).
+    let Some(d) = t.ok(get_prefix(&c, k(0), 1025, |n| 4 * n, &seen)) else {
+        return;
+    };
+    check!(t, valid(&d, k(0), 4096));
+    check_eq!(t, seen.load(Relaxed), 1024);
+    check_eq!(t, stats(&c), (1, 2, 1, 4096));
+    let Some(e) = t.ok(get_prefix(&c, k(0), 2000, |_| 0, &seen)) else {
+        return;
+    };
+    check!(t, Arc::ptr_eq(&d, &e), "the whole buffer was not kept");
+    // A load returning less than needed is refused, and nothing changes.
+    check_eq!(
+        t,
+        get_prefix(&c, k(1), 10, |_| 9, &seen).err(),
+        Some(Error::Internal)
+    );
+    check_eq!(t, stats(&c).2, 1);
+    // Growing an entry keeps the bound: the others go, the grown one stays.
+    for i in 1..4 {
+        tick();
+        check!(t, get_prefix(&c, k(i), 1, |_| LEN, &seen).is_ok());
+    }
+    check_eq!(t, stats(&c).3, 4 * LEN);
+    tick();
+    let Some(g) = t.ok(get_prefix(&c, k(3), LEN + 1, |_| 2 * LEN, &seen)) else {
+        return;
+    };
+    check!(t, valid(&g, k(3), 2 * LEN));
+    check!(t, c.stats().bytes <= 4 * LEN, "over budget after growing");
+    check!(t, cached(&c, k(3)));
+    check!(t, !cached(&c, k(0)), "the least recently used entry stayed");
 }
 
 fn lru_eviction_order(t: &Test) {
@@ -539,6 +607,7 @@ kunit_suite!(
     [
         keys_and_hits,
         failed_load_is_not_cached,
+        prefixes_grow_in_place,
         lru_eviction_order,
         byte_bound_at_every_step,
         entries_of_any_size,

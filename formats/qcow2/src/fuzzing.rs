@@ -591,20 +591,33 @@ pub fn compressed(data: &[u8]) {
     };
     assert_eq!(offset, d.host_offset());
     assert!(len >= 1 && len <= d.max_len() && offset + len <= file_len);
+    let cluster = 1usize << cluster_bits;
     let request = CompressedRead {
         layer: 0,
         host_offset: offset,
         len: len as usize,
         compression: kind,
-        cluster_size: 1 << cluster_bits,
+        cluster_size: cluster,
+        // Any end of a read range in the cluster, from the input.
+        needed: 1 + (raw >> 40) as usize % cluster,
     };
     let mut input = vec![0u8; max_compressed_len(cluster_bits)];
-    let mut output = vec![0u8; 1 << cluster_bits];
-    if let Err(e) = request.load(&Mem(file), &mut HostDecompressor, &mut input, &mut output) {
-        touch_error(&e);
+    let mut output = vec![0u8; cluster];
+    let whole = request.load(&Mem(file), &mut HostDecompressor, &mut input, &mut output);
+    if let Err(e) = &whole {
+        touch_error(e);
+    }
+    // The shortest prefix a read may decode agrees with the whole cluster.
+    let mut prefix = vec![0u8; request.prefix_len()];
+    assert!(request.accepts_prefix(prefix.len()));
+    let part = request.load(&Mem(file), &mut HostDecompressor, &mut input, &mut prefix);
+    if whole.is_ok() {
+        assert!(part.is_ok(), "{part:?}");
+        assert!(prefix[..] == output[..prefix.len()]);
     }
     // Wrong buffer sizes are refused, not overrun.
-    let short = output.len() - 1;
+    let short = request.prefix_len() - 1;
+    assert!(!request.accepts_prefix(short));
     assert!(request
         .load(
             &Mem(file),

@@ -192,7 +192,9 @@ impl Tables for HostTables<'_> {
 /// One decompressed cluster, keyed by `(layer, host_offset, len)`.
 type CachedCluster = Option<((usize, u64, usize), Vec<u8>)>;
 
-/// Single-entry decompressed cluster cache.
+/// Single-entry decompressed cluster cache, filled like the kernel
+/// driver's: the prefix a read needs on a miss, the whole cluster when a
+/// later read needs more of a cached prefix.
 struct HostCompressed<'a> {
     storage: &'a FileStorage,
     decompressor: &'a mut HostDecompressor,
@@ -206,14 +208,18 @@ impl CompressedClusters for HostCompressed<'_> {
         f: F,
     ) -> Result<R> {
         let key = (request.layer, request.host_offset, request.len);
+        let mut want = request.prefix_len();
         if let Some((k, data)) = self.cache.as_ref() {
             if *k == key {
-                return Ok(f(data));
+                if request.accepts_prefix(data.len()) {
+                    return Ok(f(data));
+                }
+                want = request.cluster_size;
             }
         }
         let cluster_bits = request.cluster_size.trailing_zeros();
         let mut input = vec![0u8; max_compressed_len(cluster_bits)];
-        let mut output = vec![0u8; request.cluster_size];
+        let mut output = vec![0u8; want];
         request.load(self.storage, self.decompressor, &mut input, &mut output)?;
         let r = f(&output);
         *self.cache = Some((key, output));

@@ -19,6 +19,11 @@
 //!
 //! Two requests missing the same key at once both load it; the first
 //! insert wins and the second request uses the cached copy.
+//!
+//! A buffer may hold only a prefix of its item (the part of a deflate
+//! cluster a read needed, see `CompressedRead::prefix_len`):
+//! [`Cache::get_or_load_prefix`] takes a cached buffer shorter than the
+//! lookup needs as a miss, and a longer loaded buffer replaces it.
 
 use crate::qcow2fmt::error::{Error, Result};
 use core::pin::Pin;
@@ -57,9 +62,16 @@ struct Shard {
 impl Shard {
     /// Evicts the least recently used entry; false if empty.
     fn evict_one(&mut self) -> bool {
+        self.evict_other(u64::MAX)
+    }
+
+    /// Evicts the least recently used entry but `keep` (a key, or
+    /// `u64::MAX`: none); false if there is none.
+    fn evict_other(&mut self, keep: u64) -> bool {
         let oldest = self
             .map
             .iter()
+            .filter(|(k, _)| **k != keep)
             .min_by_key(|(_, e)| e.last_used)
             .map(|(k, _)| *k);
         match oldest.and_then(|k| self.map.remove(&k)) {
@@ -146,27 +158,56 @@ impl Cache {
         key: u64,
         load: impl FnOnce() -> Result<KVVec<u8>>,
     ) -> Result<Buf> {
+        self.get_or_load_prefix(key, 0, |_| load())
+    }
+
+    /// The buffer for `key` if it holds at least `need` bytes; otherwise
+    /// `load` (called without any lock held, with the length of the
+    /// shorter buffer cached, 0 if none) loads one, which is cached in
+    /// place of the shorter one. `load` must return at least `need` bytes.
+    pub(crate) fn get_or_load_prefix(
+        &self,
+        key: u64,
+        need: usize,
+        load: impl FnOnce(usize) -> Result<KVVec<u8>>,
+    ) -> Result<Buf> {
         let shard = self.shard(key);
         let now = now_ms();
+        let mut cached_len = 0;
         if let Some(e) = shard.lock().map.get_mut(&key) {
             e.last_used = now;
-            self.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(e.data.clone());
+            if e.data.len() >= need {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(e.data.clone());
+            }
+            cached_len = e.data.len();
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let nomem = Error::Io(-(ENOMEM.to_errno()));
-        let data = Arc::new(load()?, GFP_KERNEL).map_err(|_| nomem)?;
+        let data = load(cached_len)?;
+        if data.len() < need {
+            return Err(Error::Internal);
+        }
+        let data = Arc::new(data, GFP_KERNEL).map_err(|_| nomem)?;
         let Ok(node) = RBTreeNodeReservation::new(GFP_KERNEL) else {
             // No memory to cache it: serve this request uncached.
             return Ok(data);
         };
         let len = data.len();
         let cap = self.shard_budget();
-        let mut s = shard.lock();
+        let mut guard = shard.lock();
+        let s = &mut *guard;
         if let Some(e) = s.map.get_mut(&key) {
-            // Another request loaded it meanwhile.
             e.last_used = now;
-            return Ok(e.data.clone());
+            if e.data.len() >= len {
+                // Another request loaded as much meanwhile.
+                return Ok(e.data.clone());
+            }
+            // Ours is longer: it replaces the cached prefix.
+            s.bytes = s.bytes - e.data.len() + len;
+            e.data = data.clone();
+            while s.bytes > cap && s.evict_other(key) {}
+            return Ok(data);
         }
         while s.bytes + len > cap && s.evict_one() {}
         s.map.insert(node.into_node(

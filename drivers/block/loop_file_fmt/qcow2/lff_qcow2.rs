@@ -458,18 +458,27 @@ impl CompressedClusters for ReqClusters<'_> {
         f: F,
     ) -> qcow2fmt::Result<R> {
         let dev = self.0;
-        let cluster =
-            dev.caches
-                .clusters
-                .get_or_load(cache::key(req.layer, req.host_offset), || {
-                    let mut out = KVVec::from_elem(0u8, req.cluster_size, GFP_KERNEL)
-                        .map_err(|_| ferr(ENOMEM))?;
-                    dev.pool.with_worker(|w| {
-                        let (input, dec) = w.parts()?;
-                        req.load(&Files(&dev.files), dec, input, &mut out)
-                    })?;
-                    Ok(out)
+        let need = req.prefix_len();
+        let key = cache::key(req.layer, req.host_offset);
+        let cluster = dev
+            .caches
+            .clusters
+            .get_or_load_prefix(key, need, |cached_len| {
+                // A first read decodes what it needs; a read needing more
+                // than a cached prefix decodes the whole cluster, so small
+                // reads going up through a cluster decode it at most twice.
+                let len = if cached_len > 0 {
+                    req.cluster_size
+                } else {
+                    need
+                };
+                let mut out = KVVec::from_elem(0u8, len, GFP_KERNEL).map_err(|_| ferr(ENOMEM))?;
+                dev.pool.with_worker(|w| {
+                    let (input, dec) = w.parts()?;
+                    req.load(&Files(&dev.files), dec, input, &mut out)
                 })?;
+                Ok(out)
+            })?;
         Ok(f(&cluster))
     }
 }

@@ -14,7 +14,17 @@
 //! Decompression contract: compression type 0 is a raw deflate stream (RFC
 //! 1951, no zlib header), type 1 a zstd frame. The output must be exactly one
 //! cluster; input bytes after the end of the stream are ignored (they belong
-//! to the sector padding or to the next compressed cluster). A
+//! to the sector padding or to the next compressed cluster).
+//!
+//! A read needs only the cluster's bytes up to the end of its range
+//! ([`CompressedRead::needed`]). A deflate stream can be stopped anywhere,
+//! so a provider may decode just that prefix ([`CompressedRead::prefix_len`]):
+//! a random 4 KiB read then inflates half a cluster on average instead of
+//! all of it. zstd decodes whole blocks (a 64 KiB cluster is one block), so
+//! it always decodes the cluster. A consequence for corrupt images: an
+//! error in a deflate stream fails the reads that reach it, not the reads
+//! of the bytes before it (QEMU, which always inflates the whole cluster,
+//! fails them all). A
 //! [`Decompressor`] is supplied by the caller: the kernel wraps
 //! `zlib_inflate`/`zstd`, the host build uses flate2/zstd.
 
@@ -178,7 +188,7 @@ pub trait Decompressor {
 }
 
 /// Runs `decompressor` and checks that it produced exactly `output.len()`
-/// bytes (one cluster).
+/// bytes (one cluster, or a prefix of one for deflate).
 pub fn decompress_cluster<D: Decompressor + ?Sized>(
     decompressor: &mut D,
     kind: CompressionType,
@@ -217,13 +227,33 @@ pub struct CompressedRead {
     pub compression: CompressionType,
     /// Cluster size: the exact decompressed length.
     pub cluster_size: usize,
+    /// How many bytes from the start of the cluster the read needs: the
+    /// end of its range in the cluster (at most `cluster_size`).
+    pub needed: usize,
 }
 
 impl CompressedRead {
+    /// The shortest prefix of the cluster a provider may decompress for
+    /// this read: [`Self::needed`] bytes for deflate, the whole cluster for
+    /// zstd (see the module documentation).
+    pub fn prefix_len(&self) -> usize {
+        match self.compression {
+            CompressionType::Deflate => self.needed.min(self.cluster_size),
+            CompressionType::Zstd => self.cluster_size,
+        }
+    }
+
+    /// Whether `len` bytes from the cluster's start is a prefix `load`
+    /// can produce and that serves this read.
+    pub fn accepts_prefix(&self, len: usize) -> bool {
+        len == self.cluster_size || (len >= self.prefix_len() && len < self.cluster_size)
+    }
+
     /// Convenience for providers: reads the compressed bytes through
     /// `storage` into `input` (at least `self.len` bytes, see
-    /// [`max_compressed_len`]) and decompresses them into `output`, which
-    /// must be exactly one cluster.
+    /// [`max_compressed_len`]) and decompresses the cluster's first
+    /// `output.len()` bytes into `output`: the whole cluster, or a prefix
+    /// of at least [`Self::prefix_len`] bytes.
     pub fn load<S: Storage + ?Sized, D: Decompressor + ?Sized>(
         &self,
         storage: &S,
@@ -231,7 +261,7 @@ impl CompressedRead {
         input: &mut [u8],
         output: &mut [u8],
     ) -> Result<()> {
-        if output.len() != self.cluster_size {
+        if !self.accepts_prefix(output.len()) {
             return Err(Error::BufferSize {
                 what: Structure::CompressedCluster,
                 expected: self.cluster_size as u64,

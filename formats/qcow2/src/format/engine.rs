@@ -63,7 +63,8 @@ pub trait Tables {
 /// Provider of decompressed clusters; the caller owns buffers and caching.
 pub trait CompressedClusters {
     /// Calls `f` with the decompressed cluster described by `request`
-    /// (exactly `request.cluster_size` bytes), decompressing it if needed,
+    /// (all `request.cluster_size` bytes, or a prefix that
+    /// [`CompressedRead::accepts_prefix`]), decompressing it if needed,
     /// e.g. with [`CompressedRead::load`].
     fn with_cluster<R, F: FnOnce(&[u8]) -> R>(
         &mut self,
@@ -233,24 +234,28 @@ impl Chain {
             MappingKind::Compressed { descriptor } => {
                 let (host_offset, clen) = descriptor.read_range(q.file_len())?;
                 let cluster_size = q.geometry().cluster_len();
+                let start = to_usize(q.geometry().offset_in_cluster(pos))?;
+                let n = to_usize(m.len)?;
+                let end = start.checked_add(n).ok_or(Error::Internal)?;
+                if end > cluster_size {
+                    return Err(Error::Internal);
+                }
                 let request = CompressedRead {
                     layer: index,
                     host_offset,
                     len: to_usize(clen)?,
                     compression: q.compression(),
                     cluster_size,
+                    needed: end,
                 };
-                let start = to_usize(q.geometry().offset_in_cluster(pos))?;
-                let n = to_usize(m.len)?;
                 compressed.with_cluster(&request, |cluster: &[u8]| {
-                    if cluster.len() != cluster_size {
+                    if !request.accepts_prefix(cluster.len()) {
                         return Err(Error::BufferSize {
                             what: Structure::CompressedCluster,
                             expected: cluster_size as u64,
                             got: cluster.len() as u64,
                         });
                     }
-                    let end = start.checked_add(n).ok_or(Error::Internal)?;
                     let part = cluster.get(start..end).ok_or(Error::Internal)?;
                     sink.copy_from(part)
                 })??;
