@@ -104,7 +104,7 @@ impl MemImage {
         put_u64(&mut h, 40, 512);
         put_u64(&mut h, 48, 0);
         set_u32(&mut h, 56, 0);
-        file.get_mut(..512)?.copy_from_slice(&h);
+        file.get_mut(..h.len())?.copy_from_slice(&h);
         let l1 = 1024 | (1 << 63);
         put_u64(&mut file, 512, l1);
         put_u64(&mut file, 1024, 1536 | (1 << 63));
