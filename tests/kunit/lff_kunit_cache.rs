@@ -4,14 +4,15 @@
 //! and decompressed clusters, `drivers/block/loop_file_fmt/qcow2/cache.rs`
 //! compiled into this module as the driver compiles it: hits and misses,
 //! LRU eviction order, the byte bound after every insert, entries of
-//! different sizes, prefixes that grow in place, budget changes, cleaning
+//! different sizes, prefixes that grow in place, tags, budget changes, cleaning
 //! of idle entries, and lookups from several kworkers at once (no lost or
 //! duplicated entries, the bound kept).
 //!
 //! Buffers are filled from their key ([`contents`]), so every buffer a
 //! lookup returns is checked to be the one cached for its key. Eviction
-//! order follows `last_used`, a time in milliseconds: cases that depend on
-//! it let the clock move on between accesses ([`tick`]).
+//! follows the exact order of accesses (no waiting between them); cleaning
+//! follows `last_used`, a time in milliseconds: cases that depend on it let
+//! the clock move on ([`tick`]).
 
 #![deny(unsafe_code)]
 
@@ -186,7 +187,7 @@ fn get_prefix(
     len: impl FnOnce(usize) -> usize,
     seen: &AtomicUsize,
 ) -> FmtResult<Buf> {
-    c.get_or_load_prefix(k, need, |cached| {
+    c.get_or_load_prefix(k, 0, need, |cached| {
         seen.store(cached, Relaxed);
         contents(k, len(cached))
     })
@@ -231,11 +232,9 @@ fn prefixes_grow_in_place(t: &Test) {
     check_eq!(t, stats(&c).2, 1);
     // Growing an entry keeps the bound: the others go, the grown one stays.
     for i in 1..4 {
-        tick();
         check!(t, get_prefix(&c, k(i), 1, |_| LEN, &seen).is_ok());
     }
     check_eq!(t, stats(&c).3, 4 * LEN);
-    tick();
     let Some(g) = t.ok(get_prefix(&c, k(3), LEN + 1, |_| 2 * LEN, &seen)) else {
         return;
     };
@@ -245,6 +244,33 @@ fn prefixes_grow_in_place(t: &Test) {
     check!(t, !cached(&c, k(0)), "the least recently used entry stayed");
 }
 
+fn tags_tell_items_apart(t: &Test) {
+    let Some(c) = one_shard(t, 4 * LEN) else {
+        return;
+    };
+    let seen = AtomicUsize::new(usize::MAX);
+    let tagged = |tag: u64, len: usize| {
+        c.get_or_load_prefix(k(0), tag, 1, |cached| {
+            seen.store(cached, Relaxed);
+            let mut v = contents(k(0), len)?;
+            if let Some(b) = v.first_mut() {
+                *b = tag as u8;
+            }
+            Ok(v)
+        })
+    };
+    // Tag 1 is cached; tag 2 at the same key is a miss that does not see
+    // tag 1's buffer as a prefix, and replaces it.
+    check_matches!(t, tagged(1, LEN), Ok(b) if b.first() == Some(&1) && b.len() == LEN);
+    check_matches!(t, tagged(2, 100), Ok(b) if b.first() == Some(&2) && b.len() == 100);
+    check_eq!(t, seen.load(Relaxed), 0);
+    check_eq!(t, stats(&c), (0, 2, 1, 100));
+    // Tag 2 now hits; tag 1 misses again.
+    check_matches!(t, tagged(2, 0), Ok(b) if b.first() == Some(&2));
+    check_matches!(t, tagged(1, LEN), Ok(b) if b.first() == Some(&1));
+    check_eq!(t, stats(&c), (1, 3, 1, LEN));
+}
+
 fn lru_eviction_order(t: &Test) {
     let Some(c) = one_shard(t, 4 * LEN) else {
         return;
@@ -252,7 +278,6 @@ fn lru_eviction_order(t: &Test) {
     let loads = AtomicUsize::new(0);
     // Insert 0..4, then use 0 and 2: the least recently used are 1, 3.
     for i in [0, 1, 2, 3, 0, 2, 4, 5] {
-        tick();
         let Some(b) = t.ok(get(&c, k(i), LEN, &loads)) else {
             return;
         };
@@ -304,7 +329,6 @@ fn entries_of_any_size(t: &Test) {
     let Some(c) = one_shard(t, 10000) else { return };
     let loads = AtomicUsize::new(0);
     let step = |i: u64, len: usize| {
-        tick();
         let b = get(&c, k(i), len, &loads).ok();
         check!(
             t,
@@ -342,7 +366,6 @@ fn budget_change_shrinks(t: &Test) {
     let loads = AtomicUsize::new(0);
     let mut first = None;
     for i in 0..8 {
-        tick();
         let b = t.ok(get(&c, k(i), LEN, &loads));
         first = first.or(b);
     }
@@ -354,7 +377,6 @@ fn budget_change_shrinks(t: &Test) {
     let present = [0, 1, 2, 3, 4].map(|i| cached(&c, k(i)));
     check_eq!(t, present, [false; 5]);
     for i in 5..8 {
-        tick();
         check!(t, cached(&c, k(i)), "table {i} evicted");
     }
     check!(
@@ -608,6 +630,7 @@ kunit_suite!(
         keys_and_hits,
         failed_load_is_not_cached,
         prefixes_grow_in_place,
+        tags_tell_items_apart,
         lru_eviction_order,
         byte_bound_at_every_step,
         entries_of_any_size,

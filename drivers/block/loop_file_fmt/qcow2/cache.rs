@@ -12,10 +12,11 @@
 //! shard only meet for a lookup.
 //!
 //! The byte budget is split evenly between the shards; a shard evicts its
-//! least recently used entries before an insert would exceed its share,
-//! but always keeps the entry being inserted (so a budget smaller than one
-//! buffer per shard still caches one buffer per shard). [`Cache::clean`]
-//! frees entries unused since a given time.
+//! least recently used entries (in the exact order of its accesses, which
+//! it counts) before an insert would exceed its share, but always keeps the
+//! entry being inserted (so a budget smaller than one buffer per shard
+//! still caches one buffer per shard). [`Cache::clean`] frees entries
+//! unused since a given time.
 //!
 //! Two requests missing the same key at once both load it; the first
 //! insert wins and the second request uses the cached copy.
@@ -23,7 +24,8 @@
 //! A buffer may hold only a prefix of its item (the part of a deflate
 //! cluster a read needed, see `CompressedRead::prefix_len`):
 //! [`Cache::get_or_load_prefix`] takes a cached buffer shorter than the
-//! lookup needs as a miss, and a longer loaded buffer replaces it.
+//! lookup needs as a miss, and a longer loaded buffer replaces it. Its
+//! `tag` tells apart items that share a key.
 
 use crate::qcow2fmt::error::{Error, Result};
 use core::pin::Pin;
@@ -51,15 +53,28 @@ pub(crate) fn now_ms() -> i64 {
 
 struct Entry {
     data: Buf,
+    /// See [`Cache::get_or_load_prefix`].
+    tag: u64,
+    /// When the entry was last used: the shard's access count (the LRU
+    /// order), and milliseconds (for [`Cache::clean`]).
+    last_seq: u64,
     last_used: i64,
 }
 
 struct Shard {
     map: RBTree<u64, Entry>,
     bytes: usize,
+    /// Accesses so far: the clock of `Entry::last_seq`.
+    seq: u64,
 }
 
 impl Shard {
+    /// The next access number.
+    fn tick(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
     /// Evicts the least recently used entry; false if empty.
     fn evict_one(&mut self) -> bool {
         self.evict_other(u64::MAX)
@@ -72,7 +87,7 @@ impl Shard {
             .map
             .iter()
             .filter(|(k, _)| **k != keep)
-            .min_by_key(|(_, e)| e.last_used)
+            .min_by_key(|(_, e)| e.last_seq)
             .map(|(k, _)| *k);
         match oldest.and_then(|k| self.map.remove(&k)) {
             Some(e) => {
@@ -122,7 +137,8 @@ impl Cache {
                 KBox::pin_init(
                     new_mutex!(Shard {
                         map: RBTree::new(),
-                        bytes: 0
+                        bytes: 0,
+                        seq: 0,
                     }),
                     GFP_KERNEL,
                 )?,
@@ -158,29 +174,43 @@ impl Cache {
         key: u64,
         load: impl FnOnce() -> Result<KVVec<u8>>,
     ) -> Result<Buf> {
-        self.get_or_load_prefix(key, 0, |_| load())
+        self.get_or_load_prefix(key, 0, 0, |_| load())
     }
 
-    /// The buffer for `key` if it holds at least `need` bytes; otherwise
-    /// `load` (called without any lock held, with the length of the
-    /// shorter buffer cached, 0 if none) loads one, which is cached in
-    /// place of the shorter one. `load` must return at least `need` bytes.
+    /// The buffer for `key` if it was cached with `tag` and holds at least
+    /// `need` bytes; otherwise `load` (called without any lock held, with
+    /// the length of the shorter buffer cached with `tag`, 0 if none)
+    /// loads one, which is cached in place of the cached one. `load` must
+    /// return at least `need` bytes.
+    ///
+    /// `tag` tells apart items that share a key: a compressed cluster's
+    /// length (a hostile image can point two descriptors of different
+    /// lengths at one offset, and what a read returns must not depend on
+    /// which was read first).
     pub(crate) fn get_or_load_prefix(
         &self,
         key: u64,
+        tag: u64,
         need: usize,
         load: impl FnOnce(usize) -> Result<KVVec<u8>>,
     ) -> Result<Buf> {
         let shard = self.shard(key);
         let now = now_ms();
         let mut cached_len = 0;
-        if let Some(e) = shard.lock().map.get_mut(&key) {
-            e.last_used = now;
-            if e.data.len() >= need {
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(e.data.clone());
+        {
+            let mut s = shard.lock();
+            let seq = s.tick();
+            if let Some(e) = s.map.get_mut(&key) {
+                e.last_seq = seq;
+                e.last_used = now;
+                if e.tag == tag {
+                    if e.data.len() >= need {
+                        self.hits.fetch_add(1, Ordering::Relaxed);
+                        return Ok(e.data.clone());
+                    }
+                    cached_len = e.data.len();
+                }
             }
-            cached_len = e.data.len();
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let nomem = Error::Io(-(ENOMEM.to_errno()));
@@ -196,16 +226,19 @@ impl Cache {
         let len = data.len();
         let cap = self.shard_budget();
         let mut guard = shard.lock();
+        let seq = guard.tick();
         let s = &mut *guard;
         if let Some(e) = s.map.get_mut(&key) {
+            e.last_seq = seq;
             e.last_used = now;
-            if e.data.len() >= len {
+            if e.tag == tag && e.data.len() >= len {
                 // Another request loaded as much meanwhile.
                 return Ok(e.data.clone());
             }
-            // Ours is longer: it replaces the cached prefix.
+            // Ours is longer, or of another tag: it replaces the cached one.
             s.bytes = s.bytes - e.data.len() + len;
             e.data = data.clone();
+            e.tag = tag;
             while s.bytes > cap && s.evict_other(key) {}
             return Ok(data);
         }
@@ -214,6 +247,8 @@ impl Cache {
             key,
             Entry {
                 data: data.clone(),
+                tag,
+                last_seq: seq,
                 last_used: now,
             },
         ));
