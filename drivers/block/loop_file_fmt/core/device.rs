@@ -21,6 +21,7 @@ use crate::wrappers::file::{File, FileKind};
 use crate::wrappers::format::{Instance, SysfsBuf, MAX_LAYERS};
 use crate::wrappers::{capable_sys_admin, nr_cpu_ids, uapi};
 use core::fmt::Write;
+use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::fmt;
 use kernel::prelude::*;
 use kernel::str::{CStr, CString};
@@ -95,6 +96,8 @@ pub(crate) struct Device {
     cfg: Mutex<State>,
     #[pin]
     io: SpinLock<Option<Arc<Attached>>>,
+    /// No layer is a block device: see [`DiskOps::serve_inline`].
+    inline_ok: AtomicBool,
 }
 
 fn cstr_field(bytes: &[core::ffi::c_char]) -> Result<&CStr> {
@@ -123,6 +126,7 @@ impl Device {
                 name,
                 cfg <- new_mutex!(State { disk: None, group: None, attached: None, deleting: false }),
                 io <- new_spinlock!(None),
+                inline_ok: AtomicBool::new(false),
             }),
             GFP_KERNEL,
         )?;
@@ -340,6 +344,8 @@ impl Device {
             disk.set_limits(&limits)?;
             disk.set_read_only(ro);
             disk.set_partscan(partscan);
+            let on_bdev = att.files.iter().any(|f| f.kind() == FileKind::Block);
+            self.inline_ok.store(!on_bdev, Ordering::Relaxed);
             *self.io.lock() = Some(att.clone());
         }
         match disk.add_group(kernel::c_str!("loop_file_fmt"), &attrs) {
@@ -476,6 +482,10 @@ impl DiskOps for Device {
     fn queue_rq(&self, rq: &Request<'_>) -> Result {
         let att = self.current().ok_or(EIO)?;
         self.serve(&att, rq)
+    }
+
+    fn serve_inline(&self) -> bool {
+        self.inline_ok.load(Ordering::Relaxed)
     }
 
     fn open(&self) -> Result {

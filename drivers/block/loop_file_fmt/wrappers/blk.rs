@@ -122,6 +122,12 @@ impl Request<'_> {
 pub trait DiskOps: Send + Sync + Sized + 'static {
     /// Serves a request (may sleep: the tag set is blocking).
     fn queue_rq(&self, rq: &Request<'_>) -> Result;
+    /// Whether a request that ends a batch may be served in the
+    /// submitter's context (see `Shims::queue_rq`). A disk whose backing
+    /// file is a block device says no: reading it there would take that
+    /// block device's inode lock inside a read of ours, which holds ours,
+    /// the same lock class (lockdep's "possible recursive locking").
+    fn serve_inline(&self) -> bool;
     /// The block device is opened.
     fn open(&self) -> Result;
     /// The block device is closed; `openers` remain.
@@ -176,7 +182,8 @@ impl<T: DiskOps> Shims<T> {
     /// submitted with no plug: `sb_bread` at mount, O_DIRECT) goes to the
     /// workqueue too: there the bios the backing file's own I/O submits
     /// would wait on `current->bio_list` until we return, a deadlock when
-    /// the image lives on a block device or a disk file system.
+    /// the image lives on a block device or a disk file system. So does
+    /// every request of a disk that asks for it ([`DiskOps::serve_inline`]).
     ///
     /// # Safety
     ///
@@ -198,7 +205,10 @@ impl<T: DiskOps> Shims<T> {
             .unwrap_or(core::ptr::null_mut());
         // SAFETY: reads a field of `current`, always valid in task context.
         let in_submit_bio = unsafe { sys::lff_in_submit_bio() };
-        if (last && !in_submit_bio) || wq.is_null() {
+        // SAFETY: `queuedata` is the `T` of the disk (see `Disk::new`),
+        // alive while requests run.
+        let inline_ok = unsafe { &*sys::lff_rq_driver_data(rq).cast::<T>() }.serve_inline();
+        if (last && !in_submit_bio && inline_ok) || wq.is_null() {
             // SAFETY: started above; ours until ended.
             unsafe { Self::serve(rq) };
         } else {
