@@ -598,8 +598,9 @@ pub fn compressed(data: &[u8]) {
         len: len as usize,
         compression: kind,
         cluster_size: cluster,
-        // Any end of a read range in the cluster, from the input.
-        needed: 1 + (raw >> 40) as usize % cluster,
+        // Any end of a read range in the cluster, from the input's length
+        // (the descriptor's bits must stay a valid offset into the file).
+        needed: 1 + file.len().wrapping_mul(2_654_435_761) % cluster,
     };
     let mut input = vec![0u8; max_compressed_len(cluster_bits)];
     let mut output = vec![0u8; cluster];
