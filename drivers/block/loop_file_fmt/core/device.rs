@@ -96,7 +96,7 @@ pub(crate) struct Device {
     cfg: Mutex<State>,
     #[pin]
     io: SpinLock<Option<Arc<Attached>>>,
-    /// No layer is a block device: see [`DiskOps::serve_inline`].
+    /// Every layer is on tmpfs: see [`DiskOps::serve_inline`].
     inline_ok: AtomicBool,
 }
 
@@ -344,8 +344,8 @@ impl Device {
             disk.set_limits(&limits)?;
             disk.set_read_only(ro);
             disk.set_partscan(partscan);
-            let on_bdev = att.files.iter().any(|f| f.kind() == FileKind::Block);
-            self.inline_ok.store(!on_bdev, Ordering::Relaxed);
+            let in_ram = att.files.iter().all(|f| f.is_on_tmpfs());
+            self.inline_ok.store(in_ram, Ordering::Relaxed);
             *self.io.lock() = Some(att.clone());
         }
         match disk.add_group(kernel::c_str!("loop_file_fmt"), &attrs) {

@@ -16,6 +16,7 @@
 #include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/kdev_t.h>
+#include <linux/magic.h>
 #include <linux/miscdevice.h>
 #include <linux/module.h>
 #include <linux/sched.h>
@@ -233,6 +234,13 @@ int lff_file_kind(struct file *file)
 	return S_ISREG(mode) ? 1 : S_ISBLK(mode) ? 2 : 0;
 }
 EXPORT_SYMBOL_GPL(lff_file_kind);
+
+/* Whether @file lives on tmpfs, whose reads take no locks of a disk file system. */
+bool lff_file_on_tmpfs(struct file *file)
+{
+	return file_inode(file)->i_sb->s_magic == TMPFS_MAGIC;
+}
+EXPORT_SYMBOL_GPL(lff_file_on_tmpfs);
 
 /* @dev in the userspace (stat) encoding, @rdev in the kernel's. */
 void lff_file_ids(struct file *file, u64 *dev, u64 *ino, u32 *rdev)

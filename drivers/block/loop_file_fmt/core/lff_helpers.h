@@ -45,6 +45,7 @@ bool lff_file_writable(struct file *file);
 bool lff_file_direct_io(struct file *file);
 bool lff_file_can_direct_io(struct file *file);
 int lff_file_kind(struct file *file);
+bool lff_file_on_tmpfs(struct file *file);
 void lff_file_ids(struct file *file, u64 *dev, u64 *ino, u32 *rdev);
 unsigned int lff_file_dio_align(struct file *file);
 struct gendisk *lff_blk_mq_alloc_disk(struct blk_mq_tag_set *set, struct queue_limits *lim, void *queuedata);

@@ -123,10 +123,12 @@ pub trait DiskOps: Send + Sync + Sized + 'static {
     /// Serves a request (may sleep: the tag set is blocking).
     fn queue_rq(&self, rq: &Request<'_>) -> Result;
     /// Whether a request that ends a batch may be served in the
-    /// submitter's context (see `Shims::queue_rq`). A disk whose backing
-    /// file is a block device says no: reading it there would take that
-    /// block device's inode lock inside a read of ours, which holds ours,
-    /// the same lock class (lockdep's "possible recursive locking").
+    /// submitter's context (see `Shims::queue_rq`). Only where reading the
+    /// backing files takes no lock the submitter may hold: a read of a
+    /// block device, or of a file on a disk file system, takes the inode
+    /// and mapping locks of its class, which the submitter holds when it
+    /// is reading our device, or a file system of that type inside our
+    /// image (lockdep's "possible recursive locking").
     fn serve_inline(&self) -> bool;
     /// The block device is opened.
     fn open(&self) -> Result;

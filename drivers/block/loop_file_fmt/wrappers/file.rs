@@ -116,6 +116,12 @@ impl File {
         }
     }
 
+    /// Whether the file lives on tmpfs.
+    pub fn is_on_tmpfs(&self) -> bool {
+        // SAFETY: the file is valid by the type invariant.
+        unsafe { sys::lff_file_on_tmpfs(self.as_ptr()) }
+    }
+
     /// `(st_dev, st_ino, rdev)` of the file: `st_dev` as `stat(2)` reports
     /// it, `rdev` as the kernel encodes it (`MAJOR(rdev) == rdev >> 20`).
     pub fn ids(&self) -> (u64, u64, u32) {

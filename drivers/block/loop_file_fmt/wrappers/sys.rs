@@ -57,6 +57,7 @@ extern "C" {
     pub(crate) fn lff_file_direct_io(file: *mut bindings::file) -> bool;
     pub(crate) fn lff_file_can_direct_io(file: *mut bindings::file) -> bool;
     pub(crate) fn lff_file_kind(file: *mut bindings::file) -> c_int;
+    pub(crate) fn lff_file_on_tmpfs(file: *mut bindings::file) -> bool;
     pub(crate) fn lff_file_ids(
         file: *mut bindings::file,
         dev: *mut u64,
