@@ -235,10 +235,16 @@ int lff_file_kind(struct file *file)
 }
 EXPORT_SYMBOL_GPL(lff_file_kind);
 
-/* Whether @file lives on tmpfs, whose reads take no locks of a disk file system. */
+/*
+ * Whether @file is a regular file on tmpfs, whose reads take no locks of a
+ * disk file system. (A block device node on devtmpfs is not: its reads go to
+ * the block device.)
+ */
 bool lff_file_on_tmpfs(struct file *file)
 {
-	return file_inode(file)->i_sb->s_magic == TMPFS_MAGIC;
+	struct inode *inode = file_inode(file);
+
+	return S_ISREG(inode->i_mode) && inode->i_sb->s_magic == TMPFS_MAGIC;
 }
 EXPORT_SYMBOL_GPL(lff_file_on_tmpfs);
 

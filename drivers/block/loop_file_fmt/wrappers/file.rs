@@ -116,7 +116,7 @@ impl File {
         }
     }
 
-    /// Whether the file lives on tmpfs.
+    /// Whether the file is a regular file on tmpfs.
     pub fn is_on_tmpfs(&self) -> bool {
         // SAFETY: the file is valid by the type invariant.
         unsafe { sys::lff_file_on_tmpfs(self.as_ptr()) }
