@@ -208,15 +208,16 @@ impl CompressedClusters for HostCompressed<'_> {
         f: F,
     ) -> Result<R> {
         let key = (request.layer, request.host_offset, request.len);
-        let mut want = request.prefix_len();
+        let mut cached_len = 0;
         if let Some((k, data)) = self.cache.as_ref() {
             if *k == key {
                 if request.accepts_prefix(data.len()) {
                     return Ok(f(data));
                 }
-                want = request.cluster_size;
+                cached_len = data.len();
             }
         }
+        let want = request.decode_len(cached_len);
         let cluster_bits = request.cluster_size.trailing_zeros();
         let mut input = vec![0u8; max_compressed_len(cluster_bits)];
         let mut output = vec![0u8; want];

@@ -464,14 +464,7 @@ impl CompressedClusters for ReqClusters<'_> {
             dev.caches
                 .clusters
                 .get_or_load_prefix(key, req.len as u64, need, |cached_len| {
-                    // A first read decodes what it needs; a read needing more
-                    // than a cached prefix decodes the whole cluster, so small
-                    // reads going up through a cluster decode it at most twice.
-                    let len = if cached_len > 0 {
-                        req.cluster_size
-                    } else {
-                        need
-                    };
+                    let len = req.decode_len(cached_len);
                     let mut out =
                         KVVec::from_elem(0u8, len, GFP_KERNEL).map_err(|_| ferr(ENOMEM))?;
                     dev.pool.with_worker(|w| {

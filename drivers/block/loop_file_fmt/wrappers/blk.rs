@@ -155,15 +155,25 @@ impl<T: DiskOps> Shims<T> {
         unsafe { &*(*disk).private_data.cast::<T>() }
     }
 
+    /// The `T` of the disk of `rq`.
+    ///
+    /// # Safety
+    ///
+    /// `rq` must be a request of a disk of `T` that has not ended.
+    unsafe fn rq_data<'a>(rq: *mut bindings::request) -> &'a T {
+        // SAFETY: `queuedata` is the `T` of the disk (see `Disk::new`),
+        // alive while requests run.
+        unsafe { &*sys::lff_rq_driver_data(rq).cast::<T>() }
+    }
+
     /// Serves a started request and ends it.
     ///
     /// # Safety
     ///
     /// `rq` must be a started request of a disk of `T`, owned by the caller.
     unsafe fn serve(rq: *mut bindings::request) {
-        // SAFETY: `queuedata` is the `T` of the disk (see `Disk::new`),
-        // alive while requests run.
-        let data = unsafe { &*sys::lff_rq_driver_data(rq).cast::<T>() };
+        // SAFETY: `rq` is a started request of a disk of `T`.
+        let data = unsafe { Self::rq_data(rq) };
         let status = match data.queue_rq(&Request {
             rq,
             _p: PhantomData,
@@ -207,10 +217,9 @@ impl<T: DiskOps> Shims<T> {
             .unwrap_or(core::ptr::null_mut());
         // SAFETY: reads a field of `current`, always valid in task context.
         let in_submit_bio = unsafe { sys::lff_in_submit_bio() };
-        // SAFETY: `queuedata` is the `T` of the disk (see `Disk::new`),
-        // alive while requests run.
-        let inline_ok = unsafe { &*sys::lff_rq_driver_data(rq).cast::<T>() }.serve_inline();
-        if (last && !in_submit_bio && inline_ok) || wq.is_null() {
+        // SAFETY: `rq` is a started request of our disk.
+        let inline = last && !in_submit_bio && unsafe { Self::rq_data(rq) }.serve_inline();
+        if inline || wq.is_null() {
             // SAFETY: started above; ours until ended.
             unsafe { Self::serve(rq) };
         } else {

@@ -246,7 +246,20 @@ impl CompressedRead {
     /// Whether `len` bytes from the cluster's start is a prefix `load`
     /// can produce and that serves this read.
     pub fn accepts_prefix(&self, len: usize) -> bool {
-        len == self.cluster_size || (len >= self.prefix_len() && len < self.cluster_size)
+        (self.prefix_len()..=self.cluster_size).contains(&len)
+    }
+
+    /// How much a caching provider decodes for this read, given the
+    /// length of the prefix it holds for the cluster (0 if none, or if it
+    /// fell short): [`Self::prefix_len`] the first time, the whole cluster
+    /// once a prefix fell short, so small reads going up through a cluster
+    /// decode it at most twice.
+    pub fn decode_len(&self, cached_len: usize) -> usize {
+        if cached_len > 0 {
+            self.cluster_size
+        } else {
+            self.prefix_len()
+        }
     }
 
     /// Convenience for providers: reads the compressed bytes through
