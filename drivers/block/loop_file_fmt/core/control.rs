@@ -58,9 +58,15 @@ fn ctl_ioctl(cmd: c_uint, arg: c_ulong) -> Result<i32> {
 }
 
 /// Shows the registered formats, space separated, in a sysfs page.
+///
+/// # Safety
+///
+/// Only called by `formats_show` in `lff_helpers.c`, with the page-sized
+/// buffer sysfs passes, writable for the call.
 #[no_mangle]
-pub(crate) extern "C" fn lff_formats_show(buf: *mut kernel::ffi::c_char) -> isize {
-    // SAFETY: sysfs passes a page-sized buffer, ours for the call.
+pub(crate) unsafe extern "C" fn lff_formats_show(buf: *mut kernel::ffi::c_char) -> isize {
+    // SAFETY: by the caller's contract, `buf` is a writable page, ours for
+    // the call.
     let page =
         unsafe { core::slice::from_raw_parts_mut(buf.cast::<u8>(), kernel::page::PAGE_SIZE) };
     let mut out = crate::wrappers::format::SysfsBuf::new(page);

@@ -6,22 +6,28 @@
 //! Like loop.c, configuration is one validating sequence
 //! ([`Device::configure`]: check the arguments and files, attach the
 //! format driver, set limits and size, then publish) with its mirror
-//! ([`Device::clear`]). `cfg` serialises them (the role of `lo_mutex`); the
-//! request path only takes the `io` spinlock to clone the current
-//! [`Attached`], which configuration replaces with the queue frozen.
+//! ([`Device::teardown`]). `cfg` serialises them (the role of `lo_mutex`).
+//! Requests read the current [`Attached`] from a [`QueueCell`] without a
+//! lock: configuration replaces it with the queue frozen. sysfs reads a
+//! copy under the `shown` spinlock (it cannot take `cfg`: removing the
+//! group under `cfg` waits for sysfs readers).
 //!
 //! Lock order: the disk's `open_mutex` (held by the block layer around
-//! `open`/`release`) → `cfg` → `io`.
+//! `open`/`release`) → `cfg` → `shown`. Nothing takes `open_mutex` with
+//! `cfg` held: as in loop.c, `LFF_CLR_FD` only marks the device for
+//! teardown ("rundown"), which the last close does in `release`, where the
+//! block layer holds `open_mutex`; and `configure` rescans partitions
+//! after dropping `cfg`.
 
+use crate::pr_err_ratelimited;
 use crate::registry::{Core, CORE, PART_SHIFT};
 use crate::wrappers::blk::{
-    BlockFops, Disk, DiskOps, DiskParams, Group, Limits, Major, Op, Request,
+    Attr, Disk, DiskOps, DiskParams, Group, Limits, Major, Op, OpenMutexHeld, QueueCell, Request,
 };
 use crate::wrappers::file::{File, FileKind};
 use crate::wrappers::format::{Instance, SysfsBuf, MAX_LAYERS};
-use crate::wrappers::{capable_sys_admin, nr_cpu_ids, uapi};
+use crate::wrappers::{c_chars_as_bytes, capable_sys_admin, uapi};
 use core::fmt::Write;
-use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::fmt;
 use kernel::prelude::*;
 use kernel::str::{CStr, CString};
@@ -33,18 +39,11 @@ const SETTABLE_FLAGS: u32 = uapi::LFF_FLAGS_READ_ONLY
     | uapi::LFF_FLAGS_DIRECT_IO
     | uapi::LFF_FLAGS_AUTOCLEAR
     | uapi::LFF_FLAGS_PARTSCAN;
-// `struct module` holds structs that are empty in some configurations;
-// only its address is used.
-#[allow(improper_ctypes)]
-extern "C" {
-    static __this_module: kernel::types::Opaque<kernel::bindings::module>;
-}
+/// Tags of a device's queue, as loop's default `hw_queue_depth`.
+const QUEUE_DEPTH: u32 = 128;
 
-/// Block device operations of every `/dev/lffN`, owned by this module.
-static FOPS: BlockFops = BlockFops::new::<Device>(
-    // SAFETY: only the address of `__this_module` is taken.
-    unsafe { __this_module.get() },
-);
+// Block device operations of every `/dev/lffN`, owned by this module.
+crate::block_fops!(FOPS, Device);
 
 /// The core attributes of `/sys/block/lffN/loop_file_fmt/`.
 const CORE_ATTRS: [&CStr; 8] = [
@@ -84,6 +83,9 @@ struct State {
     disk: Option<Arc<Disk<Device>>>,
     group: Option<KBox<Group>>,
     attached: Option<Arc<Attached>>,
+    /// `LFF_CLR_FD` was called: the last close detaches, and no new open
+    /// is allowed (loop's `Lo_rundown`).
+    rundown: bool,
     deleting: bool,
 }
 
@@ -94,15 +96,16 @@ pub(crate) struct Device {
     name: CString,
     #[pin]
     cfg: Mutex<State>,
+    /// What requests serve; replaced with the queue frozen.
     #[pin]
-    io: SpinLock<Option<Arc<Attached>>>,
-    /// Every layer is on tmpfs: see [`DiskOps::serve_inline`].
-    inline_ok: AtomicBool,
+    queued: QueueCell<Option<Arc<Attached>>>,
+    /// The same, for sysfs.
+    #[pin]
+    shown: SpinLock<Option<Arc<Attached>>>,
 }
 
 fn cstr_field(bytes: &[core::ffi::c_char]) -> Result<&CStr> {
-    // SAFETY: `c_char` and `u8` have the same size and alignment.
-    let b = unsafe { core::slice::from_raw_parts(bytes.as_ptr().cast::<u8>(), bytes.len()) };
+    let b = c_chars_as_bytes(bytes);
     let len = b.iter().position(|&c| c == 0).ok_or(EINVAL)?;
     CStr::from_bytes_with_nul(&b[..=len]).map_err(|_| EINVAL)
 }
@@ -124,9 +127,15 @@ impl Device {
             pin_init!(Self {
                 index,
                 name,
-                cfg <- new_mutex!(State { disk: None, group: None, attached: None, deleting: false }),
-                io <- new_spinlock!(None),
-                inline_ok: AtomicBool::new(false),
+                cfg <- new_mutex!(State {
+                    disk: None,
+                    group: None,
+                    attached: None,
+                    rundown: false,
+                    deleting: false,
+                }),
+                queued <- QueueCell::new(None),
+                shown <- new_spinlock!(None),
             }),
             GFP_KERNEL,
         )?;
@@ -135,8 +144,7 @@ impl Device {
             major,
             first_minor: index << PART_SHIFT,
             minors: 1 << PART_SHIFT,
-            nr_hw_queues: nr_cpu_ids(),
-            queue_depth: 128,
+            queue_depth: QUEUE_DEPTH,
         };
         let disk = Disk::new(&params, &FOPS, dev.clone())?;
         dev.cfg.lock().disk = Some(Arc::new(disk, GFP_KERNEL)?);
@@ -179,47 +187,89 @@ impl Device {
             .reader()
             .read()?;
         let nr = cfg.nr_fds as usize;
-        if nr == 0 || nr > MAX_LAYERS || cfg.flags & !SETTABLE_FLAGS != 0 {
+        if nr == 0 || nr > MAX_LAYERS {
+            pr_err_ratelimited!(
+                "{}: configure: {} layers given, 1 to {} allowed\n",
+                self.name(),
+                nr,
+                MAX_LAYERS
+            );
+            return Err(EINVAL);
+        }
+        if cfg.flags & !SETTABLE_FLAGS != 0 {
+            pr_err_ratelimited!(
+                "{}: configure: unknown flags {:#x}\n",
+                self.name(),
+                cfg.flags & !SETTABLE_FLAGS
+            );
             return Err(EINVAL);
         }
         if cfg.__pad != 0 || cfg.__reserved.iter().any(|&r| r != 0) {
+            pr_err_ratelimited!("{}: configure: reserved fields are not zero\n", self.name());
             return Err(EINVAL);
         }
         let block_size = match cfg.block_size {
             0 => 512,
             b if (512..=kernel::page::PAGE_SIZE as u32).contains(&b) && b.is_power_of_two() => b,
-            _ => return Err(EINVAL),
+            b => {
+                pr_err_ratelimited!(
+                    "{}: configure: block size {} is not a power of two from 512 to {}\n",
+                    self.name(),
+                    b,
+                    kernel::page::PAGE_SIZE
+                );
+                return Err(EINVAL);
+            }
         };
         if cfg.offset % SECTOR != 0 || cfg.sizelimit % SECTOR != 0 {
+            pr_err_ratelimited!(
+                "{}: configure: offset {} and size limit {} must be multiples of 512\n",
+                self.name(),
+                cfg.offset,
+                cfg.sizelimit
+            );
             return Err(EINVAL);
         }
-        let format = cstr_field(&cfg.format)?;
-        let options = cstr_field(&cfg.options)?;
+        let format = cstr_field(&cfg.format).inspect_err(|_| {
+            pr_err_ratelimited!("{}: configure: format name not terminated\n", self.name());
+        })?;
+        let options = cstr_field(&cfg.options).inspect_err(|_| {
+            pr_err_ratelimited!("{}: configure: options not terminated\n", self.name());
+        })?;
         if format.is_empty()
             || !format
                 .as_bytes()
                 .iter()
                 .all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-')
         {
-            pr_err!("{}: invalid format name\n", self.name());
+            pr_err_ratelimited!("{}: configure: invalid format name\n", self.name());
             return Err(EINVAL);
         }
         let core = Self::core()?;
 
         let mut files = KVec::with_capacity(nr, GFP_KERNEL)?;
-        for &fd in &cfg.fds[..nr] {
-            let f = File::from_fd(fd)?;
+        for (i, &fd) in cfg.fds[..nr].iter().enumerate() {
+            let f = File::from_fd(fd).inspect_err(|_| {
+                pr_err_ratelimited!("{}: configure: layer {}: bad fd {}\n", self.name(), i, fd);
+            })?;
             match f.kind() {
                 FileKind::Regular => {}
                 FileKind::Block => {
                     // Stacking on our own devices could recurse into this
                     // queue: refuse it.
-                    if f.ids().2 >> 20 == core.major.get() {
-                        pr_err!("{}: a layer is itself an lff device\n", self.name());
+                    if f.rdev_major() == core.major.get() {
+                        pr_err!("{}: layer {} is itself an lff device\n", self.name(), i);
                         return Err(EINVAL);
                     }
                 }
-                FileKind::Other => return Err(EINVAL),
+                FileKind::Other => {
+                    pr_err_ratelimited!(
+                        "{}: configure: layer {} is not a regular file or block device\n",
+                        self.name(),
+                        i
+                    );
+                    return Err(EINVAL);
+                }
             }
             files.push(f, GFP_KERNEL)?;
         }
@@ -245,6 +295,7 @@ impl Device {
             return Err(ENXIO);
         }
         if st.attached.is_some() {
+            pr_err_ratelimited!("{}: configure: already attached\n", self.name());
             return Err(EBUSY);
         }
         let driver = core.get_driver(format).inspect_err(|_| {
@@ -333,26 +384,34 @@ impl Device {
         };
         let mut attrs = KVec::with_capacity(CORE_ATTRS.len() + 8, GFP_KERNEL)?;
         for name in CORE_ATTRS {
-            attrs.push((name, false), GFP_KERNEL)?;
+            attrs.push(
+                Attr {
+                    name,
+                    writable: false,
+                },
+                GFP_KERNEL,
+            )?;
         }
-        for name in att.inst.attr_names() {
-            attrs.push((name, true), GFP_KERNEL)?;
+        for (i, name) in att.inst.attr_names().enumerate() {
+            let writable = att.inst.attr_writable(i);
+            attrs.push(Attr { name, writable }, GFP_KERNEL)?;
         }
         let partscan = flags & uapi::LFF_FLAGS_PARTSCAN != 0;
         {
-            let _frozen = disk.freeze();
+            let frozen = disk.freeze();
             disk.set_limits(&limits)?;
             disk.set_read_only(ro);
             disk.set_partscan(partscan);
-            let in_ram = att.files.iter().all(|f| f.is_on_tmpfs());
-            self.inline_ok.store(in_ram, Ordering::Relaxed);
-            *self.io.lock() = Some(att.clone());
+            self.queued.replace(&frozen, Some(att.clone()))?;
         }
+        *self.shown.lock() = Some(att.clone());
         match disk.add_group(kernel::c_str!("loop_file_fmt"), &attrs) {
             Ok(g) => st.group = Some(g),
             Err(e) => {
-                let _frozen = disk.freeze();
-                *self.io.lock() = None;
+                *self.shown.lock() = None;
+                let frozen = disk.freeze();
+                disk.set_partscan(false);
+                drop(self.queued.replace(&frozen, None));
                 return Err(e);
             }
         }
@@ -369,23 +428,47 @@ impl Device {
         drop(st);
         if partscan {
             // Rescanning takes open_mutex, which the block layer holds
-            // while `open` takes `cfg`: rescan with `cfg` released.
-            let _ = disk.rescan(false);
+            // while `open` takes `cfg`: rescan with `cfg` released. A
+            // concurrent `LFF_CLR_FD` only marks the device, so it is
+            // still attached here (the caller's open keeps it so).
+            if let Err(e) = disk.rescan() {
+                pr_warn!("{}: partition scan failed: {:?}\n", self.name(), e);
+            }
         }
         Ok(())
     }
 
-    /// `LFF_CLR_FD` and autoclear: detaches, unless opened by others.
-    fn clear(&self, st: &mut State, max_openers: u32, open_mutex_held: bool) -> Result {
-        let att = st.attached.as_ref().ok_or(ENXIO)?;
+    /// `LFF_CLR_FD`: marks the device for teardown at its last close
+    /// (the caller's), unless someone else has it open (`EBUSY`). Like
+    /// loop_clr_fd(), this takes no lock but `cfg`: tearing down here would
+    /// take `open_mutex` to drop the partitions, against the order.
+    fn clr_fd(&self) -> Result {
+        let mut st = self.cfg.lock();
+        if st.attached.is_none() || st.rundown {
+            return Err(ENXIO);
+        }
         let disk = st.disk.clone().ok_or(ENXIO)?;
-        if disk.openers() > max_openers {
+        // The caller's own open is the one allowed.
+        if disk.openers() > 1 {
             return Err(EBUSY);
         }
+        st.rundown = true;
+        Ok(())
+    }
+
+    /// Detaches: the mirror of `configure`. Only from `release`, where the
+    /// block layer holds `open_mutex` and no one has the device open.
+    fn teardown(&self, st: &mut State, held: &OpenMutexHeld) {
+        let (Some(att), Some(disk)) = (st.attached.take(), st.disk.clone()) else {
+            return;
+        };
+        st.rundown = false;
         let partscan = att.flags & uapi::LFF_FLAGS_PARTSCAN != 0;
+        *self.shown.lock() = None;
         {
-            let _frozen = disk.freeze();
-            *self.io.lock() = None;
+            let frozen = disk.freeze();
+            // The cell only ever belongs to this disk.
+            drop(self.queued.replace(&frozen, None));
         }
         if let Some(g) = st.group.take() {
             disk.remove_group(g);
@@ -393,13 +476,16 @@ impl Device {
         disk.invalidate();
         disk.set_read_only(false);
         if partscan {
-            let _ = disk.rescan(open_mutex_held);
+            // Capacity is 0 now: the rescan drops the partitions. Nothing
+            // has them open (it would keep the disk open).
+            if let Err(e) = disk.rescan_locked(held) {
+                pr_warn!("{}: dropping partitions failed: {:?}\n", self.name(), e);
+            }
             disk.set_partscan(false);
         }
         disk.uevent_change();
-        st.attached = None;
+        drop(att);
         pr_info!("{}: detached\n", self.name());
-        Ok(())
     }
 
     fn status(&self, arg: usize) -> Result {
@@ -430,8 +516,8 @@ impl Device {
             .write(&s)
     }
 
-    fn current(&self) -> Option<Arc<Attached>> {
-        self.io.lock().clone()
+    fn shown(&self) -> Option<Arc<Attached>> {
+        self.shown.lock().clone()
     }
 
     fn serve(&self, att: &Attached, rq: &Request<'_>) -> Result {
@@ -480,22 +566,19 @@ impl Device {
 
 impl DiskOps for Device {
     fn queue_rq(&self, rq: &Request<'_>) -> Result {
-        let att = self.current().ok_or(EIO)?;
-        self.serve(&att, rq)
-    }
-
-    fn serve_inline(&self) -> bool {
-        self.inline_ok.load(Ordering::Relaxed)
+        let att = self.queued.get(rq).and_then(Option::as_ref).ok_or(EIO)?;
+        self.serve(att, rq)
     }
 
     fn open(&self) -> Result {
-        if self.cfg.lock().deleting {
+        let st = self.cfg.lock();
+        if st.deleting || st.rundown {
             return Err(ENXIO);
         }
         Ok(())
     }
 
-    fn release(&self, openers: u32) {
+    fn release(&self, openers: u32, held: &OpenMutexHeld) {
         if openers > 0 {
             return;
         }
@@ -504,8 +587,8 @@ impl DiskOps for Device {
             .attached
             .as_ref()
             .is_some_and(|a| a.flags & uapi::LFF_FLAGS_AUTOCLEAR != 0);
-        if autoclear {
-            let _ = self.clear(&mut st, 0, true);
+        if st.rundown || autoclear {
+            self.teardown(&mut st, held);
         }
     }
 
@@ -522,9 +605,7 @@ impl DiskOps for Device {
                 if !capable_sys_admin() {
                     return Err(EPERM);
                 }
-                let mut st = self.cfg.lock();
-                // The caller's own open is the one allowed.
-                self.clear(&mut st, 1, false)?;
+                self.clr_fd()?;
                 Ok(0)
             }
             uapi::LFF_NR_GET_STATUS => {
@@ -536,7 +617,7 @@ impl DiskOps for Device {
     }
 
     fn sysfs_show(&self, name: &CStr, buf: &mut SysfsBuf<'_>) -> Result {
-        let att = self.current().ok_or(ENXIO)?;
+        let att = self.shown().ok_or(ENXIO)?;
         let b = |v: bool| u32::from(v);
         let r = match name.as_bytes() {
             b"backing_file" => {
@@ -568,7 +649,7 @@ impl DiskOps for Device {
         if !capable_sys_admin() {
             return Err(EPERM);
         }
-        let att = self.current().ok_or(ENXIO)?;
+        let att = self.shown().ok_or(ENXIO)?;
         let i = att
             .inst
             .attr_names()

@@ -12,11 +12,13 @@
  */
 #include <linux/blk-mq.h>
 #include <linux/blkdev.h>
+#include <linux/blk-cgroup.h>
+#include <linux/compat.h>
+#include <linux/memcontrol.h>
 #include <linux/build_bug.h>
 #include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/kdev_t.h>
-#include <linux/magic.h>
 #include <linux/miscdevice.h>
 #include <linux/module.h>
 #include <linux/sched.h>
@@ -86,7 +88,8 @@ EXPORT_SYMBOL_GPL(lff_rq_driver_data);
 /*
  * Point @iter at the data of @rq, like loop's lo_rw_aio(). A request made
  * of several bios needs one bio_vec array: it is returned in *@alloc (to be
- * freed with kfree() once the I/O is done), else *@alloc is NULL.
+ * freed with kfree() once the I/O is done), else *@alloc is NULL. A request
+ * without data (flush, discard, write-zeroes) gets -EINVAL.
  */
 int lff_rq_iter_init(struct request *rq, struct iov_iter *iter,
 		     unsigned int direction, struct bio_vec **alloc)
@@ -98,6 +101,8 @@ int lff_rq_iter_init(struct request *rq, struct iov_iter *iter,
 	int nr_bvec = 0;
 
 	*alloc = NULL;
+	if (!bio || !bio_has_data(bio))
+		return -EINVAL;
 	rq_for_each_bvec(tmp, rq, rq_iter)
 		nr_bvec++;
 	if (rq->bio != rq->biotail) {
@@ -119,37 +124,111 @@ int lff_rq_iter_init(struct request *rq, struct iov_iter *iter,
 EXPORT_SYMBOL_GPL(lff_rq_iter_init);
 
 /*
- * Requests served off queue_rq run from a work item in their PDU (the tag
- * set's cmd_size is sizeof(struct work_struct)).
+ * Every request is served from a work item in its PDU (the tag set's
+ * cmd_size is lff_cmd_size()), like loop's struct loop_cmd, together with
+ * the cgroups of the bio that made it.
  */
+struct lff_cmd {
+	struct work_struct work;
+	struct cgroup_subsys_state *blkcg_css;
+	struct cgroup_subsys_state *memcg_css;
+};
+
+unsigned int lff_cmd_size(void)
+{
+	return sizeof(struct lff_cmd);
+}
+EXPORT_SYMBOL_GPL(lff_cmd_size);
+
 void lff_rq_init_work(struct request *rq, work_func_t fn)
 {
-	INIT_WORK((struct work_struct *)blk_mq_rq_to_pdu(rq), fn);
+	struct lff_cmd *cmd = blk_mq_rq_to_pdu(rq);
+
+	INIT_WORK(&cmd->work, fn);
+	cmd->blkcg_css = NULL;
+	cmd->memcg_css = NULL;
 }
 EXPORT_SYMBOL_GPL(lff_rq_init_work);
 
 struct request *lff_work_to_rq(struct work_struct *work)
 {
-	return blk_mq_rq_from_pdu(work);
+	return blk_mq_rq_from_pdu(container_of(work, struct lff_cmd, work));
 }
 EXPORT_SYMBOL_GPL(lff_work_to_rq);
 
-bool lff_rq_queue_work(struct workqueue_struct *wq, struct request *rq)
+/*
+ * As loop_queue_rq(): the work is charged to the blkcg of the request's
+ * bio and to that cgroup's memcg (a reference, put by lff_rq_serve_exit()),
+ * then queued.
+ */
+void lff_rq_queue_work(struct workqueue_struct *wq, struct request *rq)
 {
-	return queue_work(wq, (struct work_struct *)blk_mq_rq_to_pdu(rq));
+	struct lff_cmd *cmd = blk_mq_rq_to_pdu(rq);
+
+	cmd->blkcg_css = NULL;
+	cmd->memcg_css = NULL;
+#ifdef CONFIG_BLK_CGROUP
+	if (rq->bio) {
+		cmd->blkcg_css = bio_blkcg_css(rq->bio);
+#ifdef CONFIG_MEMCG
+		if (cmd->blkcg_css)
+			cmd->memcg_css = cgroup_get_e_css(cmd->blkcg_css->cgroup,
+							  &memory_cgrp_subsys);
+#endif
+	}
+#endif
+	queue_work(wq, &cmd->work);
 }
 EXPORT_SYMBOL_GPL(lff_rq_queue_work);
 
 /*
- * Whether the caller runs inside submit_bio(): the bios it submits then only
- * go on current->bio_list, issued after the outer submission returns, so
- * waiting here for I/O on a block-backed file would wait forever.
+ * As loop_process_work() and loop_handle_cmd(): @rq is served with
+ * PF_MEMALLOC_NOIO (no allocation recurses into I/O, which could wait on
+ * this very device) and PF_LOCAL_THROTTLE (writeback throttling looks at
+ * the backing device's dirty pages, not the global ones), charged to the
+ * cgroups remembered when it was queued. lff_rq_serve_exit() restores
+ * what *@ctx saved.
  */
-bool lff_in_submit_bio(void)
+static_assert(sizeof(struct lff_serve_ctx) == 16);
+
+void lff_rq_serve_enter(struct request *rq, struct lff_serve_ctx *ctx)
 {
-	return current->bio_list != NULL;
+	struct lff_cmd *cmd = blk_mq_rq_to_pdu(rq);
+
+	ctx->pflags = current->flags & (PF_MEMALLOC_NOIO | PF_LOCAL_THROTTLE);
+	current->flags |= PF_MEMALLOC_NOIO | PF_LOCAL_THROTTLE;
+	ctx->old_memcg = NULL;
+#ifdef CONFIG_BLK_CGROUP
+	if (cmd->blkcg_css)
+		kthread_associate_blkcg(cmd->blkcg_css);
+#endif
+#ifdef CONFIG_MEMCG
+	if (cmd->memcg_css)
+		ctx->old_memcg = set_active_memcg(mem_cgroup_from_css(cmd->memcg_css));
+#endif
 }
-EXPORT_SYMBOL_GPL(lff_in_submit_bio);
+EXPORT_SYMBOL_GPL(lff_rq_serve_enter);
+
+void lff_rq_serve_exit(struct request *rq, struct lff_serve_ctx *ctx)
+{
+	struct lff_cmd *cmd = blk_mq_rq_to_pdu(rq);
+
+#ifdef CONFIG_BLK_CGROUP
+	if (cmd->blkcg_css)
+		kthread_associate_blkcg(NULL);
+#endif
+#ifdef CONFIG_MEMCG
+	if (cmd->memcg_css) {
+		set_active_memcg(ctx->old_memcg);
+		css_put(cmd->memcg_css);
+	}
+#endif
+	cmd->blkcg_css = NULL;
+	cmd->memcg_css = NULL;
+	current->flags = (current->flags & ~(PF_MEMALLOC_NOIO | PF_LOCAL_THROTTLE)) |
+			 ctx->pflags;
+}
+EXPORT_SYMBOL_GPL(lff_rq_serve_exit);
 
 /* Like loop's per-device workqueue: unbound, so requests spread over CPUs. */
 struct workqueue_struct *lff_alloc_workqueue(const char *name)
@@ -235,19 +314,6 @@ int lff_file_kind(struct file *file)
 }
 EXPORT_SYMBOL_GPL(lff_file_kind);
 
-/*
- * Whether @file is a regular file on tmpfs, whose reads take no locks of a
- * disk file system. (A block device node on devtmpfs is not: its reads go to
- * the block device.)
- */
-bool lff_file_on_tmpfs(struct file *file)
-{
-	struct inode *inode = file_inode(file);
-
-	return S_ISREG(inode->i_mode) && inode->i_sb->s_magic == TMPFS_MAGIC;
-}
-EXPORT_SYMBOL_GPL(lff_file_on_tmpfs);
-
 /* @dev in the userspace (stat) encoding, @rdev in the kernel's. */
 void lff_file_ids(struct file *file, u64 *dev, u64 *ino, u32 *rdev)
 {
@@ -310,28 +376,67 @@ unsigned int lff_disk_openers(struct gendisk *disk)
 }
 EXPORT_SYMBOL_GPL(lff_disk_openers);
 
+/*
+ * As loop does, through the atomic GD_SUPPRESS_PART_SCAN bit of
+ * disk->state: disk->flags is not for changing on a live disk.
+ */
 void lff_disk_set_partscan(struct gendisk *disk, bool on)
 {
 	if (on)
-		disk->flags &= ~GENHD_FL_NO_PART;
+		clear_bit(GD_SUPPRESS_PART_SCAN, &disk->state);
 	else
-		disk->flags |= GENHD_FL_NO_PART;
+		set_bit(GD_SUPPRESS_PART_SCAN, &disk->state);
 }
 EXPORT_SYMBOL_GPL(lff_disk_set_partscan);
 
-/* Re-read partitions; @locked: the caller holds disk->open_mutex. */
-int lff_disk_rescan(struct gendisk *disk, bool locked)
+/* Re-read partitions, taking disk->open_mutex. */
+int lff_disk_rescan(struct gendisk *disk)
 {
 	int ret;
 
-	if (locked)
-		return bdev_disk_changed(disk, false);
 	mutex_lock(&disk->open_mutex);
 	ret = bdev_disk_changed(disk, false);
 	mutex_unlock(&disk->open_mutex);
 	return ret;
 }
 EXPORT_SYMBOL_GPL(lff_disk_rescan);
+
+/* Re-read partitions; the caller holds disk->open_mutex (->release). */
+int lff_disk_rescan_locked(struct gendisk *disk)
+{
+	lockdep_assert_held(&disk->open_mutex);
+	return bdev_disk_changed(disk, false);
+}
+EXPORT_SYMBOL_GPL(lff_disk_rescan_locked);
+
+struct request_queue *lff_rq_queue(struct request *rq)
+{
+	return rq->q;
+}
+EXPORT_SYMBOL_GPL(lff_rq_queue);
+
+#ifdef CONFIG_COMPAT
+/* The native pointer of a compat ioctl's argument. */
+unsigned long lff_compat_ptr(unsigned long arg)
+{
+	return (unsigned long)compat_ptr(arg);
+}
+EXPORT_SYMBOL_GPL(lff_compat_ptr);
+#endif
+
+/* MAJOR() of a kernel dev_t. */
+unsigned int lff_major(u32 dev)
+{
+	return MAJOR(dev);
+}
+EXPORT_SYMBOL_GPL(lff_major);
+
+/* printk_ratelimit(), for messages userspace can trigger at will. */
+bool lff_ratelimit(void)
+{
+	return printk_ratelimit();
+}
+EXPORT_SYMBOL_GPL(lff_ratelimit);
 
 struct queue_limits lff_queue_limits_start_update(struct request_queue *q)
 {

@@ -8,20 +8,30 @@
 //! layer over `kernel::bindings`. The device behaviour is the [`DiskOps`]
 //! trait; everything unsafe about the C objects stays in this file.
 //!
+//! Like loop.c, a disk has one hardware queue, and every request is served
+//! from a work item on the disk's unbound workqueue (so a deep queue is
+//! served by several CPUs at once), in a NOIO scope and charged to the
+//! submitter's cgroups. What requests read of the device's configuration
+//! lives in a [`QueueCell`], changed only while the queue is frozen, so
+//! the request path takes no lock.
+//!
 //! C headers: [`include/linux/blk-mq.h`](srctree/include/linux/blk-mq.h),
 //! [`include/linux/blkdev.h`](srctree/include/linux/blkdev.h)
 
 use super::format::SysfsBuf;
 use super::iov::IovIter;
 use super::sys;
+use core::cell::UnsafeCell;
 use core::marker::PhantomData;
+use core::pin::Pin;
 use core::ptr::NonNull;
 use kernel::bindings;
 use kernel::error::{to_result, Error, Result};
 use kernel::ffi::{c_char, c_int, c_uint, c_ulong, c_void};
 use kernel::prelude::*;
-use kernel::str::CStr;
-use kernel::sync::Arc;
+use kernel::str::{CStr, CString};
+use kernel::sync::{Arc, SpinLock};
+use kernel::types::Opaque;
 
 /// The operation of a request.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -52,6 +62,11 @@ pub struct Request<'a> {
 }
 
 impl Request<'_> {
+    fn queue(&self) -> *mut bindings::request_queue {
+        // SAFETY: `rq` is valid by the type invariant.
+        unsafe { sys::lff_rq_queue(self.rq) }
+    }
+
     /// The operation.
     pub fn op(&self) -> Op {
         // SAFETY: `rq` is valid by the type invariant.
@@ -95,16 +110,18 @@ impl Request<'_> {
     }
 
     /// Runs `f` with an iterator over the request's data: a destination
-    /// for reads, a source for writes.
+    /// for reads, a source for writes. Other requests carry no data:
+    /// `EINVAL`.
     pub fn with_iter<R>(&self, f: impl FnOnce(&mut IovIter<'_>) -> Result<R>) -> Result<R> {
         let dir = match self.op() {
             Op::Read => bindings::ITER_DEST,
-            _ => bindings::ITER_SOURCE,
+            Op::Write => bindings::ITER_SOURCE,
+            _ => return Err(EINVAL),
         };
         let mut iter = core::mem::MaybeUninit::<bindings::iov_iter>::uninit();
         let mut alloc: *mut bindings::bio_vec = core::ptr::null_mut();
-        // SAFETY: `rq` is a started request with data; `iter` and `alloc`
-        // are valid out pointers.
+        // SAFETY: `rq` is a started request (the helper refuses one without
+        // data); `iter` and `alloc` are valid out pointers.
         to_result(unsafe { sys::lff_rq_iter_init(self.rq, iter.as_mut_ptr(), dir, &mut alloc) })?;
         // SAFETY: `iter` was initialised above; it refers to the request's
         // pages, which stay valid until the request ends, after `f`.
@@ -117,24 +134,24 @@ impl Request<'_> {
     }
 }
 
+/// Proof that the caller holds the disk's `open_mutex`: the block layer
+/// holds it around `open` and `release`, and only the `release` shim makes
+/// one.
+pub struct OpenMutexHeld(());
+
 /// The behaviour of a disk; one value of the implementing type per disk,
 /// shared by its requests, its block device operations and its sysfs group.
 pub trait DiskOps: Send + Sync + Sized + 'static {
-    /// Serves a request (may sleep: the tag set is blocking).
+    /// Serves a request, from the disk's workqueue (may sleep). Runs with
+    /// `PF_MEMALLOC_NOIO`: allocations here never recurse into I/O.
     fn queue_rq(&self, rq: &Request<'_>) -> Result;
-    /// Whether a request that ends a batch may be served in the
-    /// submitter's context (see `Shims::queue_rq`). Only where reading the
-    /// backing files takes no lock the submitter may hold: a read of a
-    /// block device, or of a file on a disk file system, takes the inode
-    /// and mapping locks of its class, which the submitter holds when it
-    /// is reading our device, or a file system of that type inside our
-    /// image (lockdep's "possible recursive locking").
-    fn serve_inline(&self) -> bool;
-    /// The block device is opened.
+    /// The block device is opened (the block layer holds `open_mutex`).
     fn open(&self) -> Result;
-    /// The block device is closed; `openers` remain.
-    fn release(&self, openers: u32);
-    /// An ioctl on the block device.
+    /// The block device is closed; `openers` remain. The block layer holds
+    /// `open_mutex`, which `held` proves (see [`Disk::rescan_locked`]).
+    fn release(&self, openers: u32, held: &OpenMutexHeld);
+    /// An ioctl on the block device; `arg` is a native pointer or value
+    /// (the compat shim converts a 32-bit caller's pointer).
     fn ioctl(&self, cmd: u32, arg: usize) -> Result<i32>;
     /// Shows the sysfs attribute `name` of the group.
     fn sysfs_show(&self, name: &CStr, buf: &mut SysfsBuf<'_>) -> Result;
@@ -166,7 +183,8 @@ impl<T: DiskOps> Shims<T> {
         unsafe { &*sys::lff_rq_driver_data(rq).cast::<T>() }
     }
 
-    /// Serves a started request and ends it.
+    /// Serves a started request in a NOIO scope charged to the cgroups
+    /// `queue_rq` noted, and ends it.
     ///
     /// # Safety
     ///
@@ -174,10 +192,18 @@ impl<T: DiskOps> Shims<T> {
     unsafe fn serve(rq: *mut bindings::request) {
         // SAFETY: `rq` is a started request of a disk of `T`.
         let data = unsafe { Self::rq_data(rq) };
-        let status = match data.queue_rq(&Request {
+        let mut ctx = sys::ServeCtx::new();
+        // SAFETY: `rq` is ours; `ctx` is restored by the exit call below,
+        // in the same task.
+        unsafe { sys::lff_rq_serve_enter(rq, &mut ctx) };
+        // INVARIANT: `rq` is started and ended only after the borrow ends.
+        let r = data.queue_rq(&Request {
             rq,
             _p: PhantomData,
-        }) {
+        });
+        // SAFETY: pairs with the enter call above.
+        unsafe { sys::lff_rq_serve_exit(rq, &mut ctx) };
+        let status = match r {
             Ok(()) => 0,
             // SAFETY: pure function on an errno.
             Err(e) => unsafe { bindings::errno_to_blk_status(e.to_errno()) },
@@ -186,16 +212,12 @@ impl<T: DiskOps> Shims<T> {
         unsafe { bindings::blk_mq_end_request(rq, status) };
     }
 
-    /// `queue_rq`: the tag set is blocking, so a request that ends a batch
-    /// (`bd->last`: psync, QD1) is served right here, in the submitter's
-    /// context, without a context switch; the others of a batch go to the
-    /// disk's unbound workqueue so that a deep queue is served by several
-    /// CPUs at once. A request issued from inside `submit_bio()` (a bio
-    /// submitted with no plug: `sb_bread` at mount, O_DIRECT) goes to the
-    /// workqueue too: there the bios the backing file's own I/O submits
-    /// would wait on `current->bio_list` until we return, a deadlock when
-    /// the image lives on a block device or a disk file system. So does
-    /// every request of a disk that asks for it ([`DiskOps::serve_inline`]).
+    /// `queue_rq`: starts the request and hands it to the disk's workqueue,
+    /// as loop_queue_rq() does. Serving it here instead, in the submitter's
+    /// context, would nest the backing file's locks inside the submitter's
+    /// (lockdep's "possible recursive locking" on an image on ext4), and
+    /// from inside `submit_bio()` the bios of the backing file's own I/O
+    /// would wait on `current->bio_list` for us: a deadlock.
     ///
     /// # Safety
     ///
@@ -206,27 +228,18 @@ impl<T: DiskOps> Shims<T> {
         bd: *const bindings::blk_mq_queue_data,
     ) -> bindings::blk_status_t {
         // SAFETY: blk-mq passes a valid `bd` with a request of our queue.
-        let (rq, last) = unsafe { ((*bd).rq, (*bd).last) };
+        let rq = unsafe { (*bd).rq };
         // SAFETY: `rq` is a valid request we now own.
         unsafe { bindings::blk_mq_start_request(rq) };
         // SAFETY: `hctx` belongs to our tag set, whose `driver_data` is the
         // disk's workqueue (see `Disk::new`), alive until the tag set is
-        // freed after the queue is gone.
-        let wq = unsafe { (*(*hctx).queue).tag_set.as_ref() }
-            .map(|set| set.driver_data.cast::<bindings::workqueue_struct>())
-            .unwrap_or(core::ptr::null_mut());
-        // SAFETY: reads a field of `current`, always valid in task context.
-        let in_submit_bio = unsafe { sys::lff_in_submit_bio() };
-        // SAFETY: `rq` is a started request of our disk.
-        let inline = last && !in_submit_bio && unsafe { Self::rq_data(rq) }.serve_inline();
-        if inline || wq.is_null() {
-            // SAFETY: started above; ours until ended.
-            unsafe { Self::serve(rq) };
-        } else {
-            // SAFETY: the PDU holds the work item `init_request` set up;
-            // the request is not queued elsewhere.
-            unsafe { sys::lff_rq_queue_work(wq, rq) };
-        }
+        // freed after the queue is gone. Read through raw pointers: the
+        // block layer changes other fields of the live tag set.
+        let wq =
+            unsafe { (*(*(*hctx).queue).tag_set).driver_data }.cast::<bindings::workqueue_struct>();
+        // SAFETY: the PDU holds the work item `init_request` set up; the
+        // request is not queued elsewhere.
+        unsafe { sys::lff_rq_queue_work(wq, rq) };
         0
     }
 
@@ -251,15 +264,16 @@ impl<T: DiskOps> Shims<T> {
         _hctx_idx: c_uint,
         _numa_node: c_uint,
     ) -> c_int {
-        // SAFETY: the PDU is `cmd_size` = one `work_struct` (see `Disk::new`).
+        // SAFETY: the PDU is `cmd_size` = `lff_cmd_size()` bytes (see
+        // `Disk::new`).
         unsafe { sys::lff_rq_init_work(rq, Some(Self::work)) };
         0
     }
 
     /// # Safety
     ///
-    /// Only called by the block layer or sysfs, through the C vtable, with the pointers
-    /// its contract makes valid for the call.
+    /// Only called by the block layer, through the C vtable, with our live
+    /// disk and `open_mutex` held.
     unsafe extern "C" fn open(disk: *mut bindings::gendisk, _mode: bindings::blk_mode_t) -> c_int {
         // SAFETY: the block layer passes our live disk.
         match unsafe { Self::data(disk) }.open() {
@@ -270,19 +284,20 @@ impl<T: DiskOps> Shims<T> {
 
     /// # Safety
     ///
-    /// Only called by the block layer or sysfs, through the C vtable, with the pointers
-    /// its contract makes valid for the call.
+    /// Only called by the block layer, through the C vtable, with our live
+    /// disk and `open_mutex` held.
     unsafe extern "C" fn release(disk: *mut bindings::gendisk) {
         // SAFETY: the block layer passes our live disk.
         let openers = unsafe { sys::lff_disk_openers(disk) };
-        // SAFETY: as above.
-        unsafe { Self::data(disk) }.release(openers);
+        // SAFETY: as above; the block layer holds `open_mutex` around
+        // `release`, which makes the proof true.
+        unsafe { Self::data(disk) }.release(openers, &OpenMutexHeld(()));
     }
 
     /// # Safety
     ///
-    /// Only called by the block layer or sysfs, through the C vtable, with the pointers
-    /// its contract makes valid for the call.
+    /// Only called by the block layer, through the C vtable, with a live
+    /// block device of our disk.
     unsafe extern "C" fn ioctl(
         bdev: *mut bindings::block_device,
         _mode: bindings::blk_mode_t,
@@ -298,10 +313,30 @@ impl<T: DiskOps> Shims<T> {
         }
     }
 
+    /// A 32-bit caller's ioctl: every argument of ours that is not a plain
+    /// value is a pointer to a struct laid out alike for both (see the
+    /// UAPI header), so converting the pointer is all there is to do.
+    ///
     /// # Safety
     ///
-    /// Only called by the block layer or sysfs, through the C vtable, with the pointers
-    /// its contract makes valid for the call.
+    /// As for `ioctl`.
+    #[cfg(CONFIG_COMPAT)]
+    unsafe extern "C" fn compat_ioctl(
+        bdev: *mut bindings::block_device,
+        mode: bindings::blk_mode_t,
+        cmd: c_uint,
+        arg: c_ulong,
+    ) -> c_int {
+        // SAFETY: pure function of a number.
+        let arg = unsafe { sys::lff_compat_ptr(arg) };
+        // SAFETY: the caller's contract is `ioctl`'s.
+        unsafe { Self::ioctl(bdev, mode, cmd, arg) }
+    }
+
+    /// # Safety
+    ///
+    /// Only called by the block layer, through the C vtable, when the
+    /// gendisk is freed.
     unsafe extern "C" fn free_disk(disk: *mut bindings::gendisk) {
         // SAFETY: releases the reference `Disk::new` stored; the gendisk is
         // being freed, so nothing uses `private_data` any more.
@@ -310,14 +345,15 @@ impl<T: DiskOps> Shims<T> {
 
     /// # Safety
     ///
-    /// Only called by the block layer or sysfs, through the C vtable, with the pointers
-    /// its contract makes valid for the call.
+    /// Only called by sysfs, through the C vtable, for an attribute of a
+    /// group added by [`Disk::add_group`], with a page-sized `buf`.
     unsafe extern "C" fn sysfs_show(
         dev: *mut bindings::device,
         attr: *mut bindings::device_attribute,
         buf: *mut c_char,
     ) -> isize {
-        // SAFETY: sysfs passes the disk's device, the attribute and a page.
+        // SAFETY: sysfs passes the disk's device, the attribute (whose name
+        // the group owns) and a page.
         let (data, name, page) = unsafe {
             (
                 Self::data(sys::lff_dev_to_disk(dev)),
@@ -334,8 +370,8 @@ impl<T: DiskOps> Shims<T> {
 
     /// # Safety
     ///
-    /// Only called by the block layer or sysfs, through the C vtable, with the pointers
-    /// its contract makes valid for the call.
+    /// Only called by sysfs, through the C vtable, for a writable attribute
+    /// of a group added by [`Disk::add_group`], with `count` readable bytes.
     unsafe extern "C" fn sysfs_store(
         dev: *mut bindings::device,
         attr: *mut bindings::device_attribute,
@@ -366,7 +402,7 @@ impl<T: DiskOps> Shims<T> {
 }
 
 /// The block device operations of `T`, placed in a `static` of the module
-/// so that they outlive every open of the device.
+/// (see [`block_fops!`]) so that they outlive every open of the device.
 #[repr(transparent)]
 pub struct BlockFops(bindings::block_device_operations);
 
@@ -374,20 +410,45 @@ pub struct BlockFops(bindings::block_device_operations);
 unsafe impl Sync for BlockFops {}
 
 impl BlockFops {
-    /// The operations for disks of `T`; `owner` is the module's
-    /// `__this_module`.
-    pub const fn new<T: DiskOps>(owner: *mut bindings::module) -> Self {
+    /// The operations for disks of `T`.
+    ///
+    /// # Safety
+    ///
+    /// `owner` must be the `struct module` of the module that holds the
+    /// table (its `__this_module`): the block layer pins it while the disk
+    /// is open.
+    pub const unsafe fn new<T: DiskOps>(owner: *mut bindings::module) -> Self {
         Self(bindings::block_device_operations {
             owner,
             open: Some(Shims::<T>::open),
             release: Some(Shims::<T>::release),
             ioctl: Some(Shims::<T>::ioctl),
-            compat_ioctl: Some(Shims::<T>::ioctl),
+            #[cfg(CONFIG_COMPAT)]
+            compat_ioctl: Some(Shims::<T>::compat_ioctl),
             free_disk: Some(Shims::<T>::free_disk),
             // SAFETY: all-zero is a valid `block_device_operations`.
             ..unsafe { core::mem::zeroed() }
         })
     }
+}
+
+/// Defines `static $name: BlockFops` for disks of `$t`, owned by the
+/// module that expands it.
+#[macro_export]
+macro_rules! block_fops {
+    ($name:ident, $t:ty) => {
+        static $name: $crate::wrappers::blk::BlockFops = {
+            // `struct module` holds structs that are empty in some
+            // configurations; only its address is used.
+            #[allow(improper_ctypes)]
+            extern "C" {
+                static __this_module: kernel::types::Opaque<kernel::bindings::module>;
+            }
+            // SAFETY: `__this_module` is the module expanding this macro,
+            // whose static holds the table; only its address is taken.
+            unsafe { $crate::wrappers::blk::BlockFops::new::<$t>(__this_module.get()) }
+        };
+    };
 }
 
 /// Queue limits set when a device is configured.
@@ -413,9 +474,7 @@ pub struct DiskParams<'a> {
     pub first_minor: u32,
     /// Number of minors (whole disk and partitions).
     pub minors: u32,
-    /// Hardware queues.
-    pub nr_hw_queues: u32,
-    /// Tags per hardware queue.
+    /// Tags of the (one) hardware queue.
     pub queue_depth: u32,
 }
 
@@ -452,28 +511,108 @@ impl Drop for Major {
     }
 }
 
+/// One attribute of a [`Group`]: its name, and whether it can be stored.
+pub struct Attr<'a> {
+    /// The file name.
+    pub name: &'a CStr,
+    /// Writable (mode 0644, stores reach [`DiskOps::sysfs_store`]), else
+    /// 0444.
+    pub writable: bool,
+}
+
 /// A sysfs attribute group made at run time by [`Disk::add_group`]; must
 /// be given back to [`Disk::remove_group`] before the disk is dropped.
+///
+/// # Invariants
+///
+/// `group` points into `ptrs`, `ptrs` into `attrs`, whose names point into
+/// `names`: heap allocations owned here, which do not move with the group.
 pub struct Group {
+    names: KVec<CString>,
     attrs: KVec<bindings::device_attribute>,
     ptrs: KVec<*mut bindings::attribute>,
     group: bindings::attribute_group,
 }
 
-// SAFETY: the raw pointers point into the group's own allocations, which
-// move with it; sysfs only reads them, under its own locking.
+// SAFETY: the raw pointers point into the group's own heap allocations;
+// sysfs only reads them, and nothing writes them after `add_group`.
 unsafe impl Send for Group {}
-// SAFETY: see `Send`; no method takes `&self`.
+// SAFETY: see `Send`; `Group` has no method taking `&self`.
 unsafe impl Sync for Group {}
+
+/// Data that the requests of one disk read without taking a lock: it is
+/// replaced only while the disk's queue is frozen, when no request is in
+/// flight (each holds the queue's usage counter, which the freeze waits
+/// for). loop.c relies on the same for its configuration.
+///
+/// # Invariants
+///
+/// `queue` is NULL or the queue of the disk whose [`Frozen`] guard last
+/// replaced `value`; `value` is written only under `lock`, with that queue
+/// frozen.
+#[pin_data]
+pub struct QueueCell<U> {
+    #[pin]
+    lock: SpinLock<()>,
+    queue: core::sync::atomic::AtomicPtr<bindings::request_queue>,
+    value: UnsafeCell<U>,
+}
+
+// SAFETY: `value` is handed out shared (`get`) only while no writer can
+// run, and written under `lock` (see the invariant); `U: Send + Sync`.
+unsafe impl<U: Send + Sync> Sync for QueueCell<U> {}
+// SAFETY: owning the cell owns `U`.
+unsafe impl<U: Send> Send for QueueCell<U> {}
+
+impl<U> QueueCell<U> {
+    /// A cell holding `value`, not yet tied to a disk.
+    pub fn new(value: U) -> impl PinInit<Self> {
+        pin_init!(Self {
+            lock <- kernel::new_spinlock!(()),
+            // INVARIANT: no queue yet.
+            queue: core::sync::atomic::AtomicPtr::new(core::ptr::null_mut()),
+            value: UnsafeCell::new(value),
+        })
+    }
+
+    /// The value, for a request in flight on the cell's disk; `None` for a
+    /// request of another disk (or before the first [`QueueCell::replace`]).
+    pub fn get<'a>(&'a self, rq: &'a Request<'_>) -> Option<&'a U> {
+        if self.queue.load(core::sync::atomic::Ordering::Acquire) != rq.queue() {
+            return None;
+        }
+        // SAFETY: `rq` is in flight on the queue of the last writer (the
+        // check above), so that queue cannot be frozen until the borrow of
+        // `rq` ends, and `value` is only written with it frozen.
+        Some(unsafe { &*self.value.get() })
+    }
+
+    /// Replaces the value with `new` while `frozen` holds the queue, and
+    /// returns the old one. `EINVAL` if the cell belongs to another disk.
+    pub fn replace<T: DiskOps>(&self, frozen: &Frozen<'_, T>, new: U) -> Result<U> {
+        let q = frozen.disk.queue();
+        let _g = self.lock.lock();
+        let cur = self.queue.load(core::sync::atomic::Ordering::Relaxed);
+        if !cur.is_null() && cur != q {
+            return Err(EINVAL);
+        }
+        // INVARIANT: written under `lock` with `q` frozen; `q` recorded.
+        self.queue.store(q, core::sync::atomic::Ordering::Release);
+        // SAFETY: `q` is frozen, so no request holds a reference from
+        // `get`, and `lock` excludes other writers.
+        Ok(core::mem::replace(unsafe { &mut *self.value.get() }, new))
+    }
+}
 
 /// A live disk: tag set, gendisk and the `T` they share.
 ///
 /// # Invariants
 ///
-/// `set` was allocated with `blk_mq_alloc_tag_set`; `disk` was added with
-/// `device_add_disk` and holds an `Arc<T>` reference in `private_data`.
+/// `set` was allocated with `blk_mq_alloc_tag_set` and does not move;
+/// `disk` was added with `device_add_disk` and holds an `Arc<T>` reference
+/// in `private_data`.
 pub struct Disk<T: DiskOps> {
-    set: KBox<bindings::blk_mq_tag_set>,
+    set: Pin<KBox<Opaque<bindings::blk_mq_tag_set>>>,
     /// Where `queue_rq` sends requests (through `set.driver_data`); a
     /// field, so it is destroyed after `drop` deleted the disk.
     _wq: Workqueue,
@@ -481,58 +620,69 @@ pub struct Disk<T: DiskOps> {
     _p: PhantomData<T>,
 }
 
-// SAFETY: the C objects may be used from any thread; `Disk` methods that
-// change state take `&mut self` and the owner serialises them.
+// SAFETY: the C objects may be used from any thread.
 unsafe impl<T: DiskOps> Send for Disk<T> {}
-// SAFETY: `&self` methods only read or call thread-safe block layer APIs.
+// SAFETY: every `&self` method calls a block layer function that does its
+// own locking (capacity, read-only flag, queue limits under `limits_lock`,
+// freezing, sysfs, uevents, `open_mutex` for a rescan) or changes
+// `disk->state` with atomic bit operations; none writes a field directly.
 unsafe impl<T: DiskOps> Sync for Disk<T> {}
 
 impl<T: DiskOps> Disk<T> {
     /// Creates and adds the disk `p.name`, empty (capacity 0) and with
-    /// partitions off, whose requests, opens and ioctls go to `data`.
+    /// partition scanning off, whose requests, opens and ioctls go to
+    /// `data`.
     pub fn new(p: &DiskParams<'_>, fops: &'static BlockFops, data: Arc<T>) -> Result<Self> {
         let DiskParams {
             name,
             major,
             first_minor,
             minors,
-            nr_hw_queues,
             queue_depth,
         } = *p;
         let bytes = name.as_bytes_with_nul();
         if bytes.len() > 32 {
             return Err(EINVAL);
         }
+        let wq = Workqueue::new(name)?;
         // SAFETY: all-zero is a valid initial `blk_mq_tag_set`.
-        let mut set = KBox::new(
-            unsafe { core::mem::zeroed::<bindings::blk_mq_tag_set>() },
+        let set = KBox::pin(
+            Opaque::<bindings::blk_mq_tag_set>::new(unsafe { core::mem::zeroed() }),
             GFP_KERNEL,
         )?;
-        set.ops = &Shims::<T>::MQ_OPS;
-        set.nr_hw_queues = nr_hw_queues;
-        set.queue_depth = queue_depth;
-        set.numa_node = bindings::NUMA_NO_NODE;
-        set.flags = bindings::BLK_MQ_F_SHOULD_MERGE | bindings::BLK_MQ_F_BLOCKING;
-        set.cmd_size = core::mem::size_of::<bindings::work_struct>() as c_uint;
-        let wq = Workqueue::new(name)?;
-        set.driver_data = wq.0.cast();
-        // SAFETY: `set` is initialised and boxed (stable address).
-        to_result(unsafe { bindings::blk_mq_alloc_tag_set(&mut *set) })?;
-        let set_guard = ScopeFree(&mut *set as *mut _);
+        let sp = set.get();
+        // SAFETY: `sp` points to the boxed tag set, not yet shared.
+        unsafe {
+            (*sp).ops = &Shims::<T>::MQ_OPS;
+            // One hardware queue, like loop: `queue_rq` only queues work,
+            // and the unbound workqueue spreads it over the CPUs.
+            (*sp).nr_hw_queues = 1;
+            (*sp).queue_depth = queue_depth;
+            (*sp).numa_node = bindings::NUMA_NO_NODE;
+            (*sp).flags = bindings::BLK_MQ_F_SHOULD_MERGE | bindings::BLK_MQ_F_BLOCKING;
+            (*sp).cmd_size = sys::lff_cmd_size();
+            (*sp).driver_data = wq.0.cast();
+        }
+        // SAFETY: `sp` is initialised and pinned (stable address).
+        to_result(unsafe { bindings::blk_mq_alloc_tag_set(sp) })?;
+        let set_guard = ScopeFree(sp);
 
         // SAFETY: all-zero limits are the block layer's defaults.
         let mut lim: bindings::queue_limits = unsafe { core::mem::zeroed() };
         lim.logical_block_size = 512;
         lim.physical_block_size = 512;
         let raw_data = Arc::into_raw(data);
-        // SAFETY: `set` is an allocated tag set; `lim` is valid for the call;
+        // SAFETY: `sp` is an allocated tag set; `lim` is valid for the call;
         // `raw_data` stays valid until `free_disk` drops it.
-        let disk =
-            unsafe { sys::lff_blk_mq_alloc_disk(set_guard.0, &mut lim, raw_data as *mut c_void) };
+        let disk = unsafe { sys::lff_blk_mq_alloc_disk(sp, &mut lim, raw_data as *mut c_void) };
         if (disk as isize) < 0 && (disk as isize) >= -4095 || disk.is_null() {
             // SAFETY: the disk was not made, so the reference is still ours.
             drop(unsafe { Arc::from_raw(raw_data) });
-            return Err(Error::from_errno(disk as isize as i32));
+            return Err(if disk.is_null() {
+                ENOMEM
+            } else {
+                Error::from_errno(disk as isize as i32)
+            });
         }
         // SAFETY: `disk` was just allocated and is not yet visible.
         unsafe {
@@ -542,10 +692,10 @@ impl<T: DiskOps> Disk<T> {
             d.minors = minors as c_int;
             d.fops = &fops.0;
             d.private_data = raw_data as *mut c_void;
-            d.flags |= bindings::GENHD_FL_NO_PART as c_int;
             for (dst, &src) in d.disk_name.iter_mut().zip(bytes) {
                 *dst = src as c_char;
             }
+            sys::lff_disk_set_partscan(disk, false);
         }
         // SAFETY: a fully set-up, not yet added disk.
         let r = unsafe {
@@ -558,6 +708,8 @@ impl<T: DiskOps> Disk<T> {
             return Err(Error::from_errno(r));
         }
         core::mem::forget(set_guard);
+        // INVARIANT: the tag set is allocated and pinned; the disk is added
+        // and holds the `Arc` reference.
         Ok(Self {
             set,
             _wq: wq,
@@ -633,19 +785,27 @@ impl<T: DiskOps> Disk<T> {
         to_result(unsafe { bindings::queue_limits_commit_update(self.queue(), &mut l) })
     }
 
-    /// Allows or suppresses partitions; `rescan` re-reads the table.
+    /// Allows or suppresses partitions (an atomic bit of `disk->state`);
+    /// a rescan then reads or drops the table.
     pub fn set_partscan(&self, on: bool) {
-        // SAFETY: the disk is live.
+        // SAFETY: the disk is live; the helper uses atomic bit operations.
         unsafe { sys::lff_disk_set_partscan(self.raw(), on) };
     }
 
-    /// Re-reads the partition table. Unless `open_mutex_held` (as in
-    /// `DiskOps::release`), takes the disk's `open_mutex`: the caller must
-    /// then not hold a lock that `DiskOps::open` takes.
-    pub fn rescan(&self, open_mutex_held: bool) -> Result {
-        // SAFETY: the disk is live; the caller states whether it holds
-        // `open_mutex`.
-        to_result(unsafe { sys::lff_disk_rescan(self.raw(), open_mutex_held) })
+    /// Re-reads the partition table, taking the disk's `open_mutex`: the
+    /// caller must not hold a lock that [`DiskOps::open`] takes (lockdep
+    /// checks it).
+    pub fn rescan(&self) -> Result {
+        // SAFETY: the disk is live.
+        to_result(unsafe { sys::lff_disk_rescan(self.raw()) })
+    }
+
+    /// Re-reads the partition table from [`DiskOps::release`], where the
+    /// block layer holds `open_mutex` already.
+    pub fn rescan_locked(&self, _held: &OpenMutexHeld) -> Result {
+        // SAFETY: the disk is live; `_held` proves `open_mutex` is held
+        // (the helper asserts it under lockdep).
+        to_result(unsafe { sys::lff_disk_rescan_locked(self.raw()) })
     }
 
     /// Sends a `change` uevent.
@@ -659,11 +819,12 @@ impl<T: DiskOps> Disk<T> {
         };
     }
 
-    /// Adds the sysfs group `name` with the attributes `attrs` (name,
-    /// writable); shows and stores go to `DiskOps::sysfs_show/store`.
-    pub fn add_group(&self, name: &'static CStr, attrs: &[(&CStr, bool)]) -> Result<KBox<Group>> {
+    /// Adds the sysfs group `name` with the attributes `attrs`, whose names
+    /// the group copies; shows and stores go to `DiskOps::sysfs_show/store`.
+    pub fn add_group(&self, name: &'static CStr, attrs: &[Attr<'_>]) -> Result<KBox<Group>> {
         let mut g = KBox::new(
             Group {
+                names: KVec::with_capacity(attrs.len(), GFP_KERNEL)?,
                 attrs: KVec::with_capacity(attrs.len(), GFP_KERNEL)?,
                 ptrs: KVec::with_capacity(attrs.len() + 1, GFP_KERNEL)?,
                 // SAFETY: all-zero is a valid empty group.
@@ -671,21 +832,28 @@ impl<T: DiskOps> Disk<T> {
             },
             GFP_KERNEL,
         )?;
-        for &(name, writable) in attrs {
+        for a in attrs {
+            g.names.push(
+                CString::try_from_fmt(kernel::fmt!("{}", a.name))?,
+                GFP_KERNEL,
+            )?;
+        }
+        for (i, a) in attrs.iter().enumerate() {
             // `struct attribute` has lockdep fields with
             // CONFIG_DEBUG_LOCK_ALLOC only: zero here, set by
             // `lff_sysfs_attr_init` below.
             #[allow(clippy::needless_update)]
             let attr = bindings::attribute {
-                name: name.as_char_ptr(),
-                mode: if writable { 0o644 } else { 0o444 },
+                // The string's heap buffer lives in `g.names`.
+                name: g.names[i].as_char_ptr(),
+                mode: if a.writable { 0o644 } else { 0o444 },
                 ..Default::default()
             };
             g.attrs.push(
                 bindings::device_attribute {
                     attr,
                     show: Some(Shims::<T>::sysfs_show),
-                    store: if writable {
+                    store: if a.writable {
                         Some(Shims::<T>::sysfs_store)
                     } else {
                         None
@@ -707,9 +875,11 @@ impl<T: DiskOps> Disk<T> {
         g.ptrs.push(core::ptr::null_mut(), GFP_KERNEL)?;
         g.group.name = name.as_char_ptr();
         g.group.attrs = g.ptrs.as_mut_ptr();
+        // INVARIANT: every pointer above points into `g`'s own vectors,
+        // complete now and never pushed to again.
         // SAFETY: the group and everything it points to live in `g` until
-        // `remove_group` removes it from sysfs before freeing; the names
-        // outlive it (static, or the pinned driver's).
+        // `remove_group` removes it from sysfs before freeing; `name` is
+        // static.
         to_result(unsafe {
             bindings::sysfs_create_group(sys::lff_disk_kobj(self.raw()), &g.group)
         })?;
@@ -727,11 +897,12 @@ impl<T: DiskOps> Disk<T> {
 impl<T: DiskOps> Drop for Disk<T> {
     fn drop(&mut self) {
         // SAFETY: the disk was added in `new`; `put_disk` drops our
-        // reference (and, once the last opener is gone, `free_disk` runs).
+        // reference (and, once the last opener is gone, `free_disk` runs);
+        // the tag set is freed once its only queue is gone.
         unsafe {
             bindings::del_gendisk(self.raw());
             bindings::put_disk(self.raw());
-            bindings::blk_mq_free_tag_set(&mut *self.set);
+            bindings::blk_mq_free_tag_set(self.set.get());
         }
     }
 }

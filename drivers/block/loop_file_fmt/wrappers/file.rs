@@ -116,20 +116,20 @@ impl File {
         }
     }
 
-    /// Whether the file is a regular file on tmpfs.
-    pub fn is_on_tmpfs(&self) -> bool {
-        // SAFETY: the file is valid by the type invariant.
-        unsafe { sys::lff_file_on_tmpfs(self.as_ptr()) }
-    }
-
     /// `(st_dev, st_ino, rdev)` of the file: `st_dev` as `stat(2)` reports
-    /// it, `rdev` as the kernel encodes it (`MAJOR(rdev) == rdev >> 20`).
+    /// it, `rdev` as the kernel encodes it (see [`File::rdev_major`]).
     pub fn ids(&self) -> (u64, u64, u32) {
         let (mut dev, mut ino, mut rdev) = (0, 0, 0);
         // SAFETY: the file is valid by the type invariant; the out pointers
         // point to live locals.
         unsafe { sys::lff_file_ids(self.as_ptr(), &mut dev, &mut ino, &mut rdev) };
         (dev, ino, rdev)
+    }
+
+    /// `MAJOR()` of the device a block device node stands for.
+    pub fn rdev_major(&self) -> u32 {
+        // SAFETY: pure function of a number.
+        unsafe { sys::lff_major(self.ids().2) }
     }
 
     /// Writes the file's path into `buf` and returns it (may be truncated

@@ -781,6 +781,11 @@ impl Instance {
         })
     }
 
+    /// Whether the driver's attribute `index` can be stored.
+    pub fn attr_writable(&self, index: usize) -> bool {
+        self.attrs().get(index).is_some_and(|a| a.store.is_some())
+    }
+
     fn attrs(&self) -> &[RawAttr] {
         let ops = self.drv.ops();
         if ops.attrs.is_null() {

@@ -51,3 +51,28 @@ pub fn request_module(name: &CStr) -> Result {
     }
     to_result(r)
 }
+
+/// Whether a message that userspace can trigger at will may be printed
+/// now (`printk_ratelimit()`).
+pub fn ratelimit() -> bool {
+    // SAFETY: callable from any context.
+    unsafe { sys::lff_ratelimit() }
+}
+
+/// `pr_err!` behind [`ratelimit`], for reasons of a refused ioctl.
+#[macro_export]
+macro_rules! pr_err_ratelimited {
+    ($($arg:tt)*) => {
+        if $crate::wrappers::ratelimit() {
+            kernel::pr_err!($($arg)*);
+        }
+    };
+}
+
+/// The bytes of a C `char` array (a fixed-size string field of a UAPI
+/// struct).
+pub fn c_chars_as_bytes(chars: &[core::ffi::c_char]) -> &[u8] {
+    // SAFETY: `c_char` and `u8` have the same size and alignment, and every
+    // bit pattern is valid for both.
+    unsafe { core::slice::from_raw_parts(chars.as_ptr().cast::<u8>(), chars.len()) }
+}

@@ -9,6 +9,23 @@
 use kernel::bindings;
 use kernel::ffi::{c_char, c_int, c_uint, c_void};
 
+/// `struct lff_serve_ctx` of `core/lff_helpers.h`: what serving a request
+/// changed in `current`, restored by `lff_rq_serve_exit`.
+#[repr(C)]
+pub(crate) struct ServeCtx {
+    pflags: c_uint,
+    old_memcg: *mut c_void,
+}
+
+impl ServeCtx {
+    pub(crate) const fn new() -> Self {
+        Self {
+            pflags: 0,
+            old_memcg: core::ptr::null_mut(),
+        }
+    }
+}
+
 // Kernel structs that are empty in some configurations (`lock_class_key`
 // without lockdep) trip `improper_ctypes`; they are only passed by pointer.
 #[allow(improper_ctypes)]
@@ -26,6 +43,8 @@ extern "C" {
         alloc: *mut *mut bindings::bio_vec,
     ) -> c_int;
 
+    pub(crate) fn lff_rq_queue(rq: *mut bindings::request) -> *mut bindings::request_queue;
+    pub(crate) fn lff_cmd_size() -> c_uint;
     pub(crate) fn lff_rq_init_work(
         rq: *mut bindings::request,
         func: Option<unsafe extern "C" fn(*mut bindings::work_struct)>,
@@ -34,8 +53,9 @@ extern "C" {
     pub(crate) fn lff_rq_queue_work(
         wq: *mut bindings::workqueue_struct,
         rq: *mut bindings::request,
-    ) -> bool;
-    pub(crate) fn lff_in_submit_bio() -> bool;
+    );
+    pub(crate) fn lff_rq_serve_enter(rq: *mut bindings::request, ctx: *mut ServeCtx);
+    pub(crate) fn lff_rq_serve_exit(rq: *mut bindings::request, ctx: *mut ServeCtx);
     pub(crate) fn lff_alloc_workqueue(name: *const c_char) -> *mut bindings::workqueue_struct;
     pub(crate) fn lff_iov_iter_count(iter: *const bindings::iov_iter) -> usize;
     pub(crate) fn lff_iov_iter_truncate(iter: *mut bindings::iov_iter, count: usize);
@@ -57,7 +77,6 @@ extern "C" {
     pub(crate) fn lff_file_direct_io(file: *mut bindings::file) -> bool;
     pub(crate) fn lff_file_can_direct_io(file: *mut bindings::file) -> bool;
     pub(crate) fn lff_file_kind(file: *mut bindings::file) -> c_int;
-    pub(crate) fn lff_file_on_tmpfs(file: *mut bindings::file) -> bool;
     pub(crate) fn lff_file_ids(
         file: *mut bindings::file,
         dev: *mut u64,
@@ -76,7 +95,12 @@ extern "C" {
     pub(crate) fn lff_sysfs_attr_init(attr: *mut bindings::attribute);
     pub(crate) fn lff_disk_openers(disk: *mut bindings::gendisk) -> c_uint;
     pub(crate) fn lff_disk_set_partscan(disk: *mut bindings::gendisk, on: bool);
-    pub(crate) fn lff_disk_rescan(disk: *mut bindings::gendisk, locked: bool) -> c_int;
+    pub(crate) fn lff_disk_rescan(disk: *mut bindings::gendisk) -> c_int;
+    pub(crate) fn lff_disk_rescan_locked(disk: *mut bindings::gendisk) -> c_int;
+    #[cfg(CONFIG_COMPAT)]
+    pub(crate) fn lff_compat_ptr(arg: kernel::ffi::c_ulong) -> kernel::ffi::c_ulong;
+    pub(crate) fn lff_major(dev: u32) -> c_uint;
+    pub(crate) fn lff_ratelimit() -> bool;
     pub(crate) fn lff_queue_limits_start_update(
         q: *mut bindings::request_queue,
     ) -> bindings::queue_limits;
