@@ -14,13 +14,20 @@
 //! Map of the request path: `wrappers::blk` (blk-mq shim, blocking tag set)
 //! → [`device::Device::queue_rq`] → the driver's `read_iter`/`write_iter`.
 
+// Only the wrappers (and, in the core, the entry points C calls) may
+// use `unsafe`.
+#![deny(unsafe_code)]
+
+#[allow(unsafe_code)]
 #[path = "../wrappers/mod.rs"]
 pub mod wrappers;
 
+#[allow(unsafe_code)] // C entry points
 mod control;
 mod device;
 mod registry;
 #[cfg(CONFIG_KUNIT)]
+#[allow(unsafe_code)] // C entry points
 mod test_hooks;
 
 use kernel::prelude::*;
@@ -40,6 +47,8 @@ struct LoopFileFmt {
     control: Option<control::ControlNode>,
 }
 
+// `CORE.take()` at init failure and exit.
+#[allow(unsafe_code)]
 impl kernel::Module for LoopFileFmt {
     fn init(module: &'static ThisModule) -> Result<Self> {
         let core = registry::Core::new(module)?;
@@ -60,6 +69,7 @@ impl kernel::Module for LoopFileFmt {
     }
 }
 
+#[allow(unsafe_code)]
 impl Drop for LoopFileFmt {
     fn drop(&mut self) {
         // No new control ioctl after this.
@@ -82,6 +92,7 @@ impl Drop for LoopFileFmt {
 ///
 /// `drv` must be NULL or point to a driver description that stays valid
 /// until it is passed to [`lff_unregister_format`].
+#[allow(unsafe_code)] // a C entry point
 #[no_mangle]
 pub unsafe extern "C" fn lff_register_format(drv: *const RawDriver) -> kernel::ffi::c_int {
     // SAFETY: the caller's guarantee is `DriverRef::new`'s.
@@ -98,6 +109,7 @@ pub unsafe extern "C" fn lff_register_format(drv: *const RawDriver) -> kernel::f
 /// # Safety
 ///
 /// `drv` must have been registered.
+#[allow(unsafe_code)] // a C entry point
 #[no_mangle]
 pub unsafe extern "C" fn lff_unregister_format(drv: *const RawDriver) {
     if let Some(core) = registry::CORE.get() {

@@ -24,15 +24,23 @@
 //!
 //! Writes are a later step: read-write attach is refused with `EROFS`.
 
+// Only the wrappers (and, in the core, the entry points C calls) may
+// use `unsafe`.
+#![deny(unsafe_code)]
+
+#[allow(unsafe_code)]
 #[path = "../wrappers/mod.rs"]
 pub mod wrappers;
 
+#[allow(unsafe_code)]
 #[path = "../wrappers/decompress.rs"]
 pub mod decompress;
 
+#[allow(unsafe_code)]
 #[path = "../wrappers/params.rs"]
 pub mod params;
 
+#[allow(unsafe_code)]
 #[path = "../wrappers/periodic.rs"]
 pub mod periodic;
 

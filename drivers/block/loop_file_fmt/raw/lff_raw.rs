@@ -6,6 +6,11 @@
 //! (with `O_DIRECT` when the image was opened so); flush is `fsync`,
 //! discard punches a hole and write-zeroes zeroes a range, like loop.c.
 
+// Only the wrappers (and, in the core, the entry points C calls) may
+// use `unsafe`.
+#![deny(unsafe_code)]
+
+#[allow(unsafe_code)]
 #[path = "../wrappers/mod.rs"]
 pub mod wrappers;
 

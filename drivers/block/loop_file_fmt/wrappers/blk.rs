@@ -437,6 +437,7 @@ impl BlockFops {
 #[macro_export]
 macro_rules! block_fops {
     ($name:ident, $t:ty) => {
+        #[allow(unsafe_code)]
         static $name: $crate::wrappers::blk::BlockFops = {
             // `struct module` holds structs that are empty in some
             // configurations; only its address is used.

@@ -3,10 +3,15 @@
 //! The project's thin, audited layer over `kernel::bindings`.
 //!
 //! Every `unsafe` block of the loop_file_fmt modules lives under this
-//! directory (plus the control node in `core/control.rs`); the core logic
-//! and the format drivers above it are safe Rust. Each module crate
-//! includes this tree with `#[path = "../wrappers/mod.rs"] pub mod
-//! wrappers;`.
+//! directory, except the entry points that C code calls into the core
+//! (`lff_register_format`/`lff_unregister_format` and the global's
+//! teardown in `core/lff_core.rs`, the control node's callbacks in
+//! `core/control.rs`, the KUnit hooks in `core/test_hooks.rs`): each turns
+//! its C arguments into safe types at once. The crates enforce it: their
+//! roots `#![deny(unsafe_code)]` and allow it only on these modules and
+//! items, so the device logic (`core/device.rs`, `core/registry.rs`) and
+//! the format drivers are safe Rust. Each module crate includes this tree
+//! with `#[path = "../wrappers/mod.rs"] pub mod wrappers;`.
 
 pub mod blk;
 pub mod file;
