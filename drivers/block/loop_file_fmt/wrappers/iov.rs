@@ -29,6 +29,7 @@ impl<'a> IovIter<'a> {
     /// `raw` must point to a valid, initialised `struct iov_iter` whose
     /// memory stays valid, and which nobody else uses, for `'a`.
     pub unsafe fn from_raw(raw: *mut bindings::iov_iter) -> Self {
+        // INVARIANT: the caller's contract is the invariant.
         Self {
             raw,
             _p: PhantomData,
