@@ -219,13 +219,14 @@ impl<T: DiskOps> Shims<T> {
     /// from inside `submit_bio()` the bios of the backing file's own I/O
     /// would wait on `current->bio_list` for us: a deadlock.
     ///
-    /// An earlier inline path (serve the last request of a batch here,
-    /// only for images on tmpfs) measured, in one A/B run of `make bench`
-    /// (TCG, 1 vCPU, images in tmpfs, median of 3, lff IOPS / loop IOPS on
-    /// the raw copy): raw psync-4k-rand 1.25 inline against 0.78 queued,
-    /// QD32 0.90 against 0.61, but plain qcow2 psync 0.72 against 0.81 and
-    /// QD32 0.37 against 0.47 (several queues then). Images that users boot
-    /// from (ext4, NFS, block devices) never took it; it is gone.
+    /// The earlier design (a hardware queue per CPU, and the last request
+    /// of a batch served here for images on tmpfs only) measured, in one
+    /// A/B run of `make bench` (TCG, 1 vCPU, images in tmpfs, median of 3,
+    /// lff IOPS / loop IOPS on the raw copy, old against now): raw
+    /// psync-4k-rand 1.25 against 0.78, QD32 0.90 against 0.61; plain qcow2
+    /// psync 0.72 against 0.81, QD32 0.37 against 0.47. Within TCG's noise
+    /// on a loaded host, and images that users boot from (ext4, NFS, block
+    /// devices) never took the inline path: the simpler design stays.
     ///
     /// # Safety
     ///
