@@ -23,6 +23,7 @@
 #include <linux/uio.h>
 #include <linux/workqueue.h>
 #include <linux/loop_file_fmt.h>
+#include <uapi/linux/loop.h>
 #include <uapi/linux/loop_file_fmt.h>
 
 #include "lff_helpers.h"
@@ -32,6 +33,14 @@ static_assert(sizeof(struct lff_attach_info) == 56);
 static_assert(sizeof(struct lff_format_attr) == 24);
 static_assert(sizeof(struct lff_format_ops) == 72);
 static_assert(sizeof(struct lff_format_driver) == 24);
+
+/*
+ * Our ioctls have their own type: a loop ioctl (LOOP_SET_FD is 0x4C00) sent
+ * to /dev/lffN must never decode as one of ours, nor ours as loop's.
+ */
+static_assert(LFF_IOC_MAGIC != _IOC_TYPE(LOOP_SET_FD));
+static_assert(_IOC_TYPE(LFF_CLR_FD) == LFF_IOC_MAGIC);
+static_assert(_IOC_TYPE(LFF_CTL_ADD) == LFF_IOC_MAGIC);
 
 /* Implemented in Rust (lff_core.rs). */
 EXPORT_SYMBOL_GPL(lff_register_format);
