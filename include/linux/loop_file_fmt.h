@@ -13,7 +13,8 @@
  * The Rust modules of this project mirror these definitions with #[repr(C)]
  * types (drivers/block/loop_file_fmt/wrappers/format.rs); the core's C
  * helper checks the sizes at build time. A driver written in C includes this
- * header and links against the exported symbols.
+ * header and links against the exported symbols, which live in the symbol
+ * namespace LOOP_FILE_FMT: a driver module imports it with LFF_IMPORT_NS().
  *
  * Calling context: every op may sleep. read/write/flush/discard/write_zeroes
  * can be called concurrently for one device, from several CPUs; attach and
@@ -23,6 +24,25 @@
 #define _LINUX_LOOP_FILE_FMT_H
 
 #include <linux/types.h>
+#include <linux/version.h>
+
+/*
+ * The symbol namespace of everything the core exports (and of the qcow2
+ * driver's test exports). EXPORT_SYMBOL_NS_GPL() and MODULE_IMPORT_NS()
+ * take a bare identifier up to 6.12 and a string literal from 6.13 on; this
+ * is the one place that knows.
+ */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 13, 0)
+#define LFF_NS "LOOP_FILE_FMT"
+#else
+#define LFF_NS LOOP_FILE_FMT
+#endif
+
+/* Export @sym into the namespace (in place of EXPORT_SYMBOL_GPL). */
+#define LFF_EXPORT_SYMBOL(sym)	EXPORT_SYMBOL_NS_GPL(sym, LFF_NS)
+/* In every module that uses an exported symbol, once (C only: 6.12's Rust
+ * module! macro has no namespace imports). */
+#define LFF_IMPORT_NS()		MODULE_IMPORT_NS(LFF_NS)
 
 struct file;
 struct iov_iter;

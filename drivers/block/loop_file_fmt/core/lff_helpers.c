@@ -2,7 +2,9 @@
 /*
  * C side of the loop_file_fmt core module: what Rust cannot reach in 6.12.
  *
- * - EXPORT_SYMBOL_GPL lines for the format driver API implemented in Rust;
+ * - the exports (LFF_EXPORT_SYMBOL: namespace LOOP_FILE_FMT, which the
+ *   users import with LFF_IMPORT_NS()) of the format driver API implemented
+ *   in Rust;
  * - one-line wrappers for static inline functions and macros (requests,
  *   iov_iter, files, gendisk, queue limits), exported for the format driver
  *   modules, whose Rust wrappers (../wrappers/sys.rs) declare them;
@@ -43,15 +45,15 @@ static_assert(_IOC_TYPE(LFF_CLR_FD) == LFF_IOC_MAGIC);
 static_assert(_IOC_TYPE(LFF_CTL_ADD) == LFF_IOC_MAGIC);
 
 /* Implemented in Rust (lff_core.rs). */
-EXPORT_SYMBOL_GPL(lff_register_format);
-EXPORT_SYMBOL_GPL(lff_unregister_format);
+LFF_EXPORT_SYMBOL(lff_register_format);
+LFF_EXPORT_SYMBOL(lff_unregister_format);
 
 #if IS_ENABLED(CONFIG_KUNIT)
 /* Registry test hooks for tests/kunit/ (test_hooks.rs). */
 int lff_test_format_get(const char *name, void **handle, const char **drv_name);
 void lff_test_format_put(void *handle);
-EXPORT_SYMBOL_GPL(lff_test_format_get);
-EXPORT_SYMBOL_GPL(lff_test_format_put);
+LFF_EXPORT_SYMBOL(lff_test_format_get);
+LFF_EXPORT_SYMBOL(lff_test_format_put);
 #endif
 
 /* --- requests --- */
@@ -60,37 +62,37 @@ u64 lff_rq_pos(struct request *rq)
 {
 	return (u64)blk_rq_pos(rq) << SECTOR_SHIFT;
 }
-EXPORT_SYMBOL_GPL(lff_rq_pos);
+LFF_EXPORT_SYMBOL(lff_rq_pos);
 
 unsigned int lff_rq_bytes(struct request *rq)
 {
 	return blk_rq_bytes(rq);
 }
-EXPORT_SYMBOL_GPL(lff_rq_bytes);
+LFF_EXPORT_SYMBOL(lff_rq_bytes);
 
 unsigned int lff_rq_op(struct request *rq)
 {
 	return req_op(rq);
 }
-EXPORT_SYMBOL_GPL(lff_rq_op);
+LFF_EXPORT_SYMBOL(lff_rq_op);
 
 bool lff_rq_fua(struct request *rq)
 {
 	return rq->cmd_flags & REQ_FUA;
 }
-EXPORT_SYMBOL_GPL(lff_rq_fua);
+LFF_EXPORT_SYMBOL(lff_rq_fua);
 
 bool lff_rq_nounmap(struct request *rq)
 {
 	return rq->cmd_flags & REQ_NOUNMAP;
 }
-EXPORT_SYMBOL_GPL(lff_rq_nounmap);
+LFF_EXPORT_SYMBOL(lff_rq_nounmap);
 
 void *lff_rq_driver_data(struct request *rq)
 {
 	return rq->q->queuedata;
 }
-EXPORT_SYMBOL_GPL(lff_rq_driver_data);
+LFF_EXPORT_SYMBOL(lff_rq_driver_data);
 
 /*
  * Point @iter at the data of @rq, like loop's lo_rw_aio(). A request made
@@ -125,7 +127,7 @@ int lff_rq_iter_init(struct request *rq, struct iov_iter *iter,
 	iter->iov_offset = offset;
 	return 0;
 }
-EXPORT_SYMBOL_GPL(lff_rq_iter_init);
+LFF_EXPORT_SYMBOL(lff_rq_iter_init);
 
 /*
  * Requests served off queue_rq run from a work item in their PDU (the tag
@@ -135,19 +137,19 @@ void lff_rq_init_work(struct request *rq, work_func_t fn)
 {
 	INIT_WORK((struct work_struct *)blk_mq_rq_to_pdu(rq), fn);
 }
-EXPORT_SYMBOL_GPL(lff_rq_init_work);
+LFF_EXPORT_SYMBOL(lff_rq_init_work);
 
 struct request *lff_work_to_rq(struct work_struct *work)
 {
 	return blk_mq_rq_from_pdu(work);
 }
-EXPORT_SYMBOL_GPL(lff_work_to_rq);
+LFF_EXPORT_SYMBOL(lff_work_to_rq);
 
 bool lff_rq_queue_work(struct workqueue_struct *wq, struct request *rq)
 {
 	return queue_work(wq, (struct work_struct *)blk_mq_rq_to_pdu(rq));
 }
-EXPORT_SYMBOL_GPL(lff_rq_queue_work);
+LFF_EXPORT_SYMBOL(lff_rq_queue_work);
 
 /*
  * Whether the caller runs inside submit_bio(): the bios it submits then only
@@ -158,14 +160,14 @@ bool lff_in_submit_bio(void)
 {
 	return current->bio_list != NULL;
 }
-EXPORT_SYMBOL_GPL(lff_in_submit_bio);
+LFF_EXPORT_SYMBOL(lff_in_submit_bio);
 
 /* Like loop's per-device workqueue: unbound, so requests spread over CPUs. */
 struct workqueue_struct *lff_alloc_workqueue(const char *name)
 {
 	return alloc_workqueue("%s", WQ_UNBOUND | WQ_FREEZABLE, 0, name);
 }
-EXPORT_SYMBOL_GPL(lff_alloc_workqueue);
+LFF_EXPORT_SYMBOL(lff_alloc_workqueue);
 
 /* --- iov_iter --- */
 
@@ -173,31 +175,31 @@ size_t lff_iov_iter_count(const struct iov_iter *iter)
 {
 	return iov_iter_count(iter);
 }
-EXPORT_SYMBOL_GPL(lff_iov_iter_count);
+LFF_EXPORT_SYMBOL(lff_iov_iter_count);
 
 void lff_iov_iter_truncate(struct iov_iter *iter, size_t count)
 {
 	iov_iter_truncate(iter, count);
 }
-EXPORT_SYMBOL_GPL(lff_iov_iter_truncate);
+LFF_EXPORT_SYMBOL(lff_iov_iter_truncate);
 
 void lff_iov_iter_reexpand(struct iov_iter *iter, size_t count)
 {
 	iov_iter_reexpand(iter, count);
 }
-EXPORT_SYMBOL_GPL(lff_iov_iter_reexpand);
+LFF_EXPORT_SYMBOL(lff_iov_iter_reexpand);
 
 size_t lff_copy_to_iter(const void *addr, size_t bytes, struct iov_iter *iter)
 {
 	return copy_to_iter(addr, bytes, iter);
 }
-EXPORT_SYMBOL_GPL(lff_copy_to_iter);
+LFF_EXPORT_SYMBOL(lff_copy_to_iter);
 
 size_t lff_copy_from_iter(void *addr, size_t bytes, struct iov_iter *iter)
 {
 	return copy_from_iter(addr, bytes, iter);
 }
-EXPORT_SYMBOL_GPL(lff_copy_from_iter);
+LFF_EXPORT_SYMBOL(lff_copy_from_iter);
 
 /* --- files --- */
 
@@ -205,7 +207,7 @@ struct file *lff_get_file(struct file *file)
 {
 	return get_file(file);
 }
-EXPORT_SYMBOL_GPL(lff_get_file);
+LFF_EXPORT_SYMBOL(lff_get_file);
 
 /*
  * As loop's get_size(): through f_mapping, whose host is the block device's
@@ -215,25 +217,25 @@ loff_t lff_file_size(struct file *file)
 {
 	return i_size_read(file->f_mapping->host);
 }
-EXPORT_SYMBOL_GPL(lff_file_size);
+LFF_EXPORT_SYMBOL(lff_file_size);
 
 bool lff_file_writable(struct file *file)
 {
 	return file->f_mode & FMODE_WRITE;
 }
-EXPORT_SYMBOL_GPL(lff_file_writable);
+LFF_EXPORT_SYMBOL(lff_file_writable);
 
 bool lff_file_direct_io(struct file *file)
 {
 	return file->f_flags & O_DIRECT;
 }
-EXPORT_SYMBOL_GPL(lff_file_direct_io);
+LFF_EXPORT_SYMBOL(lff_file_direct_io);
 
 bool lff_file_can_direct_io(struct file *file)
 {
 	return file->f_mode & FMODE_CAN_ODIRECT;
 }
-EXPORT_SYMBOL_GPL(lff_file_can_direct_io);
+LFF_EXPORT_SYMBOL(lff_file_can_direct_io);
 
 /* 1: regular file, 2: block device, 0: anything else. */
 int lff_file_kind(struct file *file)
@@ -242,7 +244,7 @@ int lff_file_kind(struct file *file)
 
 	return S_ISREG(mode) ? 1 : S_ISBLK(mode) ? 2 : 0;
 }
-EXPORT_SYMBOL_GPL(lff_file_kind);
+LFF_EXPORT_SYMBOL(lff_file_kind);
 
 /*
  * Whether @file is a regular file on tmpfs, whose reads take no locks of a
@@ -255,7 +257,7 @@ bool lff_file_on_tmpfs(struct file *file)
 
 	return S_ISREG(inode->i_mode) && inode->i_sb->s_magic == TMPFS_MAGIC;
 }
-EXPORT_SYMBOL_GPL(lff_file_on_tmpfs);
+LFF_EXPORT_SYMBOL(lff_file_on_tmpfs);
 
 /* @dev in the userspace (stat) encoding, @rdev in the kernel's. */
 void lff_file_ids(struct file *file, u64 *dev, u64 *ino, u32 *rdev)
@@ -266,7 +268,7 @@ void lff_file_ids(struct file *file, u64 *dev, u64 *ino, u32 *rdev)
 	*ino = inode->i_ino;
 	*rdev = inode->i_rdev;
 }
-EXPORT_SYMBOL_GPL(lff_file_ids);
+LFF_EXPORT_SYMBOL(lff_file_ids);
 
 /* Logical block size the file needs for O_DIRECT. */
 unsigned int lff_file_dio_align(struct file *file)
@@ -278,7 +280,7 @@ unsigned int lff_file_dio_align(struct file *file)
 	return inode->i_sb->s_bdev ?
 		bdev_logical_block_size(inode->i_sb->s_bdev) : SECTOR_SIZE;
 }
-EXPORT_SYMBOL_GPL(lff_file_dio_align);
+LFF_EXPORT_SYMBOL(lff_file_dio_align);
 
 /* --- gendisk and queue --- */
 
@@ -288,19 +290,19 @@ struct gendisk *lff_blk_mq_alloc_disk(struct blk_mq_tag_set *set,
 {
 	return blk_mq_alloc_disk(set, lim, queuedata);
 }
-EXPORT_SYMBOL_GPL(lff_blk_mq_alloc_disk);
+LFF_EXPORT_SYMBOL(lff_blk_mq_alloc_disk);
 
 struct gendisk *lff_dev_to_disk(struct device *dev)
 {
 	return dev_to_disk(dev);
 }
-EXPORT_SYMBOL_GPL(lff_dev_to_disk);
+LFF_EXPORT_SYMBOL(lff_dev_to_disk);
 
 struct kobject *lff_disk_kobj(struct gendisk *disk)
 {
 	return &disk_to_dev(disk)->kobj;
 }
-EXPORT_SYMBOL_GPL(lff_disk_kobj);
+LFF_EXPORT_SYMBOL(lff_disk_kobj);
 
 /*
  * sysfs_attr_init() for an attribute in allocated memory: with lockdep
@@ -311,13 +313,13 @@ void lff_sysfs_attr_init(struct attribute *attr)
 {
 	sysfs_attr_init(attr);
 }
-EXPORT_SYMBOL_GPL(lff_sysfs_attr_init);
+LFF_EXPORT_SYMBOL(lff_sysfs_attr_init);
 
 unsigned int lff_disk_openers(struct gendisk *disk)
 {
 	return disk_openers(disk);
 }
-EXPORT_SYMBOL_GPL(lff_disk_openers);
+LFF_EXPORT_SYMBOL(lff_disk_openers);
 
 void lff_disk_set_partscan(struct gendisk *disk, bool on)
 {
@@ -326,7 +328,7 @@ void lff_disk_set_partscan(struct gendisk *disk, bool on)
 	else
 		disk->flags |= GENHD_FL_NO_PART;
 }
-EXPORT_SYMBOL_GPL(lff_disk_set_partscan);
+LFF_EXPORT_SYMBOL(lff_disk_set_partscan);
 
 /* Re-read partitions; @locked: the caller holds disk->open_mutex. */
 int lff_disk_rescan(struct gendisk *disk, bool locked)
@@ -340,19 +342,19 @@ int lff_disk_rescan(struct gendisk *disk, bool locked)
 	mutex_unlock(&disk->open_mutex);
 	return ret;
 }
-EXPORT_SYMBOL_GPL(lff_disk_rescan);
+LFF_EXPORT_SYMBOL(lff_disk_rescan);
 
 struct queue_limits lff_queue_limits_start_update(struct request_queue *q)
 {
 	return queue_limits_start_update(q);
 }
-EXPORT_SYMBOL_GPL(lff_queue_limits_start_update);
+LFF_EXPORT_SYMBOL(lff_queue_limits_start_update);
 
 unsigned int lff_feat_write_cache(void)
 {
 	return BLK_FEAT_WRITE_CACHE | BLK_FEAT_FUA;
 }
-EXPORT_SYMBOL_GPL(lff_feat_write_cache);
+LFF_EXPORT_SYMBOL(lff_feat_write_cache);
 
 /* --- the control node /dev/loop-file-fmt-control --- */
 
