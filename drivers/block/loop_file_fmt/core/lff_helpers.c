@@ -34,7 +34,8 @@
 static_assert(sizeof(struct lff_attach_info) == 56);
 static_assert(sizeof(struct lff_format_attr) == 24);
 static_assert(sizeof(struct lff_format_ops) == 72);
-static_assert(sizeof(struct lff_format_driver) == 24);
+static_assert(sizeof(struct lff_format_driver) == 32);
+static_assert(offsetof(struct lff_format_driver, name) == 8);
 
 /*
  * Our ioctls have their own type: a loop ioctl (LOOP_SET_FD is 0x4C00) sent
