@@ -43,7 +43,10 @@ fn ctl_ioctl(cmd: c_uint, arg: c_ulong) -> Result<i32> {
         return Err(EPERM);
     }
     let core = CORE.get().ok_or(ENODEV)?;
-    // The argument is an int passed by value.
+    // The argument is an int passed by value, not a pointer: only its low
+    // 32 bits are meaningful, from a native caller (the upper half of a
+    // variadic int is unspecified) and from a 32-bit one through
+    // compat_ioctl (zero-extended). No compat_ptr(); see `lff_ctl_fops`.
     let index = arg as i32;
     match cmd {
         uapi::LFF_NR_CTL_ADD => core.add_device(if index < 0 { None } else { Some(index as u32) }),

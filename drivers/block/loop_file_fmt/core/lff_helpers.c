@@ -359,6 +359,14 @@ LFF_EXPORT_SYMBOL(lff_feat_write_cache);
 
 /* --- the control node /dev/loop-file-fmt-control --- */
 
+/*
+ * compat_ioctl is the native handler on purpose, as for /dev/loop-control:
+ * every control ioctl takes an int by value (LFF_CTL_ADD/REMOVE/GET_FREE are
+ * _IO(), no struct, same numbers for 32-bit callers), never a pointer, so
+ * there is nothing for compat_ptr() to convert. A 32-bit caller's argument
+ * arrives zero-extended; lff_ctl_ioctl() uses its low 32 bits as an int, so
+ * -1 from either kind of caller is -1.
+ */
 static const struct file_operations lff_ctl_fops = {
 	.owner		= THIS_MODULE,
 	.open		= nonseekable_open,
