@@ -41,6 +41,7 @@ pub mod qcow2fmt;
 
 mod cache;
 mod decomp;
+mod errno;
 
 use cache::Cache;
 use core::fmt::Write;
@@ -70,9 +71,9 @@ module! {
     alias: ["loop-file-fmt-qcow2"],
 }
 
-/// A format-crate error as a kernel error (its errno).
+/// A format-crate error as a kernel error (see [`errno`]).
 fn kerr(e: &FmtError) -> kernel::error::Error {
-    kernel::error::Error::from_errno(-e.errno())
+    errno::kernel_error(e)
 }
 
 /// A kernel error as a format-crate error.
