@@ -7,15 +7,11 @@
 //! defined in `lff_helpers.c`, which calls [`lff_ctl_ioctl`].
 
 use crate::registry::CORE;
+use crate::wrappers::sys::{lff_ctl_deregister, lff_ctl_register};
 use crate::wrappers::{capable_sys_admin, uapi};
 use kernel::error::to_result;
 use kernel::ffi::{c_long, c_uint, c_ulong};
 use kernel::prelude::*;
-
-extern "C" {
-    fn lff_ctl_register() -> kernel::ffi::c_int;
-    fn lff_ctl_deregister();
-}
 
 /// The registered control node; deregistered when dropped.
 pub(crate) struct ControlNode(());

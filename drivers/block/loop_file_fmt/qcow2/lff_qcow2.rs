@@ -36,6 +36,9 @@ pub mod params;
 #[path = "../wrappers/periodic.rs"]
 pub mod periodic;
 
+#[path = "../wrappers/qcow2_sys.rs"]
+mod qcow2_sys;
+
 #[path = "../../../../formats/qcow2/src/format/mod.rs"]
 pub mod qcow2fmt;
 

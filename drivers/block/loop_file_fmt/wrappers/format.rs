@@ -86,8 +86,9 @@ pub struct RawOps {
     pub nr_attrs: c_uint,
 }
 
-/// `LFF_FORMAT_ABI_VERSION`: the version of the interface this file mirrors.
-pub const ABI_VERSION: u32 = 1;
+/// `LFF_FORMAT_ABI_VERSION`: the version of the interface this file mirrors
+/// (from the C header, through the generated bindings).
+pub const ABI_VERSION: u32 = super::sys::LFF_FORMAT_ABI_VERSION;
 
 /// `struct lff_format_driver`.
 #[repr(C)]
@@ -555,7 +556,7 @@ impl DriverRef {
             while !d.name.is_null() && len < NAME_SIZE - 1 {
                 // SAFETY: `name` is NUL-terminated by the C API contract of
                 // every version, and `len` is not past its NUL.
-                let b = unsafe { *d.name.add(len) } as u8;
+                let b = unsafe { *d.name.cast::<u8>().add(len) };
                 if b == 0 {
                     break;
                 }
