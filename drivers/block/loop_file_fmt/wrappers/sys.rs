@@ -12,16 +12,7 @@
 
 // Kernel structs that are empty in some configurations (`lock_class_key`
 // without lockdep) trip `improper_ctypes`; they are only passed by pointer.
-#[allow(
-    improper_ctypes,
-    missing_docs,
-    non_camel_case_types,
-    dead_code,
-    unreachable_pub,
-    clippy::all
-)]
-mod generated {
-    include!("../generated/lff_helpers.rs");
-}
+#![allow(improper_ctypes, missing_docs, non_camel_case_types, unreachable_pub)]
+#![allow(dead_code, clippy::all)]
 
-pub(crate) use generated::*;
+include!("../generated/lff_helpers.rs");
