@@ -13,7 +13,8 @@
  * The Rust modules of this project mirror these definitions with #[repr(C)]
  * types (drivers/block/loop_file_fmt/wrappers/format.rs); the core's C
  * helper checks the sizes at build time. A driver written in C includes this
- * header and links against the exported symbols.
+ * header and links against the exported symbols, which live in the symbol
+ * namespace LOOP_FILE_FMT: a driver module imports it with LFF_IMPORT_NS().
  *
  * Calling context: every op may sleep. read/write/flush/discard/write_zeroes
  * can be called concurrently for one device, from several CPUs; attach and
@@ -23,6 +24,25 @@
 #define _LINUX_LOOP_FILE_FMT_H
 
 #include <linux/types.h>
+#include <linux/version.h>
+
+/*
+ * The symbol namespace of everything the core exports (and of the qcow2
+ * driver's test exports). EXPORT_SYMBOL_NS_GPL() and MODULE_IMPORT_NS()
+ * take a bare identifier up to 6.12 and a string literal from 6.13 on; this
+ * is the one place that knows.
+ */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 13, 0)
+#define LFF_NS "LOOP_FILE_FMT"
+#else
+#define LFF_NS LOOP_FILE_FMT
+#endif
+
+/* Export @sym into the namespace (in place of EXPORT_SYMBOL_GPL). */
+#define LFF_EXPORT_SYMBOL(sym)	EXPORT_SYMBOL_NS_GPL(sym, LFF_NS)
+/* In every module that uses an exported symbol, once (C only: 6.12's Rust
+ * module! macro has no namespace imports). */
+#define LFF_IMPORT_NS()		MODULE_IMPORT_NS(LFF_NS)
 
 struct file;
 struct iov_iter;
@@ -89,7 +109,11 @@ struct lff_format_attr {
  * @discard:      deallocate @len bytes at @pos; they then read as zeros or
  *                as before (like REQ_OP_DISCARD). NULL: not supported.
  * @write_zeroes: make @len bytes at @pos read as zeros; @may_unmap allows
- *                deallocating them. NULL: the core writes zero pages.
+ *                deallocating them. NULL: not supported; the core then
+ *                advertises no write-zeroes (max_write_zeroes_sectors 0),
+ *                so the block layer never sends REQ_OP_WRITE_ZEROES and
+ *                callers such as blkdev_issue_zeroout() write zero pages
+ *                themselves.
  * @attrs:        driver-specific sysfs attributes, or NULL.
  * @nr_attrs:     number of entries in @attrs.
  */
@@ -105,22 +129,47 @@ struct lff_format_ops {
 	unsigned int nr_attrs;
 };
 
+/*
+ * Version of this interface: every struct here, and what the core and the
+ * drivers may expect of each other. Bumped on any change a driver built
+ * against another version could misread.
+ */
+#define LFF_FORMAT_ABI_VERSION	1
+
 /**
  * struct lff_format_driver - a registered format
+ * @abi_version: LFF_FORMAT_ABI_VERSION of the header the driver was built
+ *               against.
+ * @struct_size: sizeof(struct lff_format_driver) as the driver sees it.
  * @name:  format name as userspace gives it ("raw", "qcow2"), at most
  *         LFF_FORMAT_NAME_SIZE - 1 bytes.
  * @owner: THIS_MODULE; pinned while a device uses the driver.
  * @ops:   the driver's operations.
+ *
+ * @abi_version, @struct_size and @name stay the first fields in every
+ * version, so that a core can refuse, and name, a driver of another one.
+ * Fill them with LFF_FORMAT_DRIVER_INIT().
  */
 struct lff_format_driver {
+	u32 abi_version;
+	u32 struct_size;
 	const char *name;
 	struct module *owner;
 	const struct lff_format_ops *ops;
 };
 
+#define LFF_FORMAT_DRIVER_INIT(drv_name, drv_ops)			\
+	.abi_version	= LFF_FORMAT_ABI_VERSION,			\
+	.struct_size	= sizeof(struct lff_format_driver),		\
+	.name		= (drv_name),					\
+	.owner		= THIS_MODULE,					\
+	.ops		= (drv_ops)
+
 /*
  * Register @drv. Returns 0, -EEXIST if a driver of that name is registered,
- * -EINVAL for a malformed @drv. @drv must stay valid until unregistered.
+ * -ENOEXEC (with a message naming the driver and both versions) if
+ * @drv->abi_version or @drv->struct_size is not this core's, -EINVAL for a
+ * malformed @drv. @drv must stay valid until unregistered.
  */
 int lff_register_format(const struct lff_format_driver *drv);
 

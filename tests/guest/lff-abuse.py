@@ -33,8 +33,11 @@ STATUS = struct.Struct("=4I5Q32s64s8Q")
 CONTROL = "/dev/loop-file-fmt-control"
 
 
+MAGIC = 0xBB  # LFF_IOC_MAGIC (not loop's 0x4C)
+
+
 def ioc(direction, nr, size):
-    return (direction << 30) | (size << 16) | (0x4C << 8) | nr
+    return (direction << 30) | (size << 16) | (MAGIC << 8) | nr
 
 
 CONFIGURE = ioc(1, 0xA0, CONFIG.size)

@@ -25,7 +25,7 @@ import sys
 
 CONFIG = struct.Struct("=16i4I2Q32s128s8Q")
 STATUS = struct.Struct("=4I5Q32s64s8Q")
-MAGIC = 0x4C
+MAGIC = 0xBB  # LFF_IOC_MAGIC
 
 
 def _ioc(direction, nr, size):

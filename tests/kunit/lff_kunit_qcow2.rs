@@ -19,11 +19,15 @@ pub mod qcow2fmt;
 
 mod qcow2_image;
 
+/// The driver's mapping of the crate's error classes to kernel codes.
+#[path = "../../drivers/block/loop_file_fmt/qcow2/errno.rs"]
+mod errno;
+
 use kernel::prelude::*;
 use kunit::Test;
 use qcow2_image::*;
 use qcow2fmt::compressed::{max_compressed_len, COMPRESSED_SECTOR_SIZE};
-use qcow2fmt::error::{FeatureName, EINVAL, EIO, EOPNOTSUPP};
+use qcow2fmt::error::{ErrorKind, FeatureName};
 use qcow2fmt::table::{decode_l1_entry, decode_l2_entry, map_entry, map_in_table};
 use qcow2fmt::{
     Chain, CompressedDescriptor, CompressionType, Error, Geometry, Header, L2Entry, Layer, Mapping,
@@ -112,7 +116,7 @@ fn header_bad_magic_and_version(t: &Test) {
         parse_modified(t, |h| set_u32(h, 4, 4)),
         Some(Err(Error::UnsupportedVersion(4)))
     );
-    check_eq!(t, Error::BadMagic(0).errno(), EINVAL);
+    check_eq!(t, Error::BadMagic(0).kind(), ErrorKind::Invalid);
 }
 
 fn header_cluster_bits_limits(t: &Test) {
@@ -175,7 +179,7 @@ fn header_length_checks(t: &Test) {
 fn header_encryption_refused(t: &Test) {
     let r = parse_modified(t, |h| set_u32(h, 32, 1));
     check_eq!(t, r, Some(Err(Error::Encrypted(1))));
-    check_eq!(t, Error::Encrypted(2).errno(), EOPNOTSUPP);
+    check_eq!(t, Error::Encrypted(2).kind(), ErrorKind::Unsupported);
     let Some(mut h) = v3_header(t, 4096) else {
         return;
     };
@@ -196,7 +200,7 @@ fn header_size_and_table_limits(t: &Test) {
     );
     let r = parse_modified(t, |h| put_u64(h, 24, u64::MAX));
     check_eq!(t, r, Some(Err(Error::VirtualSizeTooLarge(u64::MAX))));
-    check_eq!(t, Error::VirtualSizeTooLarge(0).errno(), 27);
+    check_eq!(t, Error::VirtualSizeTooLarge(0).kind(), ErrorKind::TooLarge);
     let r = parse_modified(t, |h| put_u64(h, 24, 1 << 40));
     check_eq!(
         t,
@@ -284,7 +288,7 @@ fn header_unknown_incompatible_bit_named(t: &Test) {
     match Header::parse(&h) {
         Err(e @ Error::UnknownIncompatibleFeature { bit: 5, name }) => {
             check_eq!(t, name.as_bytes(), &b"time warp!"[..]);
-            check_eq!(t, e.errno(), EOPNOTSUPP);
+            check_eq!(t, e.kind(), ErrorKind::Unsupported);
         }
         other => t.fail(format_args!("want bit 5 'time warp!', got {other:?}")),
     }
@@ -322,7 +326,11 @@ fn header_extensions_and_backing_file(t: &Test) {
             ..
         })
     );
-    check_eq!(t, r.map(|_| ()).map_err(|e| e.errno()), Err(EINVAL));
+    check_eq!(
+        t,
+        r.map(|_| ()).map_err(|e| e.kind()),
+        Err(ErrorKind::Invalid)
+    );
 }
 
 fn header_backing_file_bounds(t: &Test) {
@@ -357,9 +365,34 @@ fn header_backing_file_bounds(t: &Test) {
     );
 }
 
+/// The classes become this architecture's errno values, from the bindings.
+fn errors_map_to_kernel_codes(t: &Test) {
+    use kernel::bindings;
+    let code = |e: Error| errno::kernel_error(&e).to_errno();
+    let want = |n: u32| -(n as i32);
+    check_eq!(t, code(Error::BadMagic(0)), want(bindings::EINVAL));
+    check_eq!(t, code(Error::Encrypted(2)), want(bindings::EOPNOTSUPP));
+    check_eq!(
+        t,
+        code(Error::VirtualSizeTooLarge(0)),
+        want(bindings::EFBIG)
+    );
+    check_eq!(t, code(Error::ChainTooDeep), want(bindings::ELOOP));
+    check_eq!(t, code(Error::SnapshotNotFound), want(bindings::ENOENT));
+    check_eq!(
+        t,
+        code(Error::CorruptL2Entry { raw: 0 }),
+        want(bindings::EIO)
+    );
+    let nomem = bindings::ENOMEM as i32;
+    check_eq!(t, code(Error::Io(nomem)), want(bindings::ENOMEM));
+    check_eq!(t, code(Error::Io(0)), want(bindings::EIO));
+}
+
 kunit_suite!(
     lff_qcow2_header,
     [
+        errors_map_to_kernel_codes,
         header_v3_valid,
         header_v2_valid,
         header_bad_magic_and_version,
@@ -459,7 +492,11 @@ fn l2_reserved_bits_are_corrupt(t: &Test) {
             Err(Error::CorruptL2Entry { raw: bad })
         );
     }
-    check_eq!(t, Error::CorruptL2Entry { raw: 0 }.errno(), EIO);
+    check_eq!(
+        t,
+        Error::CorruptL2Entry { raw: 0 }.kind(),
+        ErrorKind::Corrupt
+    );
 }
 
 fn l2_v2_has_no_zero_flag(t: &Test) {
@@ -644,7 +681,7 @@ fn descriptor_read_range_clamps_to_file(t: &Test) {
             ..
         })
     );
-    check_eq!(t, e.map_err(|e| e.errno()), Err(EIO));
+    check_eq!(t, e.map_err(|e| e.kind()), Err(ErrorKind::Corrupt));
 }
 
 fn max_compressed_len_is_two_clusters(t: &Test) {
@@ -917,7 +954,7 @@ fn engine_pointers_past_eof(t: &Test) {
             ..
         })
     );
-    check_eq!(t, e.map_err(|e| e.errno()), Err(EIO));
+    check_eq!(t, e.map_err(|e| e.kind()), Err(ErrorKind::Corrupt));
     check!(
         t,
         img.try_read(&chain, 0, 2048).is_ok(),
@@ -1000,7 +1037,7 @@ fn engine_chain_depth_limit(t: &Test) {
         chain.push_backing(Layer::Raw { len: 0 }),
         Err(Error::ChainTooDeep)
     );
-    check_eq!(t, Error::ChainTooDeep.errno(), 40);
+    check_eq!(t, Error::ChainTooDeep.kind(), ErrorKind::ChainTooDeep);
 }
 
 kunit_suite!(

@@ -12,19 +12,33 @@ use std::vec;
 use std::vec::Vec;
 
 use crate::format::compressed::max_compressed_len;
-use crate::format::error::{EIO, ENOENT};
 use crate::format::header::HEADER_READ_LEN;
 use crate::format::{
     find_snapshot, Chain, CompressedClusters, CompressedRead, CompressionType, Decompressor, Error,
-    Header, Layer, LayerFormat, Qcow2Layer, Result, Sink, SnapshotCursor, SnapshotSelector,
-    Storage, Structure, Tables, MAX_CHAIN_DEPTH,
+    ErrorKind, Header, Layer, LayerFormat, Qcow2Layer, Result, Sink, SnapshotCursor,
+    SnapshotSelector, Storage, Structure, Tables, MAX_CHAIN_DEPTH,
 };
+
+use libc::{EFBIG, EINVAL, EIO, ELOOP, ENOENT, EOPNOTSUPP};
 
 fn io_error(e: &std::io::Error) -> Error {
     if e.kind() == std::io::ErrorKind::NotFound {
         return Error::Io(ENOENT);
     }
     Error::Io(e.raw_os_error().filter(|&n| n > 0).unwrap_or(EIO))
+}
+
+/// The host's errno for `e` (the numbers of this target's libc).
+pub fn errno(e: &Error) -> i32 {
+    match e.kind() {
+        ErrorKind::Invalid => EINVAL,
+        ErrorKind::Unsupported => EOPNOTSUPP,
+        ErrorKind::TooLarge => EFBIG,
+        ErrorKind::ChainTooDeep => ELOOP,
+        ErrorKind::NotFound => ENOENT,
+        ErrorKind::Corrupt => EIO,
+        ErrorKind::Io(n) => n,
+    }
 }
 
 /// Decompressor for both compression types, over `flate2` (raw deflate) and

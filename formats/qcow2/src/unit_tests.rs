@@ -6,7 +6,7 @@ use std::vec;
 use std::vec::Vec;
 
 use crate::format::compressed::{max_compressed_len, COMPRESSED_SECTOR_SIZE};
-use crate::format::error::{EINVAL, EIO, EOPNOTSUPP};
+use crate::format::error::ErrorKind;
 use crate::format::table::{decode_l1_entry, decode_l2_entry, map_entry, map_in_table};
 use crate::format::*;
 
@@ -81,7 +81,7 @@ fn descriptor_read_range_clamps_to_file() {
     assert_eq!(d.read_range(10_500).unwrap(), (10_000, 500));
     let e = d.read_range(10_000).unwrap_err();
     assert!(matches!(e, Error::PastEndOfFile { .. }));
-    assert_eq!(e.errno(), EIO);
+    assert_eq!(e.kind(), ErrorKind::Corrupt);
 }
 
 // ---- L1 / L2 entries ----------------------------------------------------------
@@ -488,7 +488,7 @@ fn header_unknown_incompatible_bit_is_named() {
             name: crate::format::error::FeatureName::EMPTY
         }
     );
-    assert_eq!(e.errno(), EOPNOTSUPP);
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
     // With a feature name table naming it.
     let mut table = vec![0u8; 96];
     table[0] = 0;
@@ -546,7 +546,7 @@ fn header_extensions() {
             ..
         })
     ));
-    assert_eq!(Header::parse(&e).unwrap_err().errno(), EINVAL);
+    assert_eq!(Header::parse(&e).unwrap_err().kind(), ErrorKind::Invalid);
     let mut e = v3_header(4096);
     add_ext(&mut e, 112, 0x1234_5678, &[]);
     set_u32(&mut e, 116, 5000);
@@ -588,14 +588,14 @@ fn header_extensions() {
 
 #[test]
 fn error_classes_and_messages() {
-    assert_eq!(Error::BadMagic(0).errno(), EINVAL);
-    assert_eq!(Error::Encrypted(2).errno(), EOPNOTSUPP);
-    assert_eq!(Error::ExternalDataFile.errno(), EOPNOTSUPP);
-    assert_eq!(Error::VirtualSizeTooLarge(0).errno(), 27);
-    assert_eq!(Error::CorruptL2Entry { raw: 0 }.errno(), EIO);
-    assert_eq!(Error::Io(61).errno(), 61);
-    assert_eq!(Error::Io(-3).errno(), EIO);
-    assert_eq!(Error::ChainTooDeep.errno(), 40);
+    assert_eq!(Error::BadMagic(0).kind(), ErrorKind::Invalid);
+    assert_eq!(Error::Encrypted(2).kind(), ErrorKind::Unsupported);
+    assert_eq!(Error::ExternalDataFile.kind(), ErrorKind::Unsupported);
+    assert_eq!(Error::VirtualSizeTooLarge(0).kind(), ErrorKind::TooLarge);
+    assert_eq!(Error::CorruptL2Entry { raw: 0 }.kind(), ErrorKind::Corrupt);
+    assert_eq!(Error::Io(61).kind(), ErrorKind::Io(61));
+    assert_eq!(Error::Io(-3).kind(), ErrorKind::Corrupt);
+    assert_eq!(Error::ChainTooDeep.kind(), ErrorKind::ChainTooDeep);
     assert!(!Error::DecompressionFailed.describe().is_empty());
     let s = std::format!("{}", Error::BadClusterBits(22));
     assert_eq!(s, "invalid cluster size: cluster_bits 22");
@@ -614,7 +614,7 @@ impl Storage for Mem {
     fn read_at(&self, layer: usize, buf: &mut [u8], offset: u64) -> Result<()> {
         let f = &self.files[layer];
         let start = offset as usize;
-        let src = f.get(start..start + buf.len()).ok_or(Error::Io(EIO))?;
+        let src = f.get(start..start + buf.len()).ok_or(Error::Io(5))?; // the caller's EIO
         buf.copy_from_slice(src);
         Ok(())
     }
@@ -799,7 +799,7 @@ fn engine_rejects_pointers_past_eof() {
             ..
         }
     ));
-    assert_eq!(e.errno(), EIO);
+    assert_eq!(e.kind(), ErrorKind::Corrupt);
     // The rest of the disk still reads.
     assert!(read(&chain, &mem, 0, 2048).is_ok());
 

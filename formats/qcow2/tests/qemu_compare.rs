@@ -440,5 +440,5 @@ fn internal_snapshots() {
         .err()
         .unwrap();
     assert_eq!(err, qcow2_format::Error::SnapshotNotFound);
-    assert_eq!(err.errno(), 2);
+    assert_eq!(err.kind(), qcow2_format::ErrorKind::NotFound);
 }

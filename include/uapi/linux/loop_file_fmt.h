@@ -116,7 +116,12 @@ struct lff_status {
 	__u64 __reserved[8];
 };
 
-#define LFF_IOC_MAGIC	0x4C	/* 'L', shared with loop; numbers 0xA0-0xAF */
+/*
+ * Our own ioctl type, free in Documentation/userspace-api/ioctl/ioctl-number.rst
+ * (not loop's 0x4C 'L', whose block ioctls would otherwise reach these
+ * numbers); nrs 0xA0-0xAF.
+ */
+#define LFF_IOC_MAGIC	0xBB
 
 /* Block device ioctls, on /dev/lffN. */
 /* Attach files through a format driver; EBUSY if the device is attached. */

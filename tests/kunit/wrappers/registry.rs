@@ -5,7 +5,7 @@
 //! (`core/test_hooks.rs`), malformed registrations through the public C
 //! ABI, and a module's reference count.
 
-use crate::wrappers::format::{FormatDriver, RawDriver, RawOps};
+use crate::wrappers::format::{FormatDriver, RawDriver, RawOps, ABI_VERSION};
 use core::ptr;
 use kernel::bindings;
 use kernel::error::{to_result, Result};
@@ -93,6 +93,10 @@ pub enum Malformed {
     NoOps,
     /// Ops without `read_iter`.
     NoReadIter,
+    /// Built against another `LFF_FORMAT_ABI_VERSION`.
+    OtherAbiVersion,
+    /// Built with another `struct lff_format_driver` size.
+    OtherStructSize,
 }
 
 /// An attach that refuses.
@@ -105,6 +109,15 @@ unsafe extern "C" fn dummy_attach(
     _: *mut *mut c_void,
 ) -> c_int {
     -(bindings::ENODEV as c_int)
+}
+
+/// A read that fails.
+///
+/// # Safety
+///
+/// None needed: it touches no argument.
+unsafe extern "C" fn dummy_read_iter(_: *mut c_void, _: *mut bindings::iov_iter, _: i64) -> isize {
+    -(bindings::EIO as isize)
 }
 
 /// A detach with nothing to do.
@@ -122,7 +135,11 @@ pub fn register_malformed(kind: Malformed, name: &'static CStr) -> Result {
         RawOps {
             attach: Some(dummy_attach),
             detach: Some(dummy_detach),
-            read_iter: None,
+            read_iter: if matches!(kind, Malformed::NoReadIter) {
+                None
+            } else {
+                Some(dummy_read_iter)
+            },
             write_iter: None,
             flush: None,
             discard: None,
@@ -134,6 +151,16 @@ pub fn register_malformed(kind: Malformed, name: &'static CStr) -> Result {
     )?;
     let drv = KBox::new(
         RawDriver {
+            abi_version: if matches!(kind, Malformed::OtherAbiVersion) {
+                ABI_VERSION + 1
+            } else {
+                ABI_VERSION
+            },
+            struct_size: if matches!(kind, Malformed::OtherStructSize) {
+                core::mem::size_of::<RawDriver>() as u32 - 8
+            } else {
+                core::mem::size_of::<RawDriver>() as u32
+            },
             name: if matches!(kind, Malformed::NoName) {
                 ptr::null()
             } else {

@@ -60,17 +60,17 @@ fn c_str(bytes: &'static [u8]) -> &'static str {
 #[allow(clippy::unnecessary_cast)]
 mod requests {
     use super::generated;
-    /// `LFF_CONFIGURE`: attach files (`_IOW('L', 0xA0, struct lff_config)`).
+    /// `LFF_CONFIGURE`: attach files (`_IOW(0xBB, 0xA0, struct lff_config)`).
     pub const LFF_CONFIGURE: libc::Ioctl = generated::LFF_CONFIGURE as libc::Ioctl;
-    /// `LFF_CLR_FD`: detach (`_IO('L', 0xA1)`).
+    /// `LFF_CLR_FD`: detach (`_IO(0xBB, 0xA1)`).
     pub const LFF_CLR_FD: libc::Ioctl = generated::LFF_CLR_FD as libc::Ioctl;
-    /// `LFF_GET_STATUS`: read the configuration (`_IOR('L', 0xA2, struct lff_status)`).
+    /// `LFF_GET_STATUS`: read the configuration (`_IOR(0xBB, 0xA2, struct lff_status)`).
     pub const LFF_GET_STATUS: libc::Ioctl = generated::LFF_GET_STATUS as libc::Ioctl;
-    /// `LFF_CTL_ADD`: add device N (`_IO('L', 0xA8)`).
+    /// `LFF_CTL_ADD`: add device N (`_IO(0xBB, 0xA8)`).
     pub const LFF_CTL_ADD: libc::Ioctl = generated::LFF_CTL_ADD as libc::Ioctl;
-    /// `LFF_CTL_REMOVE`: remove device N (`_IO('L', 0xA9)`).
+    /// `LFF_CTL_REMOVE`: remove device N (`_IO(0xBB, 0xA9)`).
     pub const LFF_CTL_REMOVE: libc::Ioctl = generated::LFF_CTL_REMOVE as libc::Ioctl;
-    /// `LFF_CTL_GET_FREE`: number of a free device (`_IO('L', 0xAA)`).
+    /// `LFF_CTL_GET_FREE`: number of a free device (`_IO(0xBB, 0xAA)`).
     pub const LFF_CTL_GET_FREE: libc::Ioctl = generated::LFF_CTL_GET_FREE as libc::Ioctl;
 }
 pub use requests::*;
@@ -82,7 +82,7 @@ mod tests {
     /// The asm-generic `_IOC()` encoding (x86, arm, arm64, riscv, s390...):
     /// dir(2) << 30 | size(14) << 16 | type(8) << 8 | nr(8).
     fn ioc(dir: u32, nr: u32, size: usize) -> u32 {
-        (dir << 30) | ((size as u32) << 16) | (0x4C << 8) | nr
+        (dir << 30) | ((size as u32) << 16) | (0xBB << 8) | nr
     }
 
     #[test]
@@ -106,6 +106,24 @@ mod tests {
         assert_eq!(generated::LFF_CTL_ADD, ioc(0, 0xA8, 0));
         assert_eq!(generated::LFF_CTL_REMOVE, ioc(0, 0xA9, 0));
         assert_eq!(generated::LFF_CTL_GET_FREE, ioc(0, 0xAA, 0));
+    }
+
+    #[test]
+    fn ioctl_type_is_ours_not_loops() {
+        // linux/loop.h's LOOP_SET_FD & co. are 0x4C00 + nr: 'L'.
+        const LOOP_MAGIC: u32 = 0x4C;
+        assert_ne!(generated::LFF_IOC_MAGIC, LOOP_MAGIC);
+        for nr in [
+            generated::LFF_CONFIGURE,
+            generated::LFF_CLR_FD,
+            generated::LFF_GET_STATUS,
+            generated::LFF_CTL_ADD,
+            generated::LFF_CTL_REMOVE,
+            generated::LFF_CTL_GET_FREE,
+        ] {
+            // _IOC_TYPE() is bits 8..16 on every architecture.
+            assert_eq!((nr >> 8) & 0xff, generated::LFF_IOC_MAGIC);
+        }
     }
 
     #[test]

@@ -7,15 +7,11 @@
 //! defined in `lff_helpers.c`, which calls [`lff_ctl_ioctl`].
 
 use crate::registry::CORE;
+use crate::wrappers::sys::{lff_ctl_deregister, lff_ctl_register};
 use crate::wrappers::{capable_sys_admin, uapi};
 use kernel::error::to_result;
 use kernel::ffi::{c_long, c_uint, c_ulong};
 use kernel::prelude::*;
-
-extern "C" {
-    fn lff_ctl_register() -> kernel::ffi::c_int;
-    fn lff_ctl_deregister();
-}
 
 /// The registered control node; deregistered when dropped.
 pub(crate) struct ControlNode(());
@@ -43,7 +39,10 @@ fn ctl_ioctl(cmd: c_uint, arg: c_ulong) -> Result<i32> {
         return Err(EPERM);
     }
     let core = CORE.get().ok_or(ENODEV)?;
-    // The argument is an int passed by value.
+    // The argument is an int passed by value, not a pointer: only its low
+    // 32 bits are meaningful, from a native caller (the upper half of a
+    // variadic int is unspecified) and from a 32-bit one through
+    // compat_ioctl (zero-extended). No compat_ptr(); see `lff_ctl_fops`.
     let index = arg as i32;
     match cmd {
         uapi::LFF_NR_CTL_ADD => core.add_device(if index < 0 { None } else { Some(index as u32) }),

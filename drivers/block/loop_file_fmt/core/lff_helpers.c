@@ -2,7 +2,9 @@
 /*
  * C side of the loop_file_fmt core module: what Rust cannot reach in 6.12.
  *
- * - EXPORT_SYMBOL_GPL lines for the format driver API implemented in Rust;
+ * - the exports (LFF_EXPORT_SYMBOL: namespace LOOP_FILE_FMT, which the
+ *   users import with LFF_IMPORT_NS()) of the format driver API implemented
+ *   in Rust;
  * - one-line wrappers for static inline functions and macros (requests,
  *   iov_iter, files, gendisk, queue limits), exported for the format driver
  *   modules, whose Rust wrappers (../wrappers/sys.rs) declare them;
@@ -25,6 +27,7 @@
 #include <linux/uio.h>
 #include <linux/workqueue.h>
 #include <linux/loop_file_fmt.h>
+#include <uapi/linux/loop.h>
 #include <uapi/linux/loop_file_fmt.h>
 
 #include "lff_helpers.h"
@@ -33,18 +36,27 @@
 static_assert(sizeof(struct lff_attach_info) == 56);
 static_assert(sizeof(struct lff_format_attr) == 24);
 static_assert(sizeof(struct lff_format_ops) == 72);
-static_assert(sizeof(struct lff_format_driver) == 24);
+static_assert(sizeof(struct lff_format_driver) == 32);
+static_assert(offsetof(struct lff_format_driver, name) == 8);
+
+/*
+ * Our ioctls have their own type: a loop ioctl (LOOP_SET_FD is 0x4C00) sent
+ * to /dev/lffN must never decode as one of ours, nor ours as loop's.
+ */
+static_assert(LFF_IOC_MAGIC != _IOC_TYPE(LOOP_SET_FD));
+static_assert(_IOC_TYPE(LFF_CLR_FD) == LFF_IOC_MAGIC);
+static_assert(_IOC_TYPE(LFF_CTL_ADD) == LFF_IOC_MAGIC);
 
 /* Implemented in Rust (lff_core.rs). */
-EXPORT_SYMBOL_GPL(lff_register_format);
-EXPORT_SYMBOL_GPL(lff_unregister_format);
+LFF_EXPORT_SYMBOL(lff_register_format);
+LFF_EXPORT_SYMBOL(lff_unregister_format);
 
 #if IS_ENABLED(CONFIG_KUNIT)
 /* Registry test hooks for tests/kunit/ (test_hooks.rs). */
 int lff_test_format_get(const char *name, void **handle, const char **drv_name);
 void lff_test_format_put(void *handle);
-EXPORT_SYMBOL_GPL(lff_test_format_get);
-EXPORT_SYMBOL_GPL(lff_test_format_put);
+LFF_EXPORT_SYMBOL(lff_test_format_get);
+LFF_EXPORT_SYMBOL(lff_test_format_put);
 #endif
 
 /* --- requests --- */
@@ -53,37 +65,37 @@ u64 lff_rq_pos(struct request *rq)
 {
 	return (u64)blk_rq_pos(rq) << SECTOR_SHIFT;
 }
-EXPORT_SYMBOL_GPL(lff_rq_pos);
+LFF_EXPORT_SYMBOL(lff_rq_pos);
 
 unsigned int lff_rq_bytes(struct request *rq)
 {
 	return blk_rq_bytes(rq);
 }
-EXPORT_SYMBOL_GPL(lff_rq_bytes);
+LFF_EXPORT_SYMBOL(lff_rq_bytes);
 
 unsigned int lff_rq_op(struct request *rq)
 {
 	return req_op(rq);
 }
-EXPORT_SYMBOL_GPL(lff_rq_op);
+LFF_EXPORT_SYMBOL(lff_rq_op);
 
 bool lff_rq_fua(struct request *rq)
 {
 	return rq->cmd_flags & REQ_FUA;
 }
-EXPORT_SYMBOL_GPL(lff_rq_fua);
+LFF_EXPORT_SYMBOL(lff_rq_fua);
 
 bool lff_rq_nounmap(struct request *rq)
 {
 	return rq->cmd_flags & REQ_NOUNMAP;
 }
-EXPORT_SYMBOL_GPL(lff_rq_nounmap);
+LFF_EXPORT_SYMBOL(lff_rq_nounmap);
 
 void *lff_rq_driver_data(struct request *rq)
 {
 	return rq->q->queuedata;
 }
-EXPORT_SYMBOL_GPL(lff_rq_driver_data);
+LFF_EXPORT_SYMBOL(lff_rq_driver_data);
 
 /*
  * Point @iter at the data of @rq, like loop's lo_rw_aio(). A request made
@@ -121,7 +133,7 @@ int lff_rq_iter_init(struct request *rq, struct iov_iter *iter,
 	iter->iov_offset = offset;
 	return 0;
 }
-EXPORT_SYMBOL_GPL(lff_rq_iter_init);
+LFF_EXPORT_SYMBOL(lff_rq_iter_init);
 
 /*
  * Every request is served from a work item in its PDU (the tag set's
@@ -138,7 +150,7 @@ unsigned int lff_cmd_size(void)
 {
 	return sizeof(struct lff_cmd);
 }
-EXPORT_SYMBOL_GPL(lff_cmd_size);
+LFF_EXPORT_SYMBOL(lff_cmd_size);
 
 void lff_rq_init_work(struct request *rq, work_func_t fn)
 {
@@ -148,13 +160,13 @@ void lff_rq_init_work(struct request *rq, work_func_t fn)
 	cmd->blkcg_css = NULL;
 	cmd->memcg_css = NULL;
 }
-EXPORT_SYMBOL_GPL(lff_rq_init_work);
+LFF_EXPORT_SYMBOL(lff_rq_init_work);
 
 struct request *lff_work_to_rq(struct work_struct *work)
 {
 	return blk_mq_rq_from_pdu(container_of(work, struct lff_cmd, work));
 }
-EXPORT_SYMBOL_GPL(lff_work_to_rq);
+LFF_EXPORT_SYMBOL(lff_work_to_rq);
 
 /*
  * As loop_queue_rq(): the work is charged to the blkcg of the request's
@@ -179,7 +191,7 @@ void lff_rq_queue_work(struct workqueue_struct *wq, struct request *rq)
 #endif
 	queue_work(wq, &cmd->work);
 }
-EXPORT_SYMBOL_GPL(lff_rq_queue_work);
+LFF_EXPORT_SYMBOL(lff_rq_queue_work);
 
 /*
  * As loop_process_work() and loop_handle_cmd(): @rq is served with
@@ -207,7 +219,7 @@ void lff_rq_serve_enter(struct request *rq, struct lff_serve_ctx *ctx)
 		ctx->old_memcg = set_active_memcg(mem_cgroup_from_css(cmd->memcg_css));
 #endif
 }
-EXPORT_SYMBOL_GPL(lff_rq_serve_enter);
+LFF_EXPORT_SYMBOL(lff_rq_serve_enter);
 
 void lff_rq_serve_exit(struct request *rq, struct lff_serve_ctx *ctx)
 {
@@ -228,14 +240,14 @@ void lff_rq_serve_exit(struct request *rq, struct lff_serve_ctx *ctx)
 	current->flags = (current->flags & ~(PF_MEMALLOC_NOIO | PF_LOCAL_THROTTLE)) |
 			 ctx->pflags;
 }
-EXPORT_SYMBOL_GPL(lff_rq_serve_exit);
+LFF_EXPORT_SYMBOL(lff_rq_serve_exit);
 
 /* Like loop's per-device workqueue: unbound, so requests spread over CPUs. */
 struct workqueue_struct *lff_alloc_workqueue(const char *name)
 {
 	return alloc_workqueue("%s", WQ_UNBOUND | WQ_FREEZABLE, 0, name);
 }
-EXPORT_SYMBOL_GPL(lff_alloc_workqueue);
+LFF_EXPORT_SYMBOL(lff_alloc_workqueue);
 
 /* --- iov_iter --- */
 
@@ -243,31 +255,31 @@ size_t lff_iov_iter_count(const struct iov_iter *iter)
 {
 	return iov_iter_count(iter);
 }
-EXPORT_SYMBOL_GPL(lff_iov_iter_count);
+LFF_EXPORT_SYMBOL(lff_iov_iter_count);
 
 void lff_iov_iter_truncate(struct iov_iter *iter, size_t count)
 {
 	iov_iter_truncate(iter, count);
 }
-EXPORT_SYMBOL_GPL(lff_iov_iter_truncate);
+LFF_EXPORT_SYMBOL(lff_iov_iter_truncate);
 
 void lff_iov_iter_reexpand(struct iov_iter *iter, size_t count)
 {
 	iov_iter_reexpand(iter, count);
 }
-EXPORT_SYMBOL_GPL(lff_iov_iter_reexpand);
+LFF_EXPORT_SYMBOL(lff_iov_iter_reexpand);
 
 size_t lff_copy_to_iter(const void *addr, size_t bytes, struct iov_iter *iter)
 {
 	return copy_to_iter(addr, bytes, iter);
 }
-EXPORT_SYMBOL_GPL(lff_copy_to_iter);
+LFF_EXPORT_SYMBOL(lff_copy_to_iter);
 
 size_t lff_copy_from_iter(void *addr, size_t bytes, struct iov_iter *iter)
 {
 	return copy_from_iter(addr, bytes, iter);
 }
-EXPORT_SYMBOL_GPL(lff_copy_from_iter);
+LFF_EXPORT_SYMBOL(lff_copy_from_iter);
 
 /* --- files --- */
 
@@ -275,7 +287,7 @@ struct file *lff_get_file(struct file *file)
 {
 	return get_file(file);
 }
-EXPORT_SYMBOL_GPL(lff_get_file);
+LFF_EXPORT_SYMBOL(lff_get_file);
 
 /*
  * As loop's get_size(): through f_mapping, whose host is the block device's
@@ -285,25 +297,25 @@ loff_t lff_file_size(struct file *file)
 {
 	return i_size_read(file->f_mapping->host);
 }
-EXPORT_SYMBOL_GPL(lff_file_size);
+LFF_EXPORT_SYMBOL(lff_file_size);
 
 bool lff_file_writable(struct file *file)
 {
 	return file->f_mode & FMODE_WRITE;
 }
-EXPORT_SYMBOL_GPL(lff_file_writable);
+LFF_EXPORT_SYMBOL(lff_file_writable);
 
 bool lff_file_direct_io(struct file *file)
 {
 	return file->f_flags & O_DIRECT;
 }
-EXPORT_SYMBOL_GPL(lff_file_direct_io);
+LFF_EXPORT_SYMBOL(lff_file_direct_io);
 
 bool lff_file_can_direct_io(struct file *file)
 {
 	return file->f_mode & FMODE_CAN_ODIRECT;
 }
-EXPORT_SYMBOL_GPL(lff_file_can_direct_io);
+LFF_EXPORT_SYMBOL(lff_file_can_direct_io);
 
 /* 1: regular file, 2: block device, 0: anything else. */
 int lff_file_kind(struct file *file)
@@ -312,7 +324,7 @@ int lff_file_kind(struct file *file)
 
 	return S_ISREG(mode) ? 1 : S_ISBLK(mode) ? 2 : 0;
 }
-EXPORT_SYMBOL_GPL(lff_file_kind);
+LFF_EXPORT_SYMBOL(lff_file_kind);
 
 /* @dev in the userspace (stat) encoding, @rdev in the kernel's. */
 void lff_file_ids(struct file *file, u64 *dev, u64 *ino, u32 *rdev)
@@ -323,7 +335,7 @@ void lff_file_ids(struct file *file, u64 *dev, u64 *ino, u32 *rdev)
 	*ino = inode->i_ino;
 	*rdev = inode->i_rdev;
 }
-EXPORT_SYMBOL_GPL(lff_file_ids);
+LFF_EXPORT_SYMBOL(lff_file_ids);
 
 /* Logical block size the file needs for O_DIRECT. */
 unsigned int lff_file_dio_align(struct file *file)
@@ -335,7 +347,7 @@ unsigned int lff_file_dio_align(struct file *file)
 	return inode->i_sb->s_bdev ?
 		bdev_logical_block_size(inode->i_sb->s_bdev) : SECTOR_SIZE;
 }
-EXPORT_SYMBOL_GPL(lff_file_dio_align);
+LFF_EXPORT_SYMBOL(lff_file_dio_align);
 
 /* --- gendisk and queue --- */
 
@@ -345,19 +357,19 @@ struct gendisk *lff_blk_mq_alloc_disk(struct blk_mq_tag_set *set,
 {
 	return blk_mq_alloc_disk(set, lim, queuedata);
 }
-EXPORT_SYMBOL_GPL(lff_blk_mq_alloc_disk);
+LFF_EXPORT_SYMBOL(lff_blk_mq_alloc_disk);
 
 struct gendisk *lff_dev_to_disk(struct device *dev)
 {
 	return dev_to_disk(dev);
 }
-EXPORT_SYMBOL_GPL(lff_dev_to_disk);
+LFF_EXPORT_SYMBOL(lff_dev_to_disk);
 
 struct kobject *lff_disk_kobj(struct gendisk *disk)
 {
 	return &disk_to_dev(disk)->kobj;
 }
-EXPORT_SYMBOL_GPL(lff_disk_kobj);
+LFF_EXPORT_SYMBOL(lff_disk_kobj);
 
 /*
  * sysfs_attr_init() for an attribute in allocated memory: with lockdep
@@ -368,13 +380,13 @@ void lff_sysfs_attr_init(struct attribute *attr)
 {
 	sysfs_attr_init(attr);
 }
-EXPORT_SYMBOL_GPL(lff_sysfs_attr_init);
+LFF_EXPORT_SYMBOL(lff_sysfs_attr_init);
 
 unsigned int lff_disk_openers(struct gendisk *disk)
 {
 	return disk_openers(disk);
 }
-EXPORT_SYMBOL_GPL(lff_disk_openers);
+LFF_EXPORT_SYMBOL(lff_disk_openers);
 
 /*
  * As loop does, through the atomic GD_SUPPRESS_PART_SCAN bit of
@@ -387,7 +399,7 @@ void lff_disk_set_partscan(struct gendisk *disk, bool on)
 	else
 		set_bit(GD_SUPPRESS_PART_SCAN, &disk->state);
 }
-EXPORT_SYMBOL_GPL(lff_disk_set_partscan);
+LFF_EXPORT_SYMBOL(lff_disk_set_partscan);
 
 /* Re-read partitions, taking disk->open_mutex. */
 int lff_disk_rescan(struct gendisk *disk)
@@ -399,7 +411,7 @@ int lff_disk_rescan(struct gendisk *disk)
 	mutex_unlock(&disk->open_mutex);
 	return ret;
 }
-EXPORT_SYMBOL_GPL(lff_disk_rescan);
+LFF_EXPORT_SYMBOL(lff_disk_rescan);
 
 /* Re-read partitions; the caller holds disk->open_mutex (->release). */
 int lff_disk_rescan_locked(struct gendisk *disk)
@@ -407,13 +419,13 @@ int lff_disk_rescan_locked(struct gendisk *disk)
 	lockdep_assert_held(&disk->open_mutex);
 	return bdev_disk_changed(disk, false);
 }
-EXPORT_SYMBOL_GPL(lff_disk_rescan_locked);
+LFF_EXPORT_SYMBOL(lff_disk_rescan_locked);
 
 struct request_queue *lff_rq_queue(struct request *rq)
 {
 	return rq->q;
 }
-EXPORT_SYMBOL_GPL(lff_rq_queue);
+LFF_EXPORT_SYMBOL(lff_rq_queue);
 
 #ifdef CONFIG_COMPAT
 /* The native pointer of a compat ioctl's argument. */
@@ -421,7 +433,7 @@ unsigned long lff_compat_ptr(unsigned long arg)
 {
 	return (unsigned long)compat_ptr(arg);
 }
-EXPORT_SYMBOL_GPL(lff_compat_ptr);
+LFF_EXPORT_SYMBOL(lff_compat_ptr);
 #endif
 
 /* MAJOR() of a kernel dev_t. */
@@ -429,29 +441,37 @@ unsigned int lff_major(u32 dev)
 {
 	return MAJOR(dev);
 }
-EXPORT_SYMBOL_GPL(lff_major);
+LFF_EXPORT_SYMBOL(lff_major);
 
 /* printk_ratelimit(), for messages userspace can trigger at will. */
 bool lff_ratelimit(void)
 {
 	return printk_ratelimit();
 }
-EXPORT_SYMBOL_GPL(lff_ratelimit);
+LFF_EXPORT_SYMBOL(lff_ratelimit);
 
 struct queue_limits lff_queue_limits_start_update(struct request_queue *q)
 {
 	return queue_limits_start_update(q);
 }
-EXPORT_SYMBOL_GPL(lff_queue_limits_start_update);
+LFF_EXPORT_SYMBOL(lff_queue_limits_start_update);
 
 unsigned int lff_feat_write_cache(void)
 {
 	return BLK_FEAT_WRITE_CACHE | BLK_FEAT_FUA;
 }
-EXPORT_SYMBOL_GPL(lff_feat_write_cache);
+LFF_EXPORT_SYMBOL(lff_feat_write_cache);
 
 /* --- the control node /dev/loop-file-fmt-control --- */
 
+/*
+ * compat_ioctl is the native handler on purpose, as for /dev/loop-control:
+ * every control ioctl takes an int by value (LFF_CTL_ADD/REMOVE/GET_FREE are
+ * _IO(), no struct, same numbers for 32-bit callers), never a pointer, so
+ * there is nothing for compat_ptr() to convert. A 32-bit caller's argument
+ * arrives zero-extended; lff_ctl_ioctl() uses its low 32 bits as an int, so
+ * -1 from either kind of caller is -1.
+ */
 static const struct file_operations lff_ctl_fops = {
 	.owner		= THIS_MODULE,
 	.open		= nonseekable_open,

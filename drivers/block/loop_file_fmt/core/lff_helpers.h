@@ -1,14 +1,17 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * Helpers of the loop_file_fmt core module (lff_helpers.c): one-line
- * wrappers of static inline functions and macros for the Rust code, which
- * declares them in ../wrappers/sys.rs.
+ * wrappers of static inline functions and macros for the Rust code. This
+ * header is the only declaration: the Kbuild file runs bindgen on it (every
+ * lff_* function) and ../wrappers/sys.rs includes the result.
  */
 #ifndef LFF_HELPERS_H
 #define LFF_HELPERS_H
 
 #include <linux/types.h>
+#include <linux/loop_file_fmt.h>
 
+struct attribute;
 struct bio_vec;
 struct device;
 struct file;
@@ -70,8 +73,12 @@ unsigned int lff_major(u32 dev);
 bool lff_ratelimit(void);
 struct queue_limits lff_queue_limits_start_update(struct request_queue *q);
 unsigned int lff_feat_write_cache(void);
+
+/* The control node (lff_helpers.c), for ../core/control.rs. */
 int lff_ctl_register(void);
 void lff_ctl_deregister(void);
+
+/* Implemented in Rust (../core/control.rs), called by lff_helpers.c. */
 ssize_t lff_formats_show(char *buf);
 long lff_ctl_ioctl(struct file *file, unsigned int cmd, unsigned long arg);
 

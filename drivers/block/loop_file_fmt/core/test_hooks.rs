@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Test hooks of the driver registry, for the KUnit suite
-//! `tests/kunit/lff_kunit_registry.rs`; built with `CONFIG_KUNIT` only and
-//! exported by `lff_helpers.c`. Format drivers never call them.
+//! `tests/kunit/lff_kunit_registry_suite.rs`; built with `CONFIG_KUNIT` only
+//! and exported by `lff_helpers.c`. Format drivers never call them.
 //!
 //! The public ABI (`lff_register_format`/`lff_unregister_format`) covers
 //! registering; these add the lookup a device does at attach, without

@@ -44,11 +44,15 @@ pub mod params;
 #[path = "../wrappers/periodic.rs"]
 pub mod periodic;
 
+#[path = "../wrappers/qcow2_sys.rs"]
+mod qcow2_sys;
+
 #[path = "../../../../formats/qcow2/src/format/mod.rs"]
 pub mod qcow2fmt;
 
 mod cache;
 mod decomp;
+mod errno;
 
 use cache::Cache;
 use core::fmt::Write;
@@ -78,9 +82,9 @@ module! {
     alias: ["loop-file-fmt-qcow2"],
 }
 
-/// A format-crate error as a kernel error (its errno).
+/// A format-crate error as a kernel error (see [`errno`]).
 fn kerr(e: &FmtError) -> kernel::error::Error {
-    kernel::error::Error::from_errno(-e.errno())
+    errno::kernel_error(e)
 }
 
 /// A kernel error as a format-crate error.

@@ -2,6 +2,7 @@
 /*
  * C side of loop_file_fmt_qcow2: what its Rust code cannot reach in 6.12.
  *
+ * - the import of the core's symbol namespace;
  * - the module parameters (the 6.12 Rust module! macro has none), read by
  *   ../wrappers/params.rs;
  * - INIT_DELAYED_WORK and mod_delayed_work for the cache cleaner
@@ -16,8 +17,12 @@
 #include <linux/moduleparam.h>
 #include <linux/workqueue.h>
 #include <linux/zlib.h>
+#include <linux/loop_file_fmt.h>
 
 #include "lff_qcow2_helpers.h"
+
+/* The core's exports; the 6.12 Rust module! macro cannot import this. */
+LFF_IMPORT_NS();
 
 static unsigned int l2_cache_size = 4096;
 module_param(l2_cache_size, uint, 0644);
@@ -95,6 +100,6 @@ int lff_qcow2_inflate(void *ws, const void *in, size_t in_len, void *out,
 
 #if IS_ENABLED(CONFIG_KUNIT)
 /* For tests/kunit/lff_kunit_compress, which tests ../wrappers/decompress.rs. */
-EXPORT_SYMBOL_GPL(lff_qcow2_inflate_workspace_size);
-EXPORT_SYMBOL_GPL(lff_qcow2_inflate);
+LFF_EXPORT_SYMBOL(lff_qcow2_inflate_workspace_size);
+LFF_EXPORT_SYMBOL(lff_qcow2_inflate);
 #endif

@@ -1,14 +1,17 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Helpers of loop_file_fmt_qcow2 (lff_qcow2_helpers.c), declared for the
- * Rust side in ../wrappers/params.rs, ../wrappers/periodic.rs and
- * ../wrappers/decompress.rs.
+ * Helpers of loop_file_fmt_qcow2 (lff_qcow2_helpers.c), used by
+ * ../wrappers/params.rs, ../wrappers/periodic.rs and
+ * ../wrappers/decompress.rs. This header is their only declaration: the
+ * Kbuild file runs bindgen on it (with the zstd calls of decompress.rs) into
+ * ../generated/lff_qcow2_helpers.rs, which ../wrappers/qcow2_sys.rs includes.
  */
 #ifndef LFF_QCOW2_HELPERS_H
 #define LFF_QCOW2_HELPERS_H
 
 #include <linux/types.h>
 #include <linux/workqueue_types.h>
+#include <linux/zstd.h>
 
 struct delayed_work;
 

@@ -192,7 +192,9 @@ impl<T: DiskOps> Shims<T> {
     unsafe fn serve(rq: *mut bindings::request) {
         // SAFETY: `rq` is a started request of a disk of `T`.
         let data = unsafe { Self::rq_data(rq) };
-        let mut ctx = sys::ServeCtx::new();
+        // SAFETY: all-zero is a valid `lff_serve_ctx` (filled by the enter
+        // call below).
+        let mut ctx: sys::lff_serve_ctx = unsafe { core::mem::zeroed() };
         // SAFETY: `rq` is ours; `ctx` is restored by the exit call below,
         // in the same task.
         unsafe { sys::lff_rq_serve_enter(rq, &mut ctx) };

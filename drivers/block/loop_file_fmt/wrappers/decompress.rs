@@ -12,38 +12,20 @@
 //!   decompresses straight into the output (no window buffer), plus
 //!   `zstd_find_frame_compressed_size` to find where a frame ends.
 //!
-//! Used by `loop_file_fmt_qcow2` only; its crate root includes this file.
+//! Used by `loop_file_fmt_qcow2` only; its crate root includes this file
+//! (and `qcow2_sys.rs`, the generated declarations of the C functions).
 //!
 //! C headers: [`include/linux/zlib.h`](srctree/include/linux/zlib.h),
 //! [`include/linux/zstd.h`](srctree/include/linux/zstd.h)
 
 use core::ptr::NonNull;
-use kernel::ffi::{c_int, c_uint, c_void};
+use kernel::ffi::c_int;
 use kernel::prelude::*;
 
-extern "C" {
-    fn lff_qcow2_inflate_workspace_size() -> usize;
-    fn lff_qcow2_inflate(
-        ws: *mut c_void,
-        input: *const c_void,
-        in_len: usize,
-        out: *mut c_void,
-        out_len: usize,
-        produced: *mut usize,
-    ) -> c_int;
-
-    fn zstd_dctx_workspace_bound() -> usize;
-    fn zstd_init_dctx(workspace: *mut c_void, size: usize) -> *mut c_void;
-    fn zstd_decompress_dctx(
-        dctx: *mut c_void,
-        dst: *mut c_void,
-        dst_capacity: usize,
-        src: *const c_void,
-        src_size: usize,
-    ) -> usize;
-    fn zstd_find_frame_compressed_size(src: *const c_void, src_size: usize) -> usize;
-    fn zstd_is_error(code: usize) -> c_uint;
-}
+use crate::qcow2_sys::{
+    lff_qcow2_inflate, lff_qcow2_inflate_workspace_size, zstd_dctx, zstd_dctx_workspace_bound,
+    zstd_decompress_dctx, zstd_find_frame_compressed_size, zstd_init_dctx, zstd_is_error,
+};
 
 /// zlib status codes (`include/linux/zlib.h`).
 const Z_OK: c_int = 0;
@@ -132,7 +114,7 @@ impl Inflate {
 /// as `self`.
 pub struct ZstdDctx {
     _ws: KVVec<u64>,
-    dctx: NonNull<c_void>,
+    dctx: NonNull<zstd_dctx>,
 }
 
 // SAFETY: the context is plain memory owned by `self`, used only through

@@ -23,6 +23,8 @@ use kernel::ThisModule;
 
 /// Maximum number of layers (image plus backing chain), as in the UAPI.
 pub const MAX_LAYERS: usize = 16;
+/// `LFF_FORMAT_NAME_SIZE`: a format name's bytes including the NUL.
+const NAME_SIZE: usize = 32;
 /// Maximum number of driver-specific sysfs attributes.
 pub const MAX_ATTRS: usize = 8;
 
@@ -84,9 +86,17 @@ pub struct RawOps {
     pub nr_attrs: c_uint,
 }
 
+/// `LFF_FORMAT_ABI_VERSION`: the version of the interface this file mirrors
+/// (from the C header, through the generated bindings).
+pub const ABI_VERSION: u32 = super::sys::LFF_FORMAT_ABI_VERSION;
+
 /// `struct lff_format_driver`.
 #[repr(C)]
 pub struct RawDriver {
+    /// `LFF_FORMAT_ABI_VERSION` the driver was built against.
+    pub abi_version: u32,
+    /// `sizeof(struct lff_format_driver)` as the driver sees it.
+    pub struct_size: u32,
     /// Format name.
     pub name: *const c_char,
     /// Owning module.
@@ -98,7 +108,8 @@ pub struct RawDriver {
 const _: () = assert!(core::mem::size_of::<RawAttachInfo>() == 56);
 const _: () = assert!(core::mem::size_of::<RawAttr>() == 24);
 const _: () = assert!(core::mem::size_of::<RawOps>() == 72);
-const _: () = assert!(core::mem::size_of::<RawDriver>() == 24);
+const _: () = assert!(core::mem::size_of::<RawDriver>() == 32);
+const _: () = assert!(core::mem::offset_of!(RawDriver, name) == 8);
 
 // `RawDriver` points to `struct module`, which holds structs that are empty
 // in some configurations; it is only passed by pointer.
@@ -479,6 +490,8 @@ impl<T: FormatDriver> Registration<T> {
     pub fn new(module: &'static ThisModule) -> Result<Self> {
         let drv = KBox::new(
             RawDriver {
+                abi_version: ABI_VERSION,
+                struct_size: core::mem::size_of::<RawDriver>() as u32,
                 name: T::NAME.as_char_ptr(),
                 owner: module.as_ptr(),
                 ops: VTable::<T>::ops(),
@@ -535,6 +548,31 @@ impl DriverRef {
         }
         // SAFETY: non-NULL and valid by the caller's guarantee.
         let d = unsafe { &*raw };
+        let size = core::mem::size_of::<RawDriver>();
+        if d.abi_version != ABI_VERSION || d.struct_size as usize != size {
+            // Only the first three fields are common to every version.
+            let mut name = [0u8; NAME_SIZE];
+            let mut len = 0;
+            while !d.name.is_null() && len < NAME_SIZE - 1 {
+                // SAFETY: `name` is NUL-terminated by the C API contract of
+                // every version, and `len` is not past its NUL.
+                let b = unsafe { *d.name.cast::<u8>().add(len) };
+                if b == 0 {
+                    break;
+                }
+                name[len] = b;
+                len += 1;
+            }
+            pr_err!(
+                "format driver '{}' is built for driver ABI version {} (struct size {}), this core has version {} (size {}); rebuild it against this core\n",
+                kernel::str::BStr::from_bytes(&name[..len]),
+                d.abi_version,
+                d.struct_size,
+                ABI_VERSION,
+                size
+            );
+            return Err(ENOEXEC);
+        }
         if d.name.is_null() || d.ops.is_null() {
             return Err(EINVAL);
         }
@@ -548,7 +586,7 @@ impl DriverRef {
         }
         // SAFETY: `name` is a NUL-terminated string by the C API contract.
         let name = unsafe { CStr::from_char_ptr(d.name) };
-        if name.is_empty() || name.len() >= 32 {
+        if name.is_empty() || name.len() >= NAME_SIZE {
             return Err(EINVAL);
         }
         Ok(Self { raw })

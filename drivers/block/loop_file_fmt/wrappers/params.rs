@@ -5,11 +5,10 @@
 //! macro has no parameters). Each accessor reads the current value, which
 //! root may change at any time through `/sys/module/*/parameters/`.
 
-extern "C" {
-    fn lff_qcow2_param_l2_cache_size() -> u32;
-    fn lff_qcow2_param_cluster_cache_size() -> u32;
-    fn lff_qcow2_param_cache_clean_interval() -> u32;
-}
+use crate::qcow2_sys::{
+    lff_qcow2_param_cache_clean_interval, lff_qcow2_param_cluster_cache_size,
+    lff_qcow2_param_l2_cache_size,
+};
 
 /// `l2_cache_size`: default L2 table cache of a new device, in KiB.
 pub fn l2_cache_size_kib() -> u32 {

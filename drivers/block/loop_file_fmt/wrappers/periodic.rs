@@ -17,13 +17,7 @@ use kernel::prelude::*;
 use kernel::sync::Arc;
 use kernel::types::Opaque;
 
-extern "C" {
-    fn lff_qcow2_init_delayed_work(
-        dw: *mut bindings::delayed_work,
-        f: unsafe extern "C" fn(*mut bindings::work_struct),
-    );
-    fn lff_qcow2_mod_delayed_work(dw: *mut bindings::delayed_work, ms: u32);
-}
+use crate::qcow2_sys::{lff_qcow2_init_delayed_work, lff_qcow2_mod_delayed_work};
 
 /// What a [`Periodic`] job does.
 pub trait Tick: Send + Sync + 'static {
@@ -69,7 +63,7 @@ impl<T: Tick> Periodic<T> {
         )?;
         // SAFETY: `dw` is valid for writes and not in use; it stays at this
         // address (heap, never moved) until `drop` cancels it.
-        unsafe { lff_qcow2_init_delayed_work(inner.dw.get(), Self::run) };
+        unsafe { lff_qcow2_init_delayed_work(inner.dw.get(), Some(Self::run)) };
         Ok(Self { inner })
     }
 

@@ -1,35 +1,51 @@
 //! Errors of the qcow2 format logic.
 //!
 //! One variant per reason, so a refused image gives a precise message. Every
-//! variant maps to a positive Linux errno ([`Error::errno`]) and to a short
-//! static description ([`Error::describe`]) for a one-line kernel log; the
-//! [`core::fmt::Display`] impl adds the numbers involved.
+//! variant has a class ([`Error::kind`]) and a short static description
+//! ([`Error::describe`]) for a one-line kernel log; the [`core::fmt::Display`]
+//! impl adds the numbers involved.
 //!
-//! The errno classes are:
-//! - `EINVAL`: the image is malformed (refused at open),
-//! - `EOPNOTSUPP`: the image uses a feature this code does not implement
-//!   (encryption, external data file, unknown incompatible feature bits),
-//! - `EFBIG`: a size or table is absurdly large,
-//! - `EIO`: metadata found corrupt while serving a request; only that request
-//!   fails,
-//! - whatever the caller's I/O layer reported, for [`Error::Io`].
+//! The crate knows no errno numbers: they differ between architectures
+//! (`EOPNOTSUPP` is 95 on x86 and arm, 122 on mips, 45 on sparc, 223 on
+//! parisc; `ELOOP` is 40, 90, 62, 86...). The caller maps a [`ErrorKind`]
+//! to its own codes at the boundary: the kernel driver to `kernel::error`
+//! codes from the bindings, the host side to libc's
+//! (`crate::host::errno`). The classes, with the errno each stands for:
+//! - [`ErrorKind::Invalid`] (`EINVAL`): the image is malformed (refused at
+//!   open),
+//! - [`ErrorKind::Unsupported`] (`EOPNOTSUPP`): the image uses a feature this
+//!   code does not implement (encryption, external data file, unknown
+//!   incompatible feature bits),
+//! - [`ErrorKind::TooLarge`] (`EFBIG`): a size or table is absurdly large,
+//! - [`ErrorKind::ChainTooDeep`] (`ELOOP`): the backing chain is too long,
+//! - [`ErrorKind::NotFound`] (`ENOENT`): no such snapshot,
+//! - [`ErrorKind::Corrupt`] (`EIO`): metadata found corrupt while serving a
+//!   request; only that request fails,
+//! - [`ErrorKind::Io`]: whatever the caller's I/O layer reported, in the
+//!   caller's own numbering, for [`Error::Io`].
 
 use core::fmt;
 
-/// Linux `ENOENT`.
-pub const ENOENT: i32 = 2;
-/// Linux `EIO`.
-pub const EIO: i32 = 5;
-/// Linux `EINVAL`.
-pub const EINVAL: i32 = 22;
-/// Linux `EFBIG`.
-pub const EFBIG: i32 = 27;
-/// Linux `ELOOP`.
-pub const ELOOP: i32 = 40;
-/// Linux `EOVERFLOW`.
-pub const EOVERFLOW: i32 = 75;
-/// Linux `EOPNOTSUPP`.
-pub const EOPNOTSUPP: i32 = 95;
+/// The class of an [`Error`], which the caller turns into its errno.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The image is malformed (`EINVAL`).
+    Invalid,
+    /// The image needs a feature this code lacks (`EOPNOTSUPP`).
+    Unsupported,
+    /// A size or table is too large (`EFBIG`).
+    TooLarge,
+    /// The backing chain is too deep (`ELOOP`).
+    ChainTooDeep,
+    /// No such snapshot (`ENOENT`).
+    NotFound,
+    /// Corrupt metadata or data met while serving a request (`EIO`).
+    Corrupt,
+    /// The caller's I/O layer failed with this positive errno, in the
+    /// caller's numbering (never 0 or negative: those become
+    /// [`ErrorKind::Corrupt`]).
+    Io(i32),
+}
 
 /// The on-disk structure an error is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -307,7 +323,8 @@ pub enum Error {
     },
     /// An internal invariant did not hold (a bug, never a panic).
     Internal,
-    /// The caller's I/O layer failed with this positive errno.
+    /// The caller's I/O layer failed with this positive errno (in the
+    /// caller's numbering: the kernel's, or the host's libc).
     Io(i32),
 }
 
@@ -315,8 +332,8 @@ pub enum Error {
 pub type Result<T> = core::result::Result<T, Error>;
 
 impl Error {
-    /// The positive Linux errno this error maps to.
-    pub fn errno(&self) -> i32 {
+    /// The class of this error; see [`ErrorKind`].
+    pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Truncated { what, .. } => match what {
                 Structure::Header
@@ -325,8 +342,8 @@ impl Error {
                 | Structure::L1Table
                 | Structure::SnapshotTable
                 | Structure::SnapshotL1Table
-                | Structure::RefcountTable => EINVAL,
-                _ => EIO,
+                | Structure::RefcountTable => ErrorKind::Invalid,
+                _ => ErrorKind::Corrupt,
             },
             Error::BadMagic(_)
             | Error::BadClusterBits(_)
@@ -341,17 +358,17 @@ impl Error {
             | Error::ExtensionOutOfBounds { .. }
             | Error::BufferSize { .. }
             | Error::CorruptSnapshotTable { .. }
-            | Error::OutOfRange { .. } => EINVAL,
+            | Error::OutOfRange { .. } => ErrorKind::Invalid,
             Error::UnsupportedVersion(_)
             | Error::UnknownIncompatibleFeature { .. }
             | Error::Encrypted(_)
             | Error::EncryptionExtension
             | Error::ExternalDataFile
             | Error::UnsupportedCompressionType(_)
-            | Error::UnsupportedBackingFormat => EOPNOTSUPP,
-            Error::VirtualSizeTooLarge(_) => EFBIG,
-            Error::TableTooLarge { .. } => EFBIG,
-            Error::ChainTooDeep => ELOOP,
+            | Error::UnsupportedBackingFormat => ErrorKind::Unsupported,
+            Error::VirtualSizeTooLarge(_) => ErrorKind::TooLarge,
+            Error::TableTooLarge { .. } => ErrorKind::TooLarge,
+            Error::ChainTooDeep => ErrorKind::ChainTooDeep,
             Error::CorruptL1Entry { .. }
             | Error::CorruptL2Entry { .. }
             | Error::InvalidSubclusterBitmap { .. }
@@ -359,13 +376,13 @@ impl Error {
             | Error::PastEndOfFile { .. }
             | Error::DecompressionFailed
             | Error::DecompressedSizeMismatch { .. }
-            | Error::Internal => EIO,
-            Error::SnapshotNotFound => ENOENT,
+            | Error::Internal => ErrorKind::Corrupt,
+            Error::SnapshotNotFound => ErrorKind::NotFound,
             Error::Io(errno) => {
                 if *errno > 0 {
-                    *errno
+                    ErrorKind::Io(*errno)
                 } else {
-                    EIO
+                    ErrorKind::Corrupt
                 }
             }
         }

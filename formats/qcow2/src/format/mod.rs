@@ -19,7 +19,7 @@
 //! - [`layer`]: qcow2 and raw layers, backing chains;
 //! - [`engine`]: the traits a caller implements and the read engine
 //!   ([`Chain::read`]);
-//! - [`error`]: the error type with errno mapping.
+//! - [`error`]: the error type and its classes (the caller maps them to errnos).
 //!
 //! Opening an image, in outline:
 //! 1. read the first [`header::HEADER_READ_LEN`] bytes and
@@ -46,7 +46,7 @@ pub use self::compressed::{
     decompress_cluster, CompressedDescriptor, CompressedRead, CompressionType, Decompressor,
 };
 pub use self::engine::{CompressedClusters, Sink, Storage, Tables};
-pub use self::error::{Error, Result, Structure};
+pub use self::error::{Error, ErrorKind, Result, Structure};
 pub use self::header::Header;
 pub use self::layer::{Chain, Layer, LayerFormat, Qcow2Layer, MAX_CHAIN_DEPTH};
 pub use self::snapshot::{find_snapshot, Snapshot, SnapshotCursor, SnapshotSelector};

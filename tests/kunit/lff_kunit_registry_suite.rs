@@ -208,6 +208,18 @@ fn malformed_drivers_are_einval(t: &Test) {
     check_eq!(t, lookup("kunit-malformed").err(), Some(ENOENT));
 }
 
+fn other_abi_is_refused(t: &Test) {
+    let name = kernel::c_str!("kunit-other-abi");
+    for kind in [Malformed::OtherAbiVersion, Malformed::OtherStructSize] {
+        check_eq!(
+            t,
+            (kind, register_malformed(kind, name)),
+            (kind, Err(ENOEXEC))
+        );
+    }
+    check_eq!(t, lookup("kunit-other-abi").err(), Some(ENOENT));
+}
+
 kunit_suite!(
     lff_registry,
     [
@@ -219,5 +231,6 @@ kunit_suite!(
         unregister_while_in_use,
         several_drivers_coexist,
         malformed_drivers_are_einval,
+        other_abi_is_refused,
     ]
 );

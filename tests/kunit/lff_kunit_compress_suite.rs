@@ -34,6 +34,11 @@ pub mod deflate;
 #[path = "../../drivers/block/loop_file_fmt/wrappers/decompress.rs"]
 pub mod decompress;
 
+/// The generated declarations `decompress` calls.
+#[allow(unsafe_code)]
+#[path = "../../drivers/block/loop_file_fmt/wrappers/qcow2_sys.rs"]
+mod qcow2_sys;
+
 #[path = "../../drivers/block/loop_file_fmt/qcow2/decomp.rs"]
 pub mod decomp;
 
