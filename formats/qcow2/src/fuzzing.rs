@@ -30,8 +30,8 @@ use crate::format::snapshot::span_equals;
 use crate::format::table::map_entry;
 use crate::format::{
     decompress_cluster, find_snapshot, CompressedDescriptor, CompressedRead, CompressionType,
-    Decompressor, Error, Geometry, Header, LayerFormat, MappingKind, Qcow2Layer, SnapshotCursor,
-    SnapshotSelector, Storage,
+    Decompressor, Error, Geometry, Header, HeaderLayout, LayerFormat, MappingKind, Qcow2Layer,
+    SnapshotCursor, SnapshotSelector, Storage,
 };
 use crate::host::{HostDecompressor, Image};
 
@@ -129,10 +129,31 @@ pub fn header(data: &[u8]) {
         return;
     }
     let buf = &data[..data.len().min(HEADER_READ_LEN)];
+    // The layout is the first part of the parse: it fails exactly as the
+    // parse does, or agrees with what the parse accepts.
+    let layout = HeaderLayout::parse(buf);
     let h = match Header::parse(buf) {
         Ok(h) => h,
-        Err(e) => return touch_error(&e),
+        Err(e) => {
+            if let Err(l) = layout {
+                assert_eq!(l, e, "layout and header refuse differently");
+            }
+            return touch_error(&e);
+        }
     };
+    let layout = layout.expect("the layout of an accepted header");
+    assert_eq!(
+        (layout.version, layout.cluster_bits, layout.header_length),
+        (h.version, h.cluster_bits, h.header_length)
+    );
+    assert_eq!(
+        (layout.backing_file, layout.backing_format),
+        (h.backing_file, h.backing_format)
+    );
+    assert_eq!(layout.backing_format_name(buf), h.backing_format_name(buf));
+    if let Some(name) = h.backing_format_name(buf) {
+        assert!(!name.is_empty() && !name.contains(&0));
+    }
     assert!(h.version == 2 || h.version == 3);
     assert!((MIN_CLUSTER_BITS..=MAX_CLUSTER_BITS).contains(&h.cluster_bits));
     let g = h.geometry();
