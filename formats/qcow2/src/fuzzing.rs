@@ -30,8 +30,8 @@ use crate::format::snapshot::span_equals;
 use crate::format::table::map_entry;
 use crate::format::{
     decompress_cluster, find_snapshot, CompressedDescriptor, CompressedRead, CompressionType,
-    Decompressor, Error, Geometry, Header, LayerFormat, MappingKind, Qcow2Layer, SnapshotCursor,
-    SnapshotSelector, Storage,
+    Decompressor, Error, Geometry, Header, HeaderLayout, LayerFormat, MappingKind, Qcow2Layer,
+    SnapshotCursor, SnapshotSelector, Storage,
 };
 use crate::host::{HostDecompressor, Image};
 
@@ -129,10 +129,31 @@ pub fn header(data: &[u8]) {
         return;
     }
     let buf = &data[..data.len().min(HEADER_READ_LEN)];
+    // The layout is the first part of the parse: it fails exactly as the
+    // parse does, or agrees with what the parse accepts.
+    let layout = HeaderLayout::parse(buf);
     let h = match Header::parse(buf) {
         Ok(h) => h,
-        Err(e) => return touch_error(&e),
+        Err(e) => {
+            if let Err(l) = layout {
+                assert_eq!(l, e, "layout and header refuse differently");
+            }
+            return touch_error(&e);
+        }
     };
+    let layout = layout.expect("the layout of an accepted header");
+    assert_eq!(
+        (layout.version, layout.cluster_bits, layout.header_length),
+        (h.version, h.cluster_bits, h.header_length)
+    );
+    assert_eq!(
+        (layout.backing_file, layout.backing_format),
+        (h.backing_file, h.backing_format)
+    );
+    assert_eq!(layout.backing_format_name(buf), h.backing_format_name(buf));
+    if let Some(name) = h.backing_format_name(buf) {
+        assert!(!name.is_empty() && !name.contains(&0));
+    }
     assert!(h.version == 2 || h.version == 3);
     assert!((MIN_CLUSTER_BITS..=MAX_CLUSTER_BITS).contains(&h.cluster_bits));
     let g = h.geometry();
@@ -598,35 +619,38 @@ pub fn compressed(data: &[u8]) {
         len: len as usize,
         compression: kind,
         cluster_size: cluster,
-        // Any end of a read range in the cluster, from the input's length
-        // (the descriptor's bits must stay a valid offset into the file).
-        needed: 1 + file.len().wrapping_mul(2_654_435_761) % cluster,
     };
+    // Only whole clusters are decoded, whatever a read needs.
+    assert_eq!(request.prefix_len(), cluster);
+    assert_eq!(request.decode_len(cluster / 2), cluster);
     let mut input = vec![0u8; max_compressed_len(cluster_bits)];
     let mut output = vec![0u8; cluster];
     let whole = request.load(&Mem(file), &mut HostDecompressor, &mut input, &mut output);
     if let Err(e) = &whole {
         touch_error(e);
     }
-    // The shortest prefix a read may decode agrees with the whole cluster.
-    let mut prefix = vec![0u8; request.prefix_len()];
-    assert!(request.accepts_prefix(prefix.len()));
-    let part = request.load(&Mem(file), &mut HostDecompressor, &mut input, &mut prefix);
+    // A successful load agrees with the reference decoder (which may stop
+    // short of a deflate cluster when damage follows it).
     if whole.is_ok() {
-        assert!(part.is_ok(), "{part:?}");
-        assert!(prefix[..] == output[..prefix.len()]);
+        let stream = &file[offset as usize..][..len as usize];
+        let reference = reference_decode(kind, stream, cluster);
+        assert!(
+            reference[..] == output[..reference.len()],
+            "{kind:?} cluster differs from reference"
+        );
     }
-    // Wrong buffer sizes are refused, not overrun.
-    let short = request.prefix_len() - 1;
-    assert!(!request.accepts_prefix(short));
-    assert!(request
-        .load(
+    // Wrong buffer sizes are refused, not overrun: any shorter output (a
+    // length taken from the input), and a short input buffer.
+    let short = file.len().wrapping_mul(2_654_435_761) % cluster;
+    assert!(matches!(
+        request.load(
             &Mem(file),
             &mut HostDecompressor,
             &mut input,
             &mut output[..short]
-        )
-        .is_err());
+        ),
+        Err(Error::BufferSize { .. })
+    ));
     let short_in = request.len - 1;
     assert!(request
         .load(
@@ -798,7 +822,9 @@ pub fn snapshots(data: &[u8]) {
         match Qcow2Layer::from_snapshot(&h, &snap, file_len) {
             Ok(q) => {
                 assert!(q.l1_table_offset() + q.l1_table_bytes() as u64 <= file_len);
-                assert_eq!(q.size(), snap.disk_size.unwrap_or(h.size));
+                // Read with the image's size, whatever the entry records
+                // (`Qcow2Layer::from_snapshot`).
+                assert_eq!(q.size(), h.size);
             }
             Err(e) => touch_error(&e),
         }

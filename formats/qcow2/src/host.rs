@@ -206,9 +206,9 @@ impl Tables for HostTables<'_> {
 /// One decompressed cluster, keyed by `(layer, host_offset, len)`.
 type CachedCluster = Option<((usize, u64, usize), Vec<u8>)>;
 
-/// Single-entry decompressed cluster cache, filled like the kernel
-/// driver's: the prefix a read needs on a miss, the whole cluster when a
-/// later read needs more of a cached prefix.
+/// Single-entry decompressed cluster cache. Only whole clusters are
+/// cached (a failed decompression caches nothing), so every read of a
+/// cluster succeeds or fails alike.
 struct HostCompressed<'a> {
     storage: &'a FileStorage,
     decompressor: &'a mut HostDecompressor,
@@ -222,19 +222,14 @@ impl CompressedClusters for HostCompressed<'_> {
         f: F,
     ) -> Result<R> {
         let key = (request.layer, request.host_offset, request.len);
-        let mut cached_len = 0;
         if let Some((k, data)) = self.cache.as_ref() {
             if *k == key {
-                if request.accepts_prefix(data.len()) {
-                    return Ok(f(data));
-                }
-                cached_len = data.len();
+                return Ok(f(data));
             }
         }
-        let want = request.decode_len(cached_len);
         let cluster_bits = request.cluster_size.trailing_zeros();
         let mut input = vec![0u8; max_compressed_len(cluster_bits)];
-        let mut output = vec![0u8; want];
+        let mut output = vec![0u8; request.cluster_size];
         request.load(self.storage, self.decompressor, &mut input, &mut output)?;
         let r = f(&output);
         *self.cache = Some((key, output));

@@ -850,7 +850,82 @@ fn engine_short_decompression_is_an_error() {
 }
 
 #[test]
+fn backing_names_as_qemu_reads_them() {
+    // A backing format padded with NULs ends at the first one; an empty
+    // one (or all NULs) means "probe".
+    for (stored, want) in [
+        (&b"qcow2\0\0\0"[..], Some(&b"qcow2"[..])),
+        (b"raw", Some(b"raw")),
+        (b"\0\0\0\0", None),
+        (b"", None),
+    ] {
+        let mut h = v3_header(65536);
+        add_ext(&mut h, 112, 0xe279_2aca, stored);
+        let hdr = Header::parse(&h).unwrap();
+        assert_eq!(hdr.backing_format_name(&h), want, "{stored:?}");
+        let layout = HeaderLayout::parse(&h).unwrap();
+        assert_eq!(layout.backing_format_name(&h), want, "{stored:?}");
+    }
+    // An empty backing file name is no backing file.
+    let mut h = v3_header(65536);
+    put_u64(&mut h, 8, 1024);
+    set_u32(&mut h, 16, 0);
+    let hdr = Header::parse(&h).unwrap();
+    assert_eq!((hdr.backing_file, hdr.backing_file_name(&h)), (None, None));
+}
+
+#[test]
+fn header_layout_is_the_first_part_of_parse() {
+    let mut h = v3_header(65536);
+    add_ext(&mut h, 112, 0xe279_2aca, b"qcow2");
+    put_u64(&mut h, 8, 1024);
+    set_u32(&mut h, 16, 4);
+    h[1024..1028].copy_from_slice(b"base");
+    let full = Header::parse(&h).unwrap();
+    let layout = HeaderLayout::parse(&h).unwrap();
+    assert_eq!(
+        (layout.version, layout.cluster_bits, layout.header_length),
+        (full.version, full.cluster_bits, full.header_length)
+    );
+    assert_eq!(layout.backing_file, full.backing_file);
+    assert_eq!(layout.backing_file_name(&h), Some(&b"base"[..]));
+    assert_eq!(layout.backing_format_name(&h), Some(&b"qcow2"[..]));
+    assert!(!layout.has_external_data_file());
+    // What the layout does not judge, Header::parse refuses: features,
+    // encryption, sizes, tables.
+    let judged: [(usize, u64); 4] = [(72, 1 << 10), (32, 1 << 32), (24, u64::MAX), (40, 0x30200)];
+    for (at, value) in judged {
+        let mut bad = h.clone();
+        if at == 32 {
+            set_u32(&mut bad, 32, 1);
+        } else {
+            put_u64(&mut bad, at, value);
+        }
+        assert!(Header::parse(&bad).is_err(), "field at {at}");
+        let layout = HeaderLayout::parse(&bad).unwrap();
+        assert_eq!(layout.backing_file_name(&bad), Some(&b"base"[..]));
+    }
+    let mut data_file = h.clone();
+    data_file[79] = 1 << 2;
+    assert!(HeaderLayout::parse(&data_file)
+        .unwrap()
+        .has_external_data_file());
+    assert_eq!(Header::parse(&data_file), Err(Error::ExternalDataFile));
+    // What the layout does check fails both alike.
+    for (at, value) in [(4usize, 4u32), (20, 8), (100, 100)] {
+        let mut bad = h.clone();
+        set_u32(&mut bad, at, value);
+        let e = HeaderLayout::parse(&bad).unwrap_err();
+        assert_eq!(Header::parse(&bad), Err(e), "field at {at}");
+    }
+}
+
+#[test]
 fn layer_format_detection() {
+    assert_eq!(
+        LayerFormat::detect(Some(b"file"), b"QFI\xfb"),
+        Ok(LayerFormat::Raw)
+    );
     assert_eq!(
         LayerFormat::detect(Some(b"raw"), b"QFI\xfb"),
         Ok(LayerFormat::Raw)

@@ -11,16 +11,27 @@
 //! - backing files are opened read-only; the caller opened the top image.
 //!
 //! The result is the list of open files to pass in `lff_config.fds`.
+//!
+//! Headers are read with the `qcow2-format` crate, the code the kernel
+//! driver parses them with: [`HeaderLayout::parse`] over the same first
+//! [`HEADER_READ_LEN`] bytes, and [`LayerFormat::detect`] for the magic and
+//! the backing format, so this tool and the driver cannot disagree about
+//! which files an image uses. Only what locates the backing file is
+//! checked here; the rest of each header (features, encryption, tables,
+//! sizes) and snapshots are judged by the driver, which refuses a bad
+//! image with its own errno and a kernel log line naming the reason.
 
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use qcow2_format::header::HEADER_READ_LEN;
+use qcow2_format::{Error as FormatError, HeaderLayout, LayerFormat};
+
 use crate::errors::strerror;
-use crate::qcow2::{self, HeaderError};
 use crate::uapi;
 
 /// The formats this tool can follow through a chain.
@@ -42,13 +53,109 @@ impl Format {
     }
 }
 
+impl From<LayerFormat> for Format {
+    fn from(f: LayerFormat) -> Format {
+        match f {
+            LayerFormat::Qcow2 => Format::Qcow2,
+            LayerFormat::Raw => Format::Raw,
+        }
+    }
+}
+
+/// Fills `buf` from `offset`; returns the count read, short only at EOF.
+fn read_full(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// The first bytes of `file`, as many as the kernel driver parses
+/// ([`HEADER_READ_LEN`], or the whole file if shorter).
+fn read_prefix(file: &File, len: usize) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let n = read_full(file, &mut buf, 0)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// The format the first bytes of a file show: qcow2 with the magic
+/// "QFI\xfb", raw otherwise.
+fn magic_format(first_bytes: &[u8]) -> Format {
+    match LayerFormat::detect(None, first_bytes) {
+        Ok(f) => f.into(),
+        Err(_) => Format::Raw,
+    }
+}
+
 /// Detects the format by its magic: qcow2 if the file starts with
 /// "QFI\xfb", raw otherwise.
 pub fn probe(file: &File) -> io::Result<Format> {
-    Ok(if qcow2::has_magic(file)? {
-        Format::Qcow2
-    } else {
-        Format::Raw
+    Ok(magic_format(&read_prefix(file, 4)?))
+}
+
+/// Why a qcow2 header could not be read.
+#[derive(Debug)]
+pub enum HeaderError {
+    /// The read itself failed.
+    Io(io::Error),
+    /// The file does not start with the qcow2 magic.
+    NotQcow2,
+    /// The format crate refused the header layout.
+    Invalid(FormatError),
+    /// The backing file name has a NUL byte: it cannot be a path.
+    NulInBackingName,
+}
+
+impl std::fmt::Display for HeaderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeaderError::Io(e) => write!(f, "{}", strerror(e)),
+            HeaderError::NotQcow2 => write!(f, "not a qcow2 image (no QFI\\xfb magic)"),
+            HeaderError::Invalid(e) => write!(f, "invalid qcow2 header: {e}"),
+            HeaderError::NulInBackingName => {
+                write!(
+                    f,
+                    "invalid qcow2 header: backing file name contains a NUL byte"
+                )
+            }
+        }
+    }
+}
+
+/// What a qcow2 layer tells about the next one.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Backing {
+    /// The backing file name exactly as stored, if the image has one.
+    pub name: Option<Vec<u8>>,
+    /// The backing format extension (up to its first NUL), if present.
+    pub format: Option<Vec<u8>>,
+    /// Whether the image uses an external data file.
+    pub data_file: bool,
+}
+
+/// Reads the header layout of a qcow2 image with the format crate and
+/// returns what the chain needs from it.
+pub fn read_backing(file: &File) -> Result<Backing, HeaderError> {
+    let buf = read_prefix(file, HEADER_READ_LEN).map_err(HeaderError::Io)?;
+    if magic_format(&buf) != Format::Qcow2 {
+        return Err(HeaderError::NotQcow2);
+    }
+    let layout = HeaderLayout::parse(&buf).map_err(HeaderError::Invalid)?;
+    let name = layout.backing_file_name(&buf);
+    if name.is_some_and(|n| n.contains(&0)) {
+        return Err(HeaderError::NulInBackingName);
+    }
+    Ok(Backing {
+        name: name.map(<[u8]>::to_vec),
+        format: layout.backing_format_name(&buf).map(<[u8]>::to_vec),
+        data_file: layout.has_external_data_file(),
     })
 }
 
@@ -259,36 +366,30 @@ impl Opener for SystemOpener {
     }
 }
 
+/// The format of backing file `file` (at `path`, named by `image`): the
+/// declared `format` if any, else its magic, as the driver decides it.
 fn declared_format(
     image: &Path,
     path: &Path,
     format: Option<&[u8]>,
     file: &File,
 ) -> Result<Format, ChainError> {
-    match format {
-        None => probe(file).map_err(|err| ChainError::Header {
-            path: path.to_path_buf(),
-            err: HeaderError::Io(err),
-        }),
-        Some(b"raw") | Some(b"file") => Ok(Format::Raw),
-        Some(b"qcow2") => {
-            let magic = qcow2::has_magic(file).map_err(|err| ChainError::Header {
+    let first = read_prefix(file, 4).map_err(|err| ChainError::Header {
+        path: path.to_path_buf(),
+        err: HeaderError::Io(err),
+    })?;
+    match LayerFormat::detect(format, &first) {
+        Ok(LayerFormat::Qcow2) if magic_format(&first) != Format::Qcow2 => {
+            Err(ChainError::NotQcow2 {
+                image: image.to_path_buf(),
                 path: path.to_path_buf(),
-                err: HeaderError::Io(err),
-            })?;
-            if magic {
-                Ok(Format::Qcow2)
-            } else {
-                Err(ChainError::NotQcow2 {
-                    image: image.to_path_buf(),
-                    path: path.to_path_buf(),
-                })
-            }
+            })
         }
-        Some(other) => Err(ChainError::UnsupportedFormat {
+        Ok(f) => Ok(f.into()),
+        Err(_) => Err(ChainError::UnsupportedFormat {
             image: image.to_path_buf(),
             path: path.to_path_buf(),
-            format: String::from_utf8_lossy(other).into_owned(),
+            format: String::from_utf8_lossy(format.unwrap_or_default()).into_owned(),
         }),
     }
 }
@@ -328,14 +429,14 @@ pub fn resolve_chain(
         }
 
         if format == Format::Qcow2 {
-            let header = qcow2::read_header(&file).map_err(|err| ChainError::Header {
+            let backing = read_backing(&file).map_err(|err| ChainError::Header {
                 path: path.clone(),
                 err,
             })?;
-            if header.incompatible_features & qcow2::INCOMPAT_DATA_FILE != 0 {
+            if backing.data_file {
                 return Err(ChainError::DataFile { path });
             }
-            if let Some(name) = &header.backing_file {
+            if let Some(name) = &backing.name {
                 let bpath = resolve_backing_path(&path, name)?;
                 let bfile = opener
                     .open_read_only(&bpath)
@@ -345,8 +446,7 @@ pub fn resolve_chain(
                         path: bpath.clone(),
                         err,
                     })?;
-                let bformat =
-                    declared_format(&path, &bpath, header.backing_format.as_deref(), &bfile)?;
+                let bformat = declared_format(&path, &bpath, backing.format.as_deref(), &bfile)?;
                 next = Some((bpath, bfile, bformat));
             }
         }
@@ -382,6 +482,167 @@ mod tests {
 
     fn paths(layers: &[Layer]) -> Vec<(PathBuf, Format)> {
         layers.iter().map(|l| (l.path.clone(), l.format)).collect()
+    }
+
+    /// A header with the given version, backing name and backing format
+    /// extension, in a 4 KiB file.
+    fn header(version: u32, backing: Option<&str>, format: Option<&[u8]>) -> Vec<u8> {
+        let mut b = vec![0u8; 4096];
+        b[..4].copy_from_slice(b"QFI\xfb");
+        b[4..8].copy_from_slice(&version.to_be_bytes());
+        b[20..24].copy_from_slice(&16u32.to_be_bytes());
+        let hlen: usize = if version == 2 { 72 } else { 104 };
+        if version == 3 {
+            b[100..104].copy_from_slice(&(hlen as u32).to_be_bytes());
+        }
+        let mut off = hlen;
+        if let Some(f) = format {
+            let ext = qcow2_format::header::EXT_BACKING_FORMAT;
+            b[off..off + 4].copy_from_slice(&ext.to_be_bytes());
+            b[off + 4..off + 8].copy_from_slice(&(f.len() as u32).to_be_bytes());
+            b[off + 8..off + 8 + f.len()].copy_from_slice(f);
+            off += 8 + f.len().div_ceil(8) * 8;
+        }
+        off += 8; // end of the extensions (zeros)
+        if let Some(n) = backing {
+            b[8..16].copy_from_slice(&(off as u64).to_be_bytes());
+            b[16..20].copy_from_slice(&(n.len() as u32).to_be_bytes());
+            b[off..off + n.len()].copy_from_slice(n.as_bytes());
+        }
+        b
+    }
+
+    fn file_with(bytes: &[u8]) -> File {
+        use std::io::Write;
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(bytes).unwrap();
+        f
+    }
+
+    fn backing_of(bytes: &[u8]) -> Result<Backing, HeaderError> {
+        read_backing(&file_with(bytes))
+    }
+
+    #[test]
+    fn backing_names_from_the_header() {
+        assert_eq!(
+            backing_of(&header(3, None, None)).unwrap(),
+            Backing::default()
+        );
+        for v in [2, 3] {
+            let b = backing_of(&header(v, Some("../base.img"), Some(b"raw"))).unwrap();
+            assert_eq!(b.name.as_deref(), Some(&b"../base.img"[..]));
+            assert_eq!(b.format.as_deref(), Some(&b"raw"[..]));
+            assert!(!b.data_file);
+        }
+        // Padded with NULs, as some writers do: the name ends at the first.
+        let b = backing_of(&header(3, Some("base"), Some(b"qcow2\0\0\0"))).unwrap();
+        assert_eq!(b.format.as_deref(), Some(&b"qcow2"[..]));
+        // An empty name is no backing file, as for QEMU and the driver.
+        let mut h = header(3, None, None);
+        h[8..16].copy_from_slice(&512u64.to_be_bytes());
+        assert_eq!(backing_of(&h).unwrap().name, None);
+        // The external data file bit is reported, the chain refuses it.
+        let mut h = header(3, None, None);
+        h[79] = 1 << 2;
+        assert!(backing_of(&h).unwrap().data_file);
+        // What only the driver judges does not stop the chain here: an
+        // unknown incompatible feature, encryption, a huge L1 table.
+        let mut h = header(3, Some("base"), None);
+        h[72] = 0x80;
+        h[32..36].copy_from_slice(&1u32.to_be_bytes());
+        h[36..40].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(backing_of(&h).unwrap().name.as_deref(), Some(&b"base"[..]));
+    }
+
+    #[test]
+    fn not_qcow2() {
+        for bytes in [&b""[..], b"QFI", &[0u8; 512]] {
+            assert!(matches!(backing_of(bytes), Err(HeaderError::NotQcow2)));
+        }
+        assert_eq!(probe(&file_with(&[0u8; 512])).unwrap(), Format::Raw);
+        assert_eq!(probe(&file_with(b"QF")).unwrap(), Format::Raw);
+        assert_eq!(
+            probe(&file_with(&header(3, None, None))).unwrap(),
+            Format::Qcow2
+        );
+    }
+
+    #[test]
+    fn malformed_layouts_are_errors() {
+        let good = header(3, Some("base"), Some(b"qcow2"));
+        type Mutation = Box<dyn Fn(&mut Vec<u8>)>;
+        let cases: Vec<(&str, Mutation)> = vec![
+            ("short", Box::new(|b| b.truncate(50))),
+            ("short v3", Box::new(|b| b.truncate(80))),
+            ("version", Box::new(|b| b[7] = 4)),
+            ("cluster_bits small", Box::new(|b| b[23] = 8)),
+            ("cluster_bits big", Box::new(|b| b[23] = 22)),
+            ("header_length", Box::new(|b| b[103] = 100)),
+            ("header_length odd", Box::new(|b| b[103] = 105)),
+            (
+                "name too long",
+                Box::new(|b| b[16..20].copy_from_slice(&1024u32.to_be_bytes())),
+            ),
+            (
+                "offset past cluster",
+                Box::new(|b| b[8..16].copy_from_slice(&(1u64 << 40).to_be_bytes())),
+            ),
+            (
+                "offset overflow",
+                Box::new(|b| b[8..16].copy_from_slice(&u64::MAX.to_be_bytes())),
+            ),
+            ("name past eof", Box::new(|b| b.truncate(130))),
+            (
+                "ext too long",
+                Box::new(|b| b[108..112].copy_from_slice(&u32::MAX.to_be_bytes())),
+            ),
+        ];
+        for (what, mutate) in cases {
+            let mut b = good.clone();
+            mutate(&mut b);
+            match backing_of(&b) {
+                Err(e @ HeaderError::Invalid(_)) => {
+                    assert!(e.to_string().starts_with("invalid qcow2 header: "), "{e}")
+                }
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+        let mut b = good.clone();
+        let off = u64::from_be_bytes(b[8..16].try_into().unwrap()) as usize;
+        b[off + 1] = 0;
+        let e = backing_of(&b).unwrap_err();
+        assert!(matches!(e, HeaderError::NulInBackingName), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "invalid qcow2 header: backing file name contains a NUL byte"
+        );
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        // A cheap deterministic fuzz: random bytes after a valid magic.
+        let mut x: u64 = 0x1234_5678_9abc_def0;
+        let f = tempfile::tempfile().unwrap();
+        for _ in 0..500 {
+            let len = (x % 600) as usize;
+            let mut b = Vec::with_capacity(len + 4);
+            b.extend_from_slice(b"QFI\xfb");
+            for _ in 0..len {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                b.push(x as u8);
+            }
+            // Bias towards plausible versions and cluster sizes.
+            if b.len() > 24 {
+                b[4..8].copy_from_slice(&(2 + (x as u32 & 1)).to_be_bytes());
+                b[20..24].copy_from_slice(&(9 + (x as u32 >> 8) % 13).to_be_bytes());
+            }
+            f.set_len(0).unwrap();
+            f.write_all_at(&b, 0).unwrap();
+            let _ = read_backing(&f);
+        }
     }
 
     #[test]
@@ -494,13 +755,50 @@ mod tests {
         let mut bytes = std::fs::read(&top).unwrap();
         let pos = bytes
             .windows(4)
-            .position(|w| w == qcow2::EXT_BACKING_FORMAT.to_be_bytes())
+            .position(|w| w == qcow2_format::header::EXT_BACKING_FORMAT.to_be_bytes())
             .unwrap();
         bytes[pos..pos + 4].copy_from_slice(&0x1234_5678u32.to_be_bytes());
         std::fs::write(&top, &bytes).unwrap();
         let layers = resolve(&top).unwrap();
         assert_eq!(layers.len(), 2);
         assert_eq!(layers[1].format, Format::Raw);
+    }
+
+    #[test]
+    fn backing_format_file_is_raw_and_data_files_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        qemu_img(d.path(), &["create", "-q", "-f", "raw", "base.img", "1M"]);
+        qemu_img(
+            d.path(),
+            &[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-b",
+                "base.img",
+                "-F",
+                "file",
+                "top.qcow2",
+            ],
+        );
+        let layers = resolve(&d.path().join("top.qcow2")).unwrap();
+        assert_eq!(layers[1].format, Format::Raw);
+        qemu_img(
+            d.path(),
+            &[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-o",
+                "data_file=ext.data",
+                "ext.qcow2",
+                "1M",
+            ],
+        );
+        let err = resolve(&d.path().join("ext.qcow2")).unwrap_err();
+        assert!(matches!(err, ChainError::DataFile { .. }), "{err}");
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! Modules, from the kernel ABI up:
 //! - [`uapi`]: bindings generated from `include/uapi/linux/loop_file_fmt.h`;
 //! - [`device`]: [`device::Device`] and [`device::Control`], the ioctls;
-//! - [`qcow2`] and [`chain`]: format detection and backing chains;
+//! - [`chain`]: format detection and backing chains, with the
+//!   `qcow2-format` crate's header parsing;
 //! - [`sysfs`]: what `-l`/`-a`/`-j` read;
 //! - [`output`]: the list table, raw and JSON output;
 //! - [`size`], [`args`]: the command line;
@@ -17,7 +18,6 @@ pub mod cli;
 pub mod device;
 pub mod errors;
 pub mod output;
-pub mod qcow2;
 pub mod size;
 pub mod sysfs;
 pub mod uapi;

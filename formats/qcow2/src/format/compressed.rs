@@ -16,15 +16,15 @@
 //! cluster; input bytes after the end of the stream are ignored (they belong
 //! to the sector padding or to the next compressed cluster).
 //!
-//! A read needs only the cluster's bytes up to the end of its range
-//! ([`CompressedRead::needed`]). A deflate stream can be stopped anywhere,
-//! so a provider may decode just that prefix ([`CompressedRead::prefix_len`]):
-//! a random 4 KiB read then inflates half a cluster on average instead of
-//! all of it. zstd decodes whole blocks (a 64 KiB cluster is one block), so
-//! it always decodes the cluster. A consequence for corrupt images: an
-//! error in a deflate stream fails the reads that reach it, not the reads
-//! of the bytes before it (QEMU, which always inflates the whole cluster,
-//! fails them all). A
+//! A read is served only from a whole decompressed cluster, as in QEMU
+//! (`qcow2_decompress_cluster`): a stream that is corrupt anywhere, or
+//! ends before it produced a whole cluster, fails every read of the
+//! cluster, and whether a read of an image succeeds depends only on the
+//! image and the range, never on what was read before. Inflating only the
+//! prefix a read needs would be faster for small random reads of deflate
+//! clusters, but whether the rest of the stream is short or corrupt is
+//! only known after decoding it, so such a read would succeed or fail by
+//! the order of the reads before it. A
 //! [`Decompressor`] is supplied by the caller: the kernel wraps
 //! `zlib_inflate`/`zstd`, the host build uses flate2/zstd.
 
@@ -188,7 +188,7 @@ pub trait Decompressor {
 }
 
 /// Runs `decompressor` and checks that it produced exactly `output.len()`
-/// bytes (one cluster, or a prefix of one for deflate).
+/// bytes (one cluster).
 pub fn decompress_cluster<D: Decompressor + ?Sized>(
     decompressor: &mut D,
     kind: CompressionType,
@@ -227,46 +227,29 @@ pub struct CompressedRead {
     pub compression: CompressionType,
     /// Cluster size: the exact decompressed length.
     pub cluster_size: usize,
-    /// How many bytes from the start of the cluster the read needs: the
-    /// end of its range in the cluster (at most `cluster_size`).
-    pub needed: usize,
 }
 
 impl CompressedRead {
-    /// The shortest prefix of the cluster a provider may decompress for
-    /// this read: [`Self::needed`] bytes for deflate, the whole cluster for
-    /// zstd (see the module documentation).
+    /// How many bytes of the cluster a provider decompresses for this
+    /// read: always the whole cluster (see the module documentation), for
+    /// deflate and zstd alike.
     pub fn prefix_len(&self) -> usize {
-        match self.compression {
-            CompressionType::Deflate => self.needed.min(self.cluster_size),
-            CompressionType::Zstd => self.cluster_size,
-        }
+        self.cluster_size
     }
 
-    /// Whether `len` bytes from the cluster's start is a prefix `load`
-    /// can produce and that serves this read.
-    pub fn accepts_prefix(&self, len: usize) -> bool {
-        (self.prefix_len()..=self.cluster_size).contains(&len)
-    }
-
-    /// How much a caching provider decodes for this read, given the
-    /// length of the prefix it holds for the cluster (0 if none, or if it
-    /// fell short): [`Self::prefix_len`] the first time, the whole cluster
-    /// once a prefix fell short, so small reads going up through a cluster
-    /// decode it at most twice.
+    /// How much a caching provider decodes for this read, whatever it
+    /// holds for the cluster (`cached_len`, 0 if nothing): the whole
+    /// cluster, so the first read of a cluster decides for all of them.
     pub fn decode_len(&self, cached_len: usize) -> usize {
-        if cached_len > 0 {
-            self.cluster_size
-        } else {
-            self.prefix_len()
-        }
+        let _ = cached_len;
+        self.cluster_size
     }
 
     /// Convenience for providers: reads the compressed bytes through
     /// `storage` into `input` (at least `self.len` bytes, see
-    /// [`max_compressed_len`]) and decompresses the cluster's first
-    /// `output.len()` bytes into `output`: the whole cluster, or a prefix
-    /// of at least [`Self::prefix_len`] bytes.
+    /// [`max_compressed_len`]) and decompresses the whole cluster into
+    /// `output` (exactly `cluster_size` bytes), failing if the stream is
+    /// corrupt or produces less.
     pub fn load<S: Storage + ?Sized, D: Decompressor + ?Sized>(
         &self,
         storage: &S,
@@ -274,7 +257,7 @@ impl CompressedRead {
         input: &mut [u8],
         output: &mut [u8],
     ) -> Result<()> {
-        if !self.accepts_prefix(output.len()) {
+        if output.len() != self.cluster_size {
             return Err(Error::BufferSize {
                 what: Structure::CompressedCluster,
                 expected: self.cluster_size as u64,

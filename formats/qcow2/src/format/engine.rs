@@ -63,8 +63,7 @@ pub trait Tables {
 /// Provider of decompressed clusters; the caller owns buffers and caching.
 pub trait CompressedClusters {
     /// Calls `f` with the decompressed cluster described by `request`
-    /// (all `request.cluster_size` bytes, or a prefix that
-    /// [`CompressedRead::accepts_prefix`]), decompressing it if needed,
+    /// (all `request.cluster_size` bytes), decompressing it if needed,
     /// e.g. with [`CompressedRead::load`].
     fn with_cluster<R, F: FnOnce(&[u8]) -> R>(
         &mut self,
@@ -246,10 +245,9 @@ impl Chain {
                     len: to_usize(clen)?,
                     compression: q.compression(),
                     cluster_size,
-                    needed: end,
                 };
                 compressed.with_cluster(&request, |cluster: &[u8]| {
-                    if !request.accepts_prefix(cluster.len()) {
+                    if cluster.len() != cluster_size {
                         return Err(Error::BufferSize {
                             what: Structure::CompressedCluster,
                             expected: cluster_size as u64,

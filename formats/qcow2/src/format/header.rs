@@ -18,7 +18,14 @@
 //!
 //! Strings (backing file name, backing format, external data file name) are
 //! not copied: the header records their [`Span`] within the caller's
-//! buffer, so parsing is allocation free.
+//! buffer, so parsing is allocation free. An empty backing file name is no
+//! backing file, and the backing format name ends at its first NUL, as
+//! QEMU reads them.
+//!
+//! [`HeaderLayout::parse`] is the first part of [`Header::parse`] on its
+//! own: the fields that locate the backing file name and the extensions,
+//! for a caller that follows a backing chain and leaves judging the rest
+//! of each image to the driver (userspace `losetup`).
 //!
 //! The dirty and corrupt incompatible bits do not fail parsing; they are
 //! exposed ([`Header::is_dirty`], [`Header::is_corrupt`]) so a driver can
@@ -123,6 +130,46 @@ impl Span {
     }
 }
 
+/// The layout of a header: the fields that locate things in the first
+/// cluster (version, cluster size, header length, the backing file name,
+/// the header extensions), checked exactly as [`Header::parse`] checks
+/// them first, and nothing else.
+///
+/// It is enough to follow a backing chain: userspace `losetup` reads the
+/// backing file name and format with it, and leaves judging the rest of
+/// the image (features, tables, sizes) to the driver, which parses the
+/// whole header with [`Header::parse`] and refuses with its own errno.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeaderLayout {
+    /// Version, 2 or 3.
+    pub version: u32,
+    /// log2 of the cluster size, 9..=21.
+    pub cluster_bits: u32,
+    /// Header length in bytes (72 for version 2).
+    pub header_length: u32,
+    /// Incompatible feature bits as stored (0 for version 2), not yet
+    /// checked.
+    pub incompatible_features: u64,
+    /// Compatible feature bits.
+    pub compatible_features: u64,
+    /// Autoclear feature bits.
+    pub autoclear_features: u64,
+    /// log2 of the refcount width in bits (4 for version 2), not yet
+    /// checked.
+    pub refcount_order: u32,
+    /// Backing file name, if the image has a backing file (a non-empty
+    /// name).
+    pub backing_file: Option<Span>,
+    /// Backing file format name extension, if present.
+    pub backing_format: Option<Span>,
+    /// Feature name table extension, if present.
+    pub feature_table: Option<Span>,
+    /// Whether a bitmaps extension is present.
+    pub has_bitmaps: bool,
+    /// Whether a full disk encryption extension is present.
+    pub has_crypto: bool,
+}
+
 /// A validated qcow2 header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
@@ -156,7 +203,8 @@ pub struct Header {
     pub header_length: u32,
     /// Compression type of compressed clusters.
     pub compression_type: CompressionType,
-    /// Backing file name, if the image has a backing file.
+    /// Backing file name, if the image has a backing file (a non-empty
+    /// name).
     pub backing_file: Option<Span>,
     /// Backing file format name extension, if present.
     pub backing_format: Option<Span>,
@@ -217,11 +265,11 @@ fn feature_name(table: &[u8], bit: u8) -> FeatureName {
     FeatureName::EMPTY
 }
 
-impl Header {
-    /// Parses and validates the header at the start of `buf`, which holds
-    /// the first bytes of the image file: ideally the whole first cluster,
-    /// at least [`HEADER_READ_LEN`] bytes or the whole file if shorter.
-    pub fn parse(buf: &[u8]) -> Result<Header> {
+impl HeaderLayout {
+    /// Parses the layout of the header at the start of `buf` (see
+    /// [`Header::parse`] for what `buf` holds), with the checks
+    /// [`Header::parse`] makes first, in the same order.
+    pub fn parse(buf: &[u8]) -> Result<HeaderLayout> {
         if buf.len() < V2_HEADER_LEN as usize {
             return Err(Error::Truncated {
                 what: Structure::Header,
@@ -244,14 +292,6 @@ impl Header {
             return Err(Error::BadClusterBits(cluster_bits));
         }
         let cluster_size = 1u64 << cluster_bits;
-        let size = field_u64(buf, 24)?;
-        let crypt_method = field_u32(buf, 32)?;
-        let l1_size = field_u32(buf, 36)?;
-        let l1_table_offset = field_u64(buf, 40)?;
-        let refcount_table_offset = field_u64(buf, 48)?;
-        let refcount_table_clusters = field_u32(buf, 56)?;
-        let nb_snapshots = field_u32(buf, 60)?;
-        let snapshots_offset = field_u64(buf, 64)?;
 
         let (incompat, compat, autoclear, refcount_order, header_length) = if version == 2 {
             (0, 0, 0, 4, V2_HEADER_LEN)
@@ -308,8 +348,9 @@ impl Header {
                     available: buf.len() as u64,
                 });
             }
-            // Both fit in u32: offset <= cluster size <= 2 MiB.
-            Some(Span {
+            // Both fit in u32: offset <= cluster size <= 2 MiB. An empty
+            // name is no backing file (QEMU reads it as an empty string).
+            (backing_file_size > 0).then_some(Span {
                 offset: backing_file_offset as u32,
                 len: backing_file_size,
             })
@@ -365,6 +406,70 @@ impl Header {
                 None => break,
             }
         }
+
+        Ok(HeaderLayout {
+            version,
+            cluster_bits,
+            header_length,
+            incompatible_features: incompat,
+            compatible_features: compat,
+            autoclear_features: autoclear,
+            refcount_order,
+            backing_file,
+            backing_format,
+            feature_table,
+            has_bitmaps,
+            has_crypto,
+        })
+    }
+
+    /// Whether incompatible feature bit 2 (external data file) is set.
+    pub fn has_external_data_file(&self) -> bool {
+        self.incompatible_features & INCOMPAT_DATA_FILE != 0
+    }
+
+    /// The backing file name bytes from `buf` (the parsed buffer).
+    pub fn backing_file_name<'a>(&self, buf: &'a [u8]) -> Option<&'a [u8]> {
+        span_in(self.backing_file, buf)
+    }
+
+    /// The backing file format name from `buf` (the parsed buffer), as
+    /// [`Header::backing_format_name`] gives it.
+    pub fn backing_format_name<'a>(&self, buf: &'a [u8]) -> Option<&'a [u8]> {
+        format_name_in(self.backing_format, buf)
+    }
+}
+
+impl Header {
+    /// Parses and validates the header at the start of `buf`, which holds
+    /// the first bytes of the image file: ideally the whole first cluster,
+    /// at least [`HEADER_READ_LEN`] bytes or the whole file if shorter.
+    /// Starts with [`HeaderLayout::parse`].
+    pub fn parse(buf: &[u8]) -> Result<Header> {
+        let HeaderLayout {
+            version,
+            cluster_bits,
+            header_length,
+            incompatible_features: incompat,
+            compatible_features: compat,
+            autoclear_features: autoclear,
+            refcount_order,
+            backing_file,
+            backing_format,
+            feature_table,
+            has_bitmaps,
+            has_crypto,
+        } = HeaderLayout::parse(buf)?;
+        let cluster_size = 1u64 << cluster_bits;
+        // Inside the 72 bytes HeaderLayout::parse checked for.
+        let size = field_u64(buf, 24)?;
+        let crypt_method = field_u32(buf, 32)?;
+        let l1_size = field_u32(buf, 36)?;
+        let l1_table_offset = field_u64(buf, 40)?;
+        let refcount_table_offset = field_u64(buf, 48)?;
+        let refcount_table_clusters = field_u32(buf, 56)?;
+        let nb_snapshots = field_u32(buf, 60)?;
+        let snapshots_offset = field_u64(buf, 64)?;
 
         let unknown = incompat & !INCOMPAT_KNOWN;
         if unknown != 0 {
@@ -496,11 +601,26 @@ impl Header {
 
     /// The backing file name bytes from `buf` (the parsed buffer).
     pub fn backing_file_name<'a>(&self, buf: &'a [u8]) -> Option<&'a [u8]> {
-        self.backing_file.and_then(|s| s.get(buf))
+        span_in(self.backing_file, buf)
     }
 
-    /// The backing file format name bytes from `buf` (the parsed buffer).
+    /// The backing file format name from `buf` (the parsed buffer), up to
+    /// its first NUL byte (writers may pad it), `None` if that is empty:
+    /// QEMU reads it as a C string and probes when it is empty.
     pub fn backing_format_name<'a>(&self, buf: &'a [u8]) -> Option<&'a [u8]> {
-        self.backing_format.and_then(|s| s.get(buf))
+        format_name_in(self.backing_format, buf)
     }
+}
+
+fn span_in(span: Option<Span>, buf: &[u8]) -> Option<&[u8]> {
+    span.and_then(|s| s.get(buf))
+}
+
+fn format_name_in(span: Option<Span>, buf: &[u8]) -> Option<&[u8]> {
+    let name = span_in(span, buf)?;
+    let name = match name.iter().position(|&b| b == 0) {
+        Some(nul) => name.get(..nul)?,
+        None => name,
+    };
+    (!name.is_empty()).then_some(name)
 }

@@ -37,13 +37,14 @@ pub enum LayerFormat {
 
 impl LayerFormat {
     /// Decides the format of a backing file: from the backing format name
-    /// extension of the image above if it has one (`qcow2` or `raw`; other
-    /// names are refused), else from the backing file's first bytes (qcow2
-    /// magic or raw).
+    /// extension of the image above if it has one (`qcow2`, or `raw` or
+    /// `file`, QEMU's name of the plain file driver; other names are
+    /// refused), else from the backing file's first bytes (qcow2 magic or
+    /// raw).
     pub fn detect(backing_format: Option<&[u8]>, first_bytes: &[u8]) -> Result<LayerFormat> {
         match backing_format {
             Some(b"qcow2") => Ok(LayerFormat::Qcow2),
-            Some(b"raw") => Ok(LayerFormat::Raw),
+            Some(b"raw" | b"file") => Ok(LayerFormat::Raw),
             Some(_) => Err(Error::UnsupportedBackingFormat),
             None => {
                 let magic = first_bytes.get(..4).map(|m| m == MAGIC.to_be_bytes());

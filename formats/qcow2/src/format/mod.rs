@@ -47,7 +47,7 @@ pub use self::compressed::{
 };
 pub use self::engine::{CompressedClusters, Sink, Storage, Tables};
 pub use self::error::{Error, ErrorKind, Result, Structure};
-pub use self::header::Header;
+pub use self::header::{Header, HeaderLayout};
 pub use self::layer::{Chain, Layer, LayerFormat, Qcow2Layer, MAX_CHAIN_DEPTH};
 pub use self::snapshot::{find_snapshot, Snapshot, SnapshotCursor, SnapshotSelector};
 pub use self::table::{Geometry, L2Entry, Mapping, MappingKind};

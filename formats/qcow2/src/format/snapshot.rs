@@ -72,8 +72,12 @@ pub struct Snapshot {
     pub vm_clock_nsec: u64,
     /// Size of the saved VM state (64-bit extra field if present).
     pub vm_state_size: u64,
-    /// Virtual disk size of the snapshot, if the extra data has it (always
-    /// in version 3 images).
+    /// Virtual disk size recorded for the snapshot, if the extra data has
+    /// it (always in version 3 images): what `qemu-img snapshot -a` would
+    /// resize the image to. Informational only and not validated (QEMU
+    /// does not check it either): a snapshot is read with the image's
+    /// current size ([`super::layer::Qcow2Layer::from_snapshot`]), so any
+    /// value, however absurd, changes nothing a reader sees.
     pub disk_size: Option<u64>,
 }
 
