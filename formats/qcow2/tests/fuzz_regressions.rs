@@ -3,8 +3,8 @@
 //! (`qcow2_format::fuzzing`). Inputs live in `tests/fuzz-regressions/`,
 //! named `<target>-<what>`; each must run without a panic and quickly.
 //!
-//! With `FUZZ_REPLAY=DIR`, [`replay_corpus`] also replays a whole corpus
-//! (`DIR/<target>/*`, e.g. `fuzz/corpus`).
+//! [`replay_corpus`] (ignored unless asked for with `--ignored`) replays a
+//! whole corpus, `FUZZ_REPLAY=DIR` (`DIR/<target>/*`, e.g. `fuzz/corpus`).
 
 use std::fs;
 use std::path::Path;
@@ -48,13 +48,17 @@ fn fuzz_regressions() {
     eprintln!("{count} fuzz regression inputs replayed");
 }
 
+/// Not part of `make test` (a corpus is not committed): run it with
+/// `FUZZ_REPLAY=fuzz/corpus cargo test -p qcow2-format --features std
+/// --test fuzz_regressions -- --ignored`.
 #[test]
+#[ignore = "replays a fuzz corpus: FUZZ_REPLAY=DIR ... -- --ignored"]
 fn replay_corpus() {
-    let Some(dir) = std::env::var_os("FUZZ_REPLAY") else {
-        return;
-    };
+    let dir = std::env::var_os("FUZZ_REPLAY").expect("FUZZ_REPLAY=DIR names the corpus to replay");
+    let mut total = 0;
     for (name, _) in TARGETS {
         let Ok(entries) = fs::read_dir(Path::new(&dir).join(name)) else {
+            eprintln!("{name}: no inputs");
             continue;
         };
         let mut n = 0;
@@ -63,7 +67,9 @@ fn replay_corpus() {
             n += 1;
         }
         eprintln!("{name}: {n} inputs replayed");
+        total += n;
     }
+    assert!(total > 0, "no inputs under {}", Path::new(&dir).display());
 }
 
 /// A tiny v3 image with 512-byte clusters and two guest clusters, both

@@ -474,6 +474,16 @@ mod tests {
         );
     }
 
+    /// `qemu-img create -f qcow2 -b BACKING -F FORMAT TOP` in `dir`.
+    fn overlay(dir: &Path, backing: &str, format: &str, top: &str) {
+        qemu_img(
+            dir,
+            &[
+                "create", "-q", "-f", "qcow2", "-b", backing, "-F", format, top,
+            ],
+        );
+    }
+
     fn resolve(path: &Path) -> Result<Vec<Layer>, ChainError> {
         let f = File::open(path).unwrap();
         let fmt = probe(&f).unwrap();
@@ -691,34 +701,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir(d.path().join("sub")).unwrap();
         qemu_img(d.path(), &["create", "-q", "-f", "raw", "base.raw", "1M"]);
-        qemu_img(
-            d.path(),
-            &[
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-b",
-                "../base.raw",
-                "-F",
-                "raw",
-                "sub/mid.qcow2",
-            ],
-        );
-        qemu_img(
-            d.path(),
-            &[
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-b",
-                "mid.qcow2",
-                "-F",
-                "qcow2",
-                "sub/top.qcow2",
-            ],
-        );
+        overlay(d.path(), "../base.raw", "raw", "sub/mid.qcow2");
+        overlay(d.path(), "mid.qcow2", "qcow2", "sub/top.qcow2");
         // Resolve from an unrelated cwd: names must not depend on it.
         let top = d.path().join("sub/top.qcow2");
         let layers = resolve(&top).unwrap();
@@ -736,20 +720,7 @@ mod tests {
     fn raw_backing_without_format_is_probed() {
         let d = tempfile::tempdir().unwrap();
         qemu_img(d.path(), &["create", "-q", "-f", "raw", "base.img", "1M"]);
-        qemu_img(
-            d.path(),
-            &[
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-b",
-                "base.img",
-                "-F",
-                "raw",
-                "top.qcow2",
-            ],
-        );
+        overlay(d.path(), "base.img", "raw", "top.qcow2");
         // Drop the backing format extension: rewrite its type to "unknown".
         let top = d.path().join("top.qcow2");
         let mut bytes = std::fs::read(&top).unwrap();
@@ -768,20 +739,7 @@ mod tests {
     fn backing_format_file_is_raw_and_data_files_are_refused() {
         let d = tempfile::tempdir().unwrap();
         qemu_img(d.path(), &["create", "-q", "-f", "raw", "base.img", "1M"]);
-        qemu_img(
-            d.path(),
-            &[
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-b",
-                "base.img",
-                "-F",
-                "file",
-                "top.qcow2",
-            ],
-        );
+        overlay(d.path(), "base.img", "file", "top.qcow2");
         let layers = resolve(&d.path().join("top.qcow2")).unwrap();
         assert_eq!(layers[1].format, Format::Raw);
         qemu_img(
@@ -808,20 +766,7 @@ mod tests {
             d.path(),
             &["create", "-q", "-f", "qcow2", "base.qcow2", "1M"],
         );
-        qemu_img(
-            d.path(),
-            &[
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-b",
-                "base.qcow2",
-                "-F",
-                "qcow2",
-                "top.qcow2",
-            ],
-        );
+        overlay(d.path(), "base.qcow2", "qcow2", "top.qcow2");
         std::fs::remove_file(d.path().join("base.qcow2")).unwrap();
         let top = d.path().join("top.qcow2");
         let err = resolve(&top).unwrap_err();
@@ -842,20 +787,7 @@ mod tests {
     fn declared_qcow2_backing_that_is_raw_is_refused() {
         let d = tempfile::tempdir().unwrap();
         qemu_img(d.path(), &["create", "-q", "-f", "qcow2", "base", "1M"]);
-        qemu_img(
-            d.path(),
-            &[
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-b",
-                "base",
-                "-F",
-                "qcow2",
-                "top.qcow2",
-            ],
-        );
+        overlay(d.path(), "base", "qcow2", "top.qcow2");
         std::fs::write(d.path().join("base"), vec![0u8; 4096]).unwrap();
         let err = resolve(&d.path().join("top.qcow2")).unwrap_err();
         assert!(matches!(err, ChainError::NotQcow2 { .. }), "{err}");
@@ -865,20 +797,7 @@ mod tests {
     fn unsupported_backing_format_is_refused() {
         let d = tempfile::tempdir().unwrap();
         qemu_img(d.path(), &["create", "-q", "-f", "vmdk", "base.vmdk", "1M"]);
-        qemu_img(
-            d.path(),
-            &[
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-b",
-                "base.vmdk",
-                "-F",
-                "vmdk",
-                "top.qcow2",
-            ],
-        );
+        overlay(d.path(), "base.vmdk", "vmdk", "top.qcow2");
         let err = resolve(&d.path().join("top.qcow2")).unwrap_err();
         assert!(
             matches!(&err, ChainError::UnsupportedFormat { format, .. } if format == "vmdk"),
@@ -891,12 +810,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         // a -> b -> a, made by creating both and then rebasing unsafely.
         qemu_img(d.path(), &["create", "-q", "-f", "qcow2", "a.qcow2", "1M"]);
-        qemu_img(
-            d.path(),
-            &[
-                "create", "-q", "-f", "qcow2", "-b", "a.qcow2", "-F", "qcow2", "b.qcow2",
-            ],
-        );
+        overlay(d.path(), "a.qcow2", "qcow2", "b.qcow2");
         qemu_img(
             d.path(),
             &[
@@ -947,10 +861,7 @@ mod tests {
         for i in 1..=16 {
             let b = format!("l{}.qcow2", i - 1);
             let n = format!("l{i}.qcow2");
-            qemu_img(
-                d.path(),
-                &["create", "-q", "-f", "qcow2", "-b", &b, "-F", "qcow2", &n],
-            );
+            overlay(d.path(), &b, "qcow2", &n);
         }
         // l15 has 16 layers (l15..l0): the maximum.
         assert_eq!(resolve(&d.path().join("l15.qcow2")).unwrap().len(), 16);
@@ -976,20 +887,7 @@ mod tests {
             d.path(),
             &["create", "-q", "-f", "qcow2", "base.qcow2", "1M"],
         );
-        qemu_img(
-            d.path(),
-            &[
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-b",
-                "base.qcow2",
-                "-F",
-                "qcow2",
-                "top.qcow2",
-            ],
-        );
+        overlay(d.path(), "base.qcow2", "qcow2", "top.qcow2");
         let top = d.path().join("top.qcow2");
         let mut w = Watch(vec![]);
         let layers = resolve_chain(&top, File::open(&top).unwrap(), Format::Qcow2, &mut w).unwrap();

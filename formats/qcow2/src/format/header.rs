@@ -141,33 +141,20 @@ impl Span {
 /// whole header with [`Header::parse`] and refuses with its own errno.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HeaderLayout {
-    /// Version, 2 or 3.
-    pub version: u32,
-    /// log2 of the cluster size, 9..=21.
-    pub cluster_bits: u32,
-    /// Header length in bytes (72 for version 2).
-    pub header_length: u32,
-    /// Incompatible feature bits as stored (0 for version 2), not yet
-    /// checked.
-    pub incompatible_features: u64,
-    /// Compatible feature bits.
-    pub compatible_features: u64,
-    /// Autoclear feature bits.
-    pub autoclear_features: u64,
-    /// log2 of the refcount width in bits (4 for version 2), not yet
-    /// checked.
-    pub refcount_order: u32,
-    /// Backing file name, if the image has a backing file (a non-empty
-    /// name).
-    pub backing_file: Option<Span>,
-    /// Backing file format name extension, if present.
-    pub backing_format: Option<Span>,
-    /// Feature name table extension, if present.
-    pub feature_table: Option<Span>,
-    /// Whether a bitmaps extension is present.
-    pub has_bitmaps: bool,
-    /// Whether a full disk encryption extension is present.
-    pub has_crypto: bool,
+    // The fields of [`Header`] of the same names, before the rest of the
+    // header is checked.
+    pub(crate) version: u32,
+    pub(crate) cluster_bits: u32,
+    pub(crate) header_length: u32,
+    pub(crate) incompatible_features: u64,
+    pub(crate) compatible_features: u64,
+    pub(crate) autoclear_features: u64,
+    pub(crate) refcount_order: u32,
+    pub(crate) backing_file: Option<Span>,
+    pub(crate) backing_format: Option<Span>,
+    pub(crate) feature_table: Option<Span>,
+    pub(crate) has_bitmaps: bool,
+    pub(crate) has_crypto: bool,
 }
 
 /// A validated qcow2 header.
@@ -446,20 +433,12 @@ impl Header {
     /// at least [`HEADER_READ_LEN`] bytes or the whole file if shorter.
     /// Starts with [`HeaderLayout::parse`].
     pub fn parse(buf: &[u8]) -> Result<Header> {
-        let HeaderLayout {
-            version,
-            cluster_bits,
-            header_length,
-            incompatible_features: incompat,
-            compatible_features: compat,
-            autoclear_features: autoclear,
-            refcount_order,
-            backing_file,
-            backing_format,
-            feature_table,
-            has_bitmaps,
-            has_crypto,
-        } = HeaderLayout::parse(buf)?;
+        let layout = HeaderLayout::parse(buf)?;
+        let (version, cluster_bits, incompat) = (
+            layout.version,
+            layout.cluster_bits,
+            layout.incompatible_features,
+        );
         let cluster_size = 1u64 << cluster_bits;
         // Inside the 72 bytes HeaderLayout::parse checked for.
         let size = field_u64(buf, 24)?;
@@ -474,23 +453,24 @@ impl Header {
         let unknown = incompat & !INCOMPAT_KNOWN;
         if unknown != 0 {
             let bit = unknown.trailing_zeros() as u8;
-            let name = feature_table
+            let name = layout
+                .feature_table
                 .and_then(|s| s.get(buf))
                 .map(|t| feature_name(t, bit))
                 .unwrap_or(FeatureName::EMPTY);
             return Err(Error::UnknownIncompatibleFeature { bit, name });
         }
-        if incompat & INCOMPAT_DATA_FILE != 0 {
+        if layout.has_external_data_file() {
             return Err(Error::ExternalDataFile);
         }
         if crypt_method != 0 {
             return Err(Error::Encrypted(crypt_method));
         }
-        if has_crypto {
+        if layout.has_crypto {
             return Err(Error::EncryptionExtension);
         }
 
-        let raw_compression = if header_length as usize > COMPRESSION_TYPE_OFFSET {
+        let raw_compression = if layout.header_length as usize > COMPRESSION_TYPE_OFFSET {
             buf.get(COMPRESSION_TYPE_OFFSET).copied().unwrap_or(0)
         } else {
             0
@@ -507,8 +487,8 @@ impl Header {
         let geometry =
             Geometry::for_version(version, cluster_bits, incompat & INCOMPAT_EXTENDED_L2 != 0)?;
 
-        if refcount_order > MAX_REFCOUNT_ORDER {
-            return Err(Error::BadRefcountOrder(refcount_order));
+        if layout.refcount_order > MAX_REFCOUNT_ORDER {
+            return Err(Error::BadRefcountOrder(layout.refcount_order));
         }
         if size > MAX_VIRTUAL_SIZE {
             return Err(Error::VirtualSizeTooLarge(size));
@@ -559,15 +539,15 @@ impl Header {
             nb_snapshots,
             snapshots_offset,
             incompatible_features: incompat,
-            compatible_features: compat,
-            autoclear_features: autoclear,
-            refcount_order,
-            header_length,
+            compatible_features: layout.compatible_features,
+            autoclear_features: layout.autoclear_features,
+            refcount_order: layout.refcount_order,
+            header_length: layout.header_length,
             compression_type,
-            backing_file,
-            backing_format,
-            feature_table,
-            has_bitmaps,
+            backing_file: layout.backing_file,
+            backing_format: layout.backing_format,
+            feature_table: layout.feature_table,
+            has_bitmaps: layout.has_bitmaps,
             geometry,
         })
     }
