@@ -157,8 +157,6 @@ void lff_rq_init_work(struct request *rq, work_func_t fn)
 	struct lff_cmd *cmd = blk_mq_rq_to_pdu(rq);
 
 	INIT_WORK(&cmd->work, fn);
-	cmd->blkcg_css = NULL;
-	cmd->memcg_css = NULL;
 }
 LFF_EXPORT_SYMBOL(lff_rq_init_work);
 
@@ -171,7 +169,7 @@ LFF_EXPORT_SYMBOL(lff_work_to_rq);
 /*
  * As loop_queue_rq(): the work is charged to the blkcg of the request's
  * bio and to that cgroup's memcg (a reference, put by lff_rq_serve_exit()),
- * then queued.
+ * then queued. The cgroups are set here, for every request, and only here.
  */
 void lff_rq_queue_work(struct workqueue_struct *wq, struct request *rq)
 {
@@ -235,8 +233,6 @@ void lff_rq_serve_exit(struct request *rq, struct lff_serve_ctx *ctx)
 		css_put(cmd->memcg_css);
 	}
 #endif
-	cmd->blkcg_css = NULL;
-	cmd->memcg_css = NULL;
 	current->flags = (current->flags & ~(PF_MEMALLOC_NOIO | PF_LOCAL_THROTTLE)) |
 			 ctx->pflags;
 }
