@@ -226,9 +226,11 @@ impl<T: DiskOps> Shims<T> {
     /// A/B run of `make bench` (TCG, 1 vCPU, images in tmpfs, median of 3,
     /// lff IOPS / loop IOPS on the raw copy, old against now): raw
     /// psync-4k-rand 1.25 against 0.78, QD32 0.90 against 0.61; plain qcow2
-    /// psync 0.72 against 0.81, QD32 0.37 against 0.47. Within TCG's noise
-    /// on a loaded host, and images that users boot from (ext4, NFS, block
-    /// devices) never took the inline path: the simpler design stays.
+    /// psync 0.72 against 0.81, QD32 0.37 against 0.47 (loop itself moved
+    /// by 25 % between the two runs on a loaded host). The raw cells lost,
+    /// but only for images in tmpfs: images that users boot from (ext4,
+    /// NFS, block devices) never took the inline path, so the simpler
+    /// design stays; re-measure on a quiet host before reviving it.
     ///
     /// # Safety
     ///
