@@ -200,13 +200,14 @@ impl File {
         let mut done = 0;
         while iter.count() > 0 {
             let mut off = i64::try_from(pos + done as u64).map_err(|_| EINVAL)?;
+            let before = iter.count();
             // SAFETY: the file is valid; `iter` is a valid destination
             // iterator by its own invariant; `off` is a live local.
             let n = unsafe { bindings::vfs_iter_read(self.as_ptr(), iter.as_raw(), &mut off, 0) };
             match n {
                 n if n < 0 => return Err(Error::from_errno(n as i32)),
                 0 => break,
-                n => done += n as usize,
+                n => done += settle(iter, before, n as usize)?,
             }
         }
         Ok(done)
@@ -217,13 +218,14 @@ impl File {
         let mut done = 0;
         while iter.count() > 0 {
             let mut off = i64::try_from(pos + done as u64).map_err(|_| EINVAL)?;
+            let before = iter.count();
             // SAFETY: the file is valid; `iter` is a valid source iterator
             // by its own invariant; `off` is a live local.
             let n = unsafe { bindings::vfs_iter_write(self.as_ptr(), iter.as_raw(), &mut off, 0) };
             match n {
                 n if n < 0 => return Err(Error::from_errno(n as i32)),
                 0 => return Err(EIO),
-                n => done += n as usize,
+                n => done += settle(iter, before, n as usize)?,
             }
         }
         Ok(done)
@@ -242,6 +244,21 @@ impl File {
         // SAFETY: the file is valid by the type invariant.
         to_result(unsafe { bindings::vfs_fallocate(self.as_ptr(), mode, pos, len) })
     }
+}
+
+/// Leaves `iter` just past the `n` bytes a `->read_iter`/`->write_iter`
+/// call reported, whatever the file system did with it (`before` is its
+/// count before the call): most advance it by `n`, but some (netfs-based
+/// 9p, for one) work on a copy and leave it where it was, which would
+/// make the caller move the same bytes again at the next offset. Returns
+/// `n`; an iterator advanced past what was reported is an `EIO`.
+fn settle(iter: &mut IovIter<'_>, before: usize, n: usize) -> Result<usize> {
+    let moved = before - iter.count();
+    if moved > n || n > before {
+        return Err(EIO);
+    }
+    iter.advance(n - moved);
+    Ok(n)
 }
 
 impl Drop for File {
