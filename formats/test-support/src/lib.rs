@@ -141,6 +141,25 @@ pub fn oracle(dir: &Path, format: &str, image: &Path) -> Vec<u8> {
     data
 }
 
+/// `size` bytes of [`mixed_data`] (`seed`) converted by qemu-img to
+/// `format` with options `opts`, as `dir/img.FORMAT`.
+pub fn converted(dir: &Path, format: &str, opts: &str, size: usize, seed: u64) -> PathBuf {
+    let raw = write_raw(dir, "src.raw", &mixed_data(size, seed));
+    let img = dir.join(format!("img.{format}"));
+    qemu_img(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        format,
+        "-o",
+        opts,
+        s(&raw),
+        s(&img),
+    ]);
+    img
+}
+
 /// A reader: fills the buffer from the virtual disk offset.
 pub trait Reader {
     /// Virtual size in bytes.
