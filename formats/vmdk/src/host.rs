@@ -40,8 +40,8 @@ pub fn errno(e: &Error) -> i32 {
     }
 }
 
-/// zlib decompressor over `flate2`: stops when the output is full or the
-/// stream ends, ignores input after the end of the stream.
+/// zlib decompressor over `flate2`, to the [`Decompressor`] contract: the
+/// whole stream, checksum included, must fit in the output.
 #[derive(Default)]
 pub struct HostDecompressor;
 
@@ -55,18 +55,16 @@ impl Decompressor for HostDecompressor {
             let (Some(src), Some(dst)) = (input.get(in_pos..), output.get_mut(out_pos..)) else {
                 return Err(Error::DecompressionFailed);
             };
-            if dst.is_empty() {
-                return Ok(out_pos);
-            }
             let status = d
-                .decompress(src, dst, FlushDecompress::Finish)
+                .decompress(src, dst, FlushDecompress::None)
                 .map_err(|_| Error::DecompressionFailed)?;
             if status == Status::StreamEnd {
                 return Ok(d.total_out() as usize);
             }
             if d.total_in() as usize == in_pos && d.total_out() as usize == out_pos {
-                // No progress: the stream is truncated.
-                return Ok(out_pos);
+                // No progress: the stream is truncated, or longer than
+                // the output.
+                return Err(Error::DecompressionFailed);
             }
         }
     }

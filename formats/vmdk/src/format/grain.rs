@@ -11,7 +11,8 @@
 //!
 //! A grain decompresses to one grain, except the last grain of an extent
 //! whose capacity is not a multiple of the grain size, which needs only
-//! the bytes up to the capacity. A read is served only from a whole
+//! the bytes up to the capacity; a stream must end within one grain, as
+//! QEMU's `uncompress()` into a one-grain buffer demands. A read is served only from a whole
 //! decompressed grain, as with qcow2's compressed clusters: a stream that
 //! is corrupt anywhere or too short fails every read of the grain, so
 //! whether a read succeeds never depends on what was read before. A
@@ -33,10 +34,13 @@ pub fn max_compressed_len(grain_len: usize) -> usize {
 
 /// A zlib decompression engine supplied by the caller.
 ///
-/// `inflate` decodes the zlib stream (RFC 1950) in `input` into `output`
-/// and returns how many bytes it wrote. It must never write past `output`,
-/// must stop when `output` is full, and must ignore input after the end of
-/// the stream. Corrupt data is [`Error::DecompressionFailed`].
+/// `inflate` decodes the whole zlib stream (RFC 1950, checksum included)
+/// at the start of `input` into `output` and returns how many bytes it
+/// wrote, as zlib's `uncompress()` does for QEMU. It must never write past
+/// `output`, and must ignore input after the end of the stream. A corrupt
+/// or truncated stream, a bad checksum, or a stream producing more than
+/// `output.len()` bytes is [`Error::DecompressionFailed`] (the kernel's
+/// `zlib_inflate` with `Z_FINISH` reports exactly these).
 pub trait Decompressor {
     /// Decompresses one grain; see the trait docs.
     fn inflate(&mut self, input: &[u8], output: &mut [u8]) -> Result<usize>;
