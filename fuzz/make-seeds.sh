@@ -8,6 +8,7 @@
 # and without zeroed grains, a short last grain), streamOptimized (and a
 # footer variant), monolithicFlat, twoGbMaxExtentSparse/Flat, a mixed
 # descriptor with a ZERO extent; their descriptors and compressed grains.
+# VDI: dynamic and static images, sparse and odd sized, a zero block.
 #
 # Usage: fuzz/make-seeds.sh [OUTDIR]      (default: fuzz/corpus)
 # Writes OUTDIR/<target>/seed-* for each target (see fuzz/README.md for
@@ -275,6 +276,24 @@ mixed = (b"# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\n"
 put("vmdk_descriptor", "mixed", mixed)
 put("vmdk", "mixed", files(mixed, r("monolithicFlat-flat.vmdk")[:64 << 10], r("monolithicSparse.vmdk")))
 EOF2
+# VDI images: whole files are the `vdi` target's inputs.
+mkdir -p "$out/vdi"
+img convert -f raw -O vdi -o static=off src-200k.raw "$out/vdi/seed-dynamic"
+img convert -f raw -O vdi -o static=on src-64k.raw "$out/vdi/seed-static"
+img create -f vdi vdi-sparse.vdi 8M
+qemu-io -f vdi -c "write -P 0x51 3M 5000" -c "write -P 0x52 7M 1M" vdi-sparse.vdi >/dev/null
+cp vdi-sparse.vdi "$out/vdi/seed-sparse"
+img create -f vdi "$out/vdi/seed-odd" 1000001
+python3 - "$out/vdi/seed-zero" vdi-sparse.vdi <<'EOF2'
+import struct, sys
+d = bytearray(open(sys.argv[2], "rb").read())
+bmap = struct.unpack_from("<I", d, 340)[0]
+struct.pack_into("<I", d, bmap + 4 * 3, 0xfffffffe)
+open(sys.argv[1], "wb").write(d)
+EOF2
+# Within the fuzzers' -max_len: a data block is 1 MiB, so the files are
+# cut there (the cut blocks' far ends read as past the end of the file).
+for f in "$out"/vdi/seed-*; do truncate -s '<1M' "$f"; done
 for t in "$out"/*/; do
 	echo "make-seeds: $(basename "$t"): $(ls "$t" | grep -c '^seed-') seeds, $(du -sh "$t" | cut -f1)"
 done
