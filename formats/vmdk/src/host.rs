@@ -13,7 +13,7 @@ use std::vec::Vec;
 
 use crate::format::descriptor::MAX_DESCRIPTOR_LEN;
 use crate::format::grain::max_compressed_len;
-use crate::format::header::{has_magic, HEADER_LEN};
+use crate::format::header::{classify, FileKind, HEADER_LEN};
 use crate::format::{
     read_sparse_header, CompressedGrains, Decompressor, Descriptor, Directory, Disk, Error,
     ErrorKind, Extent, ExtentKind, ExtentType, GrainRead, Result, Sink, SparseExtent, SparseHeader,
@@ -296,7 +296,7 @@ impl Image {
         let mut disk = Disk::new();
         let mut files = Vec::new();
         let descriptor;
-        if has_magic(&first) {
+        if classify(&first)? == FileKind::Sparse {
             let (header, sparse) = open_sparse(&top)?;
             descriptor = match header.descriptor_range(len)? {
                 Some((offset, n)) => {

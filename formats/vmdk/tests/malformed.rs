@@ -156,6 +156,13 @@ fn header_fields_out_of_range() {
 }
 
 #[test]
+fn cowd_refused() {
+    let mut d = vec![0u8; 4096];
+    d[..4].copy_from_slice(b"COWD");
+    assert_eq!(open_err(&d), Error::BadMagic(0x4457_4f43));
+}
+
+#[test]
 fn truncated_files() {
     let base = sparse();
     assert!(matches!(

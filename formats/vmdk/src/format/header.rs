@@ -275,3 +275,28 @@ pub fn read_sparse_header<S: Storage + ?Sized>(
 pub fn has_magic(first: &[u8]) -> bool {
     le::u32_at(first, 0) == Some(MAGIC)
 }
+
+/// The magic `COWD` of VMware 3 (and ESX `vmfsSparse`) sparse extents,
+/// read as a little-endian `u32`.
+pub const COWD_MAGIC: u32 = 0x4457_4f43;
+
+/// What a file holds, from its first bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    /// A hosted sparse extent (`KDMV`): monolithicSparse or
+    /// streamOptimized when opened as the image.
+    Sparse,
+    /// Anything else: read as a descriptor (and refused by
+    /// [`super::descriptor::Descriptor::parse`] if it is not one).
+    Descriptor,
+}
+
+/// Classifies a file from its first bytes; the old `COWD` sparse format
+/// is refused with [`Error::BadMagic`].
+pub fn classify(first: &[u8]) -> Result<FileKind> {
+    match le::u32_at(first, 0) {
+        Some(MAGIC) => Ok(FileKind::Sparse),
+        Some(COWD_MAGIC) => Err(Error::BadMagic(COWD_MAGIC)),
+        _ => Ok(FileKind::Descriptor),
+    }
+}

@@ -22,7 +22,7 @@
 //!
 //! Opening an image, in outline:
 //! 1. read the first bytes of the file: with the `KDMV` magic
-//!    ([`header::has_magic`]) it is a monolithic sparse image
+//!    ([`header::classify`]) it is a monolithic sparse image
 //!    (monolithicSparse or streamOptimized): [`read_sparse_header`],
 //!    [`SparseExtent::new`], and, if [`SparseHeader::descriptor_range`]
 //!    gives one, [`Descriptor::parse`] the embedded descriptor and
