@@ -37,7 +37,6 @@ use qcow2fmt::{
 module! {
     type: KunitQcow2,
     name: "lff_kunit_qcow2",
-    author: "loop-file-fmt developers",
     description: "KUnit suites of the qcow2 format logic",
     license: "GPL",
 }
