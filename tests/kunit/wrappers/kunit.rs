@@ -118,7 +118,7 @@ impl Test {
                 bindings::kunit_assert_type_KUNIT_EXPECTATION,
                 &assert.assert,
                 Some(bindings::kunit_fail_assert_format),
-                c"%pA".as_ptr().cast(),
+                char_ptr(c"%pA"),
                 core::ptr::from_ref(&what).cast::<c_void>(),
             );
         }
@@ -149,8 +149,21 @@ unsafe extern "C" fn run_case<F: CaseFn>(raw: *mut bindings::kunit) {
 pub const fn case<F: CaseFn>(name: &'static CStr) -> bindings::kunit_case {
     bindings::kunit_case {
         run_case: Some(run_case::<F>),
-        name: name.as_ptr().cast(),
+        name: char_ptr(name),
         ..END
+    }
+}
+
+/// The C pointer of `s` (7.x's clippy wants the kernel crate's helper for
+/// it, which in 6.12 takes the kernel's own `CStr`, not core's).
+pub const fn char_ptr(s: &CStr) -> *const c_char {
+    #[cfg(lff_linux7)]
+    {
+        kernel::str::as_char_ptr_in_const_context(s)
+    }
+    #[cfg(not(lff_linux7))]
+    {
+        s.as_ptr().cast()
     }
 }
 

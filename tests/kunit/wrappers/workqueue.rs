@@ -54,7 +54,7 @@ impl Threads {
         // conversions, so no variadic argument is read.
         let wq = unsafe {
             ALLOC_WORKQUEUE(
-                c"lff_kunit".as_ptr().cast(),
+                crate::kunit::char_ptr(c"lff_kunit"),
                 bindings::wq_flags_WQ_UNBOUND,
                 i32::from(max_active),
             )

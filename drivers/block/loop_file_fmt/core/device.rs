@@ -527,7 +527,7 @@ impl Device {
         }
         let pos = rq.pos();
         let len = u64::from(rq.len());
-        if pos.checked_add(len).map_or(true, |end| end > att.size) {
+        if pos.checked_add(len).is_none_or(|end| end > att.size) {
             return Err(EIO);
         }
         let fpos = att.offset + pos;

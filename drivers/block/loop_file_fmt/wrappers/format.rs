@@ -464,7 +464,7 @@ impl<T: FormatDriver> VTable<T> {
             } else {
                 None
             },
-            attrs: &Self::ATTRS as *const RawAttr,
+            attrs: core::ptr::from_ref(&Self::ATTRS).cast::<RawAttr>(),
             nr_attrs: T::ATTRS.len() as c_uint,
         }
     };
