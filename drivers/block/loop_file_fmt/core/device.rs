@@ -527,7 +527,11 @@ impl Device {
         }
         let pos = rq.pos();
         let len = u64::from(rq.len());
-        if pos.checked_add(len).is_none_or(|end| end > att.size) {
+        // (Spelled so that 6.12's MSRV and 7.3's clippy both take it.)
+        let Some(end) = pos.checked_add(len) else {
+            return Err(EIO);
+        };
+        if end > att.size {
             return Err(EIO);
         }
         let fpos = att.offset + pos;
