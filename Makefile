@@ -27,7 +27,9 @@ KERNEL_SCRIPT := $(ROOT)/scripts/qemu-boot/build-kernel
 WERROR ?= 1
 
 SUPPORTED_KVERS := 6.12 7.3
-KVER ?= 6.12
+ifeq ($(KVER),)
+KVER := 6.12
+endif
 ifeq ($(filter $(KVER),$(SUPPORTED_KVERS)),)
 $(error KVER=$(KVER) is not a supported kernel; supported: $(SUPPORTED_KVERS) (default 6.12))
 endif
