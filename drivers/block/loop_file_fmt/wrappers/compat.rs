@@ -17,6 +17,13 @@ pub use kernel::fmt;
 #[cfg(lff_linux7)]
 pub use kernel::prelude::fmt;
 
+/// The trait of types for which all-zero bytes are a valid value
+/// (`kernel::init::Zeroable` in 6.12; pin-init's, in the prelude, in 7.x).
+#[cfg(not(lff_linux7))]
+pub use kernel::init::Zeroable;
+#[cfg(lff_linux7)]
+pub use kernel::prelude::Zeroable;
+
 /// Lets `fmt!` and `pr_*!` show types that implement
 /// `core::fmt::Display`: on 7.x those macros take `kernel::fmt::Display`,
 /// a separate trait, which this implements by forwarding to core's; on 6.12
