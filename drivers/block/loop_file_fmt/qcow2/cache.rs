@@ -48,7 +48,7 @@ pub(crate) fn key(layer: usize, offset: u64) -> u64 {
 
 /// Milliseconds since boot, the time base of `last_used`.
 pub(crate) fn now_ms() -> i64 {
-    kernel::time::Ktime::ktime_get().to_ms()
+    crate::wrappers::compat::now_ms()
 }
 
 struct Entry {
@@ -279,7 +279,7 @@ impl Cache {
         for shard in self.shards.iter() {
             let mut guard = shard.lock();
             let s = &mut *guard;
-            let mut cursor = s.map.cursor_front();
+            let mut cursor = crate::wrappers::compat::cursor_front_mut(&mut s.map);
             // Each step removes an entry or moves forward: at most two
             // passes over the tree.
             while let Some(c) = cursor {

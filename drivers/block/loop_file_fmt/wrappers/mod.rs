@@ -14,6 +14,7 @@
 //! with `#[path = "../wrappers/mod.rs"] pub mod wrappers;`.
 
 pub mod blk;
+pub mod compat;
 pub mod file;
 pub mod format;
 pub mod global;
@@ -48,7 +49,11 @@ pub fn request_module(name: &CStr) -> Result {
     // SAFETY: the format string takes one string argument, `name`, which
     // is NUL-terminated.
     let r = unsafe {
-        bindings::__request_module(true, kernel::c_str!("%s").as_char_ptr(), name.as_char_ptr())
+        bindings::__request_module(
+            true,
+            compat::char_ptr(kernel::c_str!("%s")),
+            compat::char_ptr(name),
+        )
     };
     // `request_module` returns modprobe's exit status when positive.
     if r > 0 {
