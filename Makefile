@@ -14,8 +14,11 @@
 #   make bench     fio: our devices vs qemu-nbd vs kernel loop (BENCH_ARGS=...)
 #   make fuzz      libFuzzer targets of the qcow2 logic (FUZZ_TARGET, FUZZ_SECONDS)
 #
+# KVER=7.3 selects the Linux 7.3 test kernel for every target (default
+# KVER=6.12; also read from the environment by the scripts).
 # KDIR=/path/to/linux builds the modules against your own Rust-enabled
-# kernel tree (configured and built with LLVM=1).
+# kernel tree (configured and built with LLVM; the clang it was built with
+# is found from its .config, or pass LLVM=-N).
 
 SHELL := /bin/bash
 ROOT := $(CURDIR)
@@ -23,12 +26,31 @@ KERNEL_SCRIPT := $(ROOT)/scripts/qemu-boot/build-kernel
 # Warnings from rustc, clippy and the C compiler fail the build.
 WERROR ?= 1
 
+SUPPORTED_KVERS := 6.12 7.3
+ifeq ($(KVER),)
+KVER := 6.12
+endif
+ifeq ($(filter $(KVER),$(SUPPORTED_KVERS)),)
+$(error KVER=$(KVER) is not a supported kernel; supported: $(SUPPORTED_KVERS) (default 6.12))
+endif
+export KVER
+
 ifeq ($(KDIR),)
 KDIR_DEFAULT := 1
-KDIR := $(shell $(KERNEL_SCRIPT) --path)
+# Recursive: a first `make KVER=7.3 modules` learns the path only after
+# `kernel` has fetched the source.
+KDIR = $(shell KVER=$(KVER) $(KERNEL_SCRIPT) --path)
+endif
+# The kernel's own clang (LLVM=1 or LLVM=-19) and that clang's libclang for
+# bindgen (the Kbuild runs it with the kernel's C flags; left alone, bindgen
+# loads the newest libclang installed, which may not take them).
+LLVM ?= $(shell KVER=$(KVER) KDIR=$(if $(KDIR_DEFAULT),,$(KDIR)) $(KERNEL_SCRIPT) --llvm)
+LIBCLANG_DIR := /usr/lib/llvm-$(shell clang$(if $(filter 1,$(LLVM)),,$(LLVM)) -dumpversion 2>/dev/null | cut -d. -f1)/lib
+ifneq ($(wildcard $(LIBCLANG_DIR)),)
+export LIBCLANG_PATH ?= $(LIBCLANG_DIR)
 endif
 
-KMAKE_FLAGS := LLVM=1 M=$(ROOT)
+KMAKE_FLAGS = LLVM=$(LLVM) M=$(ROOT)
 ifeq ($(WERROR),1)
 KMAKE_FLAGS += KCFLAGS=-Werror KRUSTFLAGS=-Dwarnings
 endif
@@ -97,6 +119,6 @@ kunit: deps
 	@scripts/qemu-boot/vm-run -- tests/guest/run-all kunit
 
 clean:
-	@[ ! -d "$(KDIR)" ] || $(MAKE) -s -C $(KDIR) M=$(ROOT) LLVM=1 clean
+	@[ ! -d "$(KDIR)" ] || $(MAKE) -s -C $(KDIR) M=$(ROOT) LLVM=$(LLVM) clean
 	@rm -rf drivers/block/loop_file_fmt/generated
 	@cargo clean

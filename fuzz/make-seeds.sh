@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Builds the seed corpus of the qcow2 fuzz targets from small images made by
-# qemu-img and qemu-io: cluster sizes 512 B..64 KiB (and a 2 MiB header),
+# Builds the seed corpus of the fuzz targets from small images made by
+# qemu-img and qemu-io. qcow2: cluster sizes 512 B..64 KiB (and a 2 MiB header),
 # zlib and zstd compressed clusters, extended L2 with subcluster writes,
 # zeroes and discards, version 2 images, internal snapshots, odd and large
 # virtual sizes, backing chains (qcow2 and raw bases, with and without a
-# backing format), a self-referencing image.
+# backing format), a self-referencing image. VMDK: monolithicSparse (with
+# and without zeroed grains, a short last grain), streamOptimized (and a
+# footer variant), monolithicFlat, twoGbMaxExtentSparse/Flat, a mixed
+# descriptor with a ZERO extent; their descriptors and compressed grains.
+# VDI: dynamic and static images, sparse and odd sized, a zero block.
 #
 # Usage: fuzz/make-seeds.sh [OUTDIR]      (default: fuzz/corpus)
 # Writes OUTDIR/<target>/seed-* for each target (see fuzz/README.md for
@@ -205,6 +209,91 @@ put("image", "chain-short", layers(1, "top.qcow2", "mid.qcow2"))
 # Bit 2: layers repeated to 17 (too deep a chain).
 put("image", "chain-loop", layers(4, "self.qcow2"))
 EOF
+# VMDK images (target inputs: see fuzz/README.md).
+vio() { local f=$1; shift; local a=(); for c in "$@"; do a+=(-c "$c"); done; qemu-io -f vmdk "${a[@]}" "$f" >/dev/null; }
+mkdir vmdk
+for sf in monolithicSparse streamOptimized monolithicFlat twoGbMaxExtentSparse twoGbMaxExtentFlat; do
+	img convert -f raw -O vmdk -o subformat=$sf src-200k.raw vmdk/$sf.vmdk
+done
+img convert -f raw -O vmdk -o zeroed_grain=on src-200k.raw vmdk/zeroed.vmdk
+vio vmdk/zeroed.vmdk "write -z 64k 64k" "write -P 0x42 1000 3000"
+vio vmdk/monolithicSparse.vmdk "write -P 0x43 130k 5000"
+img create -f vmdk vmdk/odd.vmdk 100000k
+vio vmdk/odd.vmdk "write -P 0x44 99900k 100k"
+img convert -f raw -O vmdk -o subformat=streamOptimized src-64k.raw vmdk/so-small.vmdk
+
+python3 - "$out" <<'EOF2'
+import os, struct, sys
+out = sys.argv[1]
+def put(target, name, data):
+    d = os.path.join(out, target)
+    os.makedirs(d, exist_ok=True)
+    open(os.path.join(d, "seed-" + name), "wb").write(data)
+def files(*blobs):
+    """Input of the `vmdk` target: count byte, then length-prefixed files."""
+    data = bytes([len(blobs) - 1])
+    for b in blobs[:-1]:
+        data += struct.pack("<I", len(b)) + b
+    return data + blobs[-1]
+r = lambda p: open(os.path.join("vmdk", p), "rb").read()
+le32 = lambda d, at: struct.unpack_from("<I", d, at)[0]
+
+def sparse_seeds(name, d):
+    put("vmdk", name, files(d))
+    desc_off, desc_size = struct.unpack_from("<QQ", d, 28)
+    text = d[desc_off * 512:(desc_off + desc_size) * 512].split(b"\0")[0]
+    if text:
+        put("vmdk_descriptor", name, text)
+    # Compressed grains: the first GT's allocated entries.
+    if struct.unpack_from("<H", d, 77)[0] == 1:
+        gd = struct.unpack_from("<Q", d, 56)[0] * 512
+        gt = le32(d, gd) * 512
+        grain_bits = (struct.unpack_from("<Q", d, 20)[0] * 512).bit_length() - 10
+        for k, i in enumerate([i for i in range(512) if le32(d, gt + 4 * i) > 1][:4]):
+            at = le32(d, gt + 4 * i) * 512
+            put("vmdk_grain", f"{name}-{k}", bytes([0x80 | grain_bits, 0]) + d[at:at + 2 * 65536])
+            size = le32(d, at + 8)
+            put("vmdk_grain", f"{name}-{k}-nomarker", bytes([grain_bits, 0]) + d[at + 12:at + 12 + size])
+
+for f in ["monolithicSparse", "streamOptimized", "zeroed", "odd", "so-small"]:
+    sparse_seeds(f, r(f + ".vmdk"))
+# streamOptimized with its header in a footer (GD_AT_END).
+d = bytearray(r("so-small.vmdk"))
+head = bytes(d[:512])
+d[56:64] = b"\xff" * 8
+d += struct.pack("<QII", 1, 0, 3) + bytes(496) + head + bytes(512)
+put("vmdk", "footer", files(bytes(d)))
+# Descriptor files and their extents (short flat files keep seeds small).
+for f, ext in [("monolithicFlat", ["monolithicFlat-flat.vmdk"]),
+               ("twoGbMaxExtentSparse", ["twoGbMaxExtentSparse-s001.vmdk"]),
+               ("twoGbMaxExtentFlat", ["twoGbMaxExtentFlat-f001.vmdk"])]:
+    text = r(f + ".vmdk")
+    put("vmdk_descriptor", f, text)
+    put("vmdk", f, files(text, *[r(e) for e in ext]))
+mixed = (b"# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\n"
+         b"createType=\"monolithicFlat\"\nRW 64 FLAT \"a\" 8\nRDONLY 10 ZERO\n"
+         b"RW 400 SPARSE \"b\"\n")
+put("vmdk_descriptor", "mixed", mixed)
+put("vmdk", "mixed", files(mixed, r("monolithicFlat-flat.vmdk")[:64 << 10], r("monolithicSparse.vmdk")))
+EOF2
+# VDI images: whole files are the `vdi` target's inputs.
+mkdir -p "$out/vdi"
+img convert -f raw -O vdi -o static=off src-200k.raw "$out/vdi/seed-dynamic"
+img convert -f raw -O vdi -o static=on src-64k.raw "$out/vdi/seed-static"
+img create -f vdi vdi-sparse.vdi 8M
+qemu-io -f vdi -c "write -P 0x51 3M 5000" -c "write -P 0x52 7M 1M" vdi-sparse.vdi >/dev/null
+cp vdi-sparse.vdi "$out/vdi/seed-sparse"
+img create -f vdi "$out/vdi/seed-odd" 1000001
+python3 - "$out/vdi/seed-zero" vdi-sparse.vdi <<'EOF2'
+import struct, sys
+d = bytearray(open(sys.argv[2], "rb").read())
+bmap = struct.unpack_from("<I", d, 340)[0]
+struct.pack_into("<I", d, bmap + 4 * 3, 0xfffffffe)
+open(sys.argv[1], "wb").write(d)
+EOF2
+# Within the fuzzers' -max_len: a data block is 1 MiB, so the files are
+# cut there (the cut blocks' far ends read as past the end of the file).
+for f in "$out"/vdi/seed-*; do truncate -s '<1M' "$f"; done
 for t in "$out"/*/; do
 	echo "make-seeds: $(basename "$t"): $(ls "$t" | grep -c '^seed-') seeds, $(du -sh "$t" | cut -f1)"
 done

@@ -2,29 +2,115 @@
 
 LFF_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 LFF_CACHE=${LFF_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/loop-file-fmt}
-LFF_KSRC_TARBALL=${LFF_KSRC_TARBALL:-/usr/src/linux-source-6.12.tar.xz}
 LFF_KCONFIG=${LFF_KCONFIG:-$LFF_ROOT/scripts/qemu-boot/kernel.config}
 export PATH="$HOME/.cargo/bin:$PATH"
 
 lff_log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 lff_die() { echo "error: $*" >&2; exit 1; }
 
+# The test kernels the project supports, selected by KVER (make KVER=7.3,
+# or KVER in the environment). Each is a Debian linux-source package built
+# with the clang its tree asks for (7.3's scripts/min-tool-version.sh wants
+# LLVM >= 17.0.1, so bookworm's clang-19; 6.12 keeps bookworm's clang 14):
+#   LFF_KSRC_PKG      the source package (dpkg-installed for 6.12; fetched
+#                     by scripts/deps into the cache for the others)
+#   LFF_LLVM          the LLVM= value for the kernel and module builds
+#   LFF_LIBCLANG_DIR  the libclang bindgen loads: that clang's own (bindgen
+#                     otherwise takes the newest installed, and libclang 19
+#                     rejects the flags 6.12 gives clang 14)
+#   LFF_KCONFIG_RENAMES  OLD=NEW pairs applied to the config fragment(s):
+#                     Kconfig symbols renamed since 6.12
+LFF_KVERS="6.12 7.3"
+LFF_KVER_DEFAULT=6.12
+KVER=${KVER:-$LFF_KVER_DEFAULT}
+case $KVER in
+6.12)
+	LFF_KSRC_PKG=linux-source-6.12
+	LFF_KSRC_TARBALL=${LFF_KSRC_TARBALL:-/usr/src/linux-source-6.12.tar.xz}
+	LFF_LLVM=1 LFF_KCONFIG_RENAMES=
+	LFF_LIBCLANG_DIR=/usr/lib/llvm-$(clang -dumpversion 2>/dev/null | cut -d. -f1)/lib
+	;;
+7.3)
+	LFF_KSRC_PKG=linux-source-7.3
+	LFF_KSRC_SUITE=trixie-backports
+	LFF_KSRC_TARBALL=${LFF_KSRC_TARBALL:-$LFF_CACHE/src/linux-source-7.3.tar.xz}
+	LFF_LLVM=-19 LFF_LIBCLANG_DIR=/usr/lib/llvm-19/lib
+	LFF_KCONFIG_RENAMES="PROC_SYSCTL=SYSCTL"
+	;;
+*)
+	lff_die "KVER=$KVER is not a supported kernel; supported: ${LFF_KVERS// /, } (default $LFF_KVER_DEFAULT)"
+	;;
+esac
+export KVER
+[ ! -d "$LFF_LIBCLANG_DIR" ] || export LIBCLANG_PATH=$LFF_LIBCLANG_DIR
+
+# The version of the selected kernel's source package ("" if not there).
+lff_ksrc_version() {
+	if [ "$KVER" = 6.12 ]; then
+		dpkg-query -W -f='${Version}' "$LFF_KSRC_PKG" 2>/dev/null || true
+	else
+		cat "$LFF_KSRC_TARBALL.version" 2>/dev/null || true
+	fi
+}
+
+# The config fragment(s) as this kernel reads them (renames applied).
+lff_kconfig_text() {
+	local f r
+	for f in "$LFF_KCONFIG" ${LFF_KCONFIG_EXTRA:+"$LFF_KCONFIG_EXTRA"}; do
+		if [ -z "$LFF_KCONFIG_RENAMES" ]; then
+			cat "$f"
+			continue
+		fi
+		local sed_args=()
+		for r in $LFF_KCONFIG_RENAMES; do
+			sed_args+=(-e "s/^CONFIG_${r%%=*}=/CONFIG_${r#*=}=/" -e "s/^# CONFIG_${r%%=*} is not set/# CONFIG_${r#*=} is not set/")
+		done
+		sed "${sed_args[@]}" "$f"
+	done
+}
+
 # The kernel build is cached outside the repository, keyed by everything
 # that went into it: the source package version, the config fragment(s),
 # and the versions of rustc, bindgen and clang.
+# (For 6.12 the key's input is what it was before KVER existed, so the
+# cached 6.12 kernels stay valid; the other kernels add their KVER.)
 lff_kernel_key() {
 	{
-		dpkg-query -W -f='${Version}\n' linux-source-6.12 2>/dev/null || stat -c %s "$LFF_KSRC_TARBALL"
-		cat "$LFF_KCONFIG"
-		[ -z "${LFF_KCONFIG_EXTRA:-}" ] || cat "$LFF_KCONFIG_EXTRA"
+		if [ "$KVER" = 6.12 ]; then
+			dpkg-query -W -f='${Version}\n' linux-source-6.12 2>/dev/null || stat -c %s "$LFF_KSRC_TARBALL"
+		else
+			echo "KVER=$KVER $(lff_ksrc_version) LLVM=$LFF_LLVM"
+		fi
+		lff_kconfig_text
 		rustc --version
 		bindgen --version 2>/dev/null
-		clang --version | head -1
+		clang$(lff_llvm_suffix) --version | head -1
 	} | sha256sum | cut -c1-16
 }
 
 lff_kernel_dir() {
 	local ver
-	ver=$(dpkg-query -W -f='${Version}' linux-source-6.12 2>/dev/null | cut -d- -f1)
+	ver=$(lff_ksrc_version | cut -d- -f1)
 	echo "$LFF_CACHE/kernel-${ver:-unknown}${LFF_KERNEL_VARIANT:+-$LFF_KERNEL_VARIANT}-$(lff_kernel_key)"
+}
+
+# The clang suffix of LFF_LLVM ("" for LLVM=1, "-19" for LLVM=-19).
+lff_llvm_suffix() {
+	case $LFF_LLVM in 1) echo ;; *) echo "$LFF_LLVM" ;; esac
+}
+
+# The LLVM= value a kernel tree was built with, from the clang version in
+# its .config: "1" when that is the default clang, "-N" when clang-N is
+# installed (modules must be built with the kernel's own compiler).
+lff_kdir_llvm() {
+	local kdir=$1 v major
+	v=$(sed -n 's/^CONFIG_CLANG_VERSION=//p' "$kdir/.config" 2>/dev/null)
+	major=$(( ${v:-0} / 10000 ))
+	if [ "$major" = 0 ] || [ "$(clang -dumpversion 2>/dev/null | cut -d. -f1)" = "$major" ]; then
+		echo 1
+	elif command -v "clang-$major" >/dev/null; then
+		echo "-$major"
+	else
+		echo 1
+	fi
 }

@@ -30,6 +30,13 @@ pub mod workqueue;
 #[path = "../../formats/qcow2/src/format/mod.rs"]
 pub mod qcow2fmt;
 
+/// The driver's wrappers that `cache.rs` calls.
+pub mod wrappers {
+    #[allow(unsafe_code)]
+    #[path = "../../../drivers/block/loop_file_fmt/wrappers/compat.rs"]
+    pub mod compat;
+}
+
 #[path = "../../drivers/block/loop_file_fmt/qcow2/cache.rs"]
 pub mod cache;
 
@@ -45,7 +52,6 @@ use workqueue::{Barrier, Threads};
 module! {
     type: KunitCache,
     name: "lff_kunit_cache",
-    author: "loop-file-fmt developers",
     description: "KUnit suite of the qcow2 driver's L2/cluster cache",
     license: "GPL",
 }

@@ -56,7 +56,6 @@ use workqueue::{Barrier, Threads};
 module! {
     type: KunitCompress,
     name: "lff_kunit_compress",
-    author: "loop-file-fmt developers",
     description: "KUnit suite of zlib/zstd decompression for qcow2",
     license: "GPL",
 }

@@ -37,7 +37,6 @@ use qcow2fmt::{
 module! {
     type: KunitQcow2,
     name: "lff_kunit_qcow2",
-    author: "loop-file-fmt developers",
     description: "KUnit suites of the qcow2 format logic",
     license: "GPL",
 }
@@ -213,7 +212,7 @@ fn header_size_and_table_limits(t: &Test) {
     let r = parse_modified(t, |h| set_u32(h, 36, u32::MAX));
     let want = Error::TableTooLarge {
         what: Structure::L1Table,
-        entries: u32::MAX as u64,
+        entries: u64::from(u32::MAX),
     };
     check_eq!(t, r, Some(Err(want)));
     let r = parse_modified(t, |h| put_u64(h, 40, 0x30200));

@@ -25,13 +25,13 @@ use kernel::prelude::*;
 use kernel::str::CStr;
 use kunit::Test;
 use registry::{module_refcount, register_malformed, Lookup, Malformed};
+use wrappers::compat::{fmt, CStrBytes};
 use wrappers::format::{AttachRequest, Attached, FormatDriver, Registration};
 use wrappers::iov::IovIter;
 
 module! {
     type: KunitRegistry,
     name: "lff_kunit_registry",
-    author: "loop-file-fmt developers",
     description: "KUnit suite of the loop_file_fmt driver registry",
     license: "GPL",
 }
@@ -73,11 +73,11 @@ fake!(Name31, "kunit-name-of-31-bytes-01234567");
 fake!(Name32, "kunit-name-of-32-bytes-012345678");
 
 fn reg<T: FormatDriver>() -> Result<Registration<T>> {
-    Registration::new(&THIS_MODULE)
+    Registration::new(this_module!())
 }
 
 fn lookup(name: &str) -> Result<Lookup> {
-    let name = kernel::str::CString::try_from_fmt(kernel::fmt!("{name}"))?;
+    let name = kernel::str::CString::try_from_fmt(fmt!("{name}"))?;
     Lookup::get(&name)
 }
 
@@ -89,7 +89,7 @@ fn register_then_lookup(t: &Test) {
         return;
     };
     check!(t, l.is::<FakeA>(), "lookup found another driver");
-    check_eq!(t, l.name().as_bytes(), &b"kunit-fake-a"[..]);
+    check_eq!(t, l.name().to_byte_slice(), &b"kunit-fake-a"[..]);
 }
 
 fn duplicate_name_is_eexist(t: &Test) {
@@ -129,22 +129,22 @@ fn lookup_pins_the_owner(t: &Test) {
     let Some(_a) = t.ok(reg::<FakeA>()) else {
         return;
     };
-    let before = module_refcount(&THIS_MODULE);
+    let before = module_refcount(this_module!());
     let Some(l1) = t.ok(lookup("kunit-fake-a")) else {
         return;
     };
-    check_eq!(t, module_refcount(&THIS_MODULE), before + 1);
+    check_eq!(t, module_refcount(this_module!()), before + 1);
     let Some(l2) = t.ok(lookup("kunit-fake-a")) else {
         return;
     };
-    check_eq!(t, module_refcount(&THIS_MODULE), before + 2);
+    check_eq!(t, module_refcount(this_module!()), before + 2);
     drop(l1);
     drop(l2);
-    check_eq!(t, module_refcount(&THIS_MODULE), before);
+    check_eq!(t, module_refcount(this_module!()), before);
 }
 
 fn unregister_while_in_use(t: &Test) {
-    let before = module_refcount(&THIS_MODULE);
+    let before = module_refcount(this_module!());
     let Some(a) = t.ok(reg::<FakeA>()) else {
         return;
     };
@@ -156,15 +156,15 @@ fn unregister_while_in_use(t: &Test) {
     check_eq!(t, lookup("kunit-fake-a").err(), Some(ENOENT));
     // ...while the user keeps its pinned driver and module reference.
     check!(t, in_use.is::<FakeA>());
-    check_eq!(t, in_use.name().as_bytes(), &b"kunit-fake-a"[..]);
-    check_eq!(t, module_refcount(&THIS_MODULE), before + 1);
+    check_eq!(t, in_use.name().to_byte_slice(), &b"kunit-fake-a"[..]);
+    check_eq!(t, module_refcount(this_module!()), before + 1);
     // The name can be taken by another driver meanwhile.
     let Some(_a2) = t.ok(reg::<FakeA2>()) else {
         return;
     };
     check_matches!(t, lookup("kunit-fake-a"), Ok(l) if l.is::<FakeA2>());
     drop(in_use);
-    check_eq!(t, module_refcount(&THIS_MODULE), before);
+    check_eq!(t, module_refcount(this_module!()), before);
 }
 
 fn several_drivers_coexist(t: &Test) {

@@ -336,7 +336,9 @@ fn garbage_compressed_data() {
                 let start = desc.host_offset() as usize;
                 let end = start + desc.max_len() as usize;
                 match *mode {
-                    "random" => v[start..end].iter_mut().for_each(|b| *b = rng.next() as u8),
+                    "random" => v[start..end]
+                        .iter_mut()
+                        .for_each(|b| *b = rng.next_u64() as u8),
                     "zeros" => v[start..end].fill(0),
                     _ => v.truncate(start + 3),
                 }

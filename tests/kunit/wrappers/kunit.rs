@@ -39,11 +39,11 @@
 //! `unsafe` code of the test modules; the suites themselves are safe Rust.
 
 use core::cell::UnsafeCell;
+use core::ffi::CStr;
 use core::fmt;
 use core::panic::Location;
 use kernel::bindings;
 use kernel::ffi::{c_char, c_int, c_void};
-use kernel::str::CStr;
 
 /// The running test case, handed to each case function.
 ///
@@ -118,7 +118,7 @@ impl Test {
                 bindings::kunit_assert_type_KUNIT_EXPECTATION,
                 &assert.assert,
                 Some(bindings::kunit_fail_assert_format),
-                c"%pA".as_ptr().cast(),
+                char_ptr(c"%pA"),
                 core::ptr::from_ref(&what).cast::<c_void>(),
             );
         }
@@ -144,29 +144,41 @@ unsafe extern "C" fn run_case<F: CaseFn>(raw: *mut bindings::kunit) {
     F::run(&t);
 }
 
-/// A `struct kunit_case` for `F`, named `name`.
+/// A `struct kunit_case` for `F`, named `name`; the other fields (which
+/// differ between 6.12 and 7.x) are zero, as `KUNIT_CASE()` leaves them.
 pub const fn case<F: CaseFn>(name: &'static CStr) -> bindings::kunit_case {
     bindings::kunit_case {
         run_case: Some(run_case::<F>),
-        name: name.as_char_ptr(),
-        generate_params: None,
-        attr: bindings::kunit_attributes { speed: 0 },
-        status: 0,
-        module_name: core::ptr::null_mut(),
-        log: core::ptr::null_mut(),
+        name: char_ptr(name),
+        ..END
+    }
+}
+
+/// The C pointer of `s` (7.x's clippy wants the kernel crate's helper for
+/// it, which in 6.12 takes the kernel's own `CStr`, not core's).
+pub const fn char_ptr(s: &CStr) -> *const c_char {
+    #[cfg(lff_linux7)]
+    {
+        kernel::str::as_char_ptr_in_const_context(s)
+    }
+    #[cfg(not(lff_linux7))]
+    {
+        s.as_ptr().cast()
+    }
+}
+
+/// `s` (which ends in its only NUL) as a C string, at compile time.
+pub const fn c_name(s: &'static str) -> &'static CStr {
+    match CStr::from_bytes_with_nul(s.as_bytes()) {
+        Ok(c) => c,
+        Err(_) => panic!("a case name is one NUL-terminated identifier"),
     }
 }
 
 /// The all-zero entry that ends a case array.
-pub const END: bindings::kunit_case = bindings::kunit_case {
-    run_case: None,
-    name: core::ptr::null(),
-    generate_params: None,
-    attr: bindings::kunit_attributes { speed: 0 },
-    status: 0,
-    module_name: core::ptr::null_mut(),
-    log: core::ptr::null_mut(),
-};
+// SAFETY: `kunit_case` is pointers, `Option`s of function pointers and
+// integers, for all of which zero is a valid value (NULL, `None`, 0).
+pub const END: bindings::kunit_case = unsafe { core::mem::zeroed() };
 
 /// The case array of a suite (terminated by [`END`]); KUnit writes each
 /// case's status and log into it.
@@ -204,17 +216,11 @@ impl Suite {
         }
         Self(UnsafeCell::new(bindings::kunit_suite {
             name: raw_name,
-            suite_init: None,
-            suite_exit: None,
-            init: None,
-            exit: None,
             test_cases: cases.0.get().cast::<bindings::kunit_case>(),
-            attr: bindings::kunit_attributes { speed: 0 },
-            status_comment: [0; 256],
-            debugfs: core::ptr::null_mut(),
-            log: core::ptr::null_mut(),
-            suite_init_err: 0,
-            is_init: false,
+            // SAFETY: the other fields (no callbacks, KUnit's private state,
+            // which differs between 6.12 and 7.x) are pointers, `Option`s of
+            // function pointers, integers and arrays of them: zero is valid.
+            ..unsafe { core::mem::zeroed() }
         }))
     }
 }
@@ -254,7 +260,9 @@ macro_rules! kunit_suite {
             )+
             const N: usize = [$(stringify!($case)),+].len() + 1;
             static CASES: $crate::kunit::Cases<N> = $crate::kunit::Cases::new([
-                $($crate::kunit::case::<$case>(::kernel::c_str!(stringify!($case))),)+
+                $($crate::kunit::case::<$case>($crate::kunit::c_name(
+                    concat!(stringify!($case), "\0"),
+                )),)+
                 $crate::kunit::END,
             ]);
             static SUITE: $crate::kunit::Suite =

@@ -19,7 +19,7 @@ use kernel::alloc::{AllocError, Flags};
 use kernel::bindings;
 use kernel::prelude::*;
 use kernel::sync::{new_condvar, new_mutex, CondVar, Mutex};
-use kernel::time::{msecs_to_jiffies, Ktime};
+use kernel::time::msecs_to_jiffies;
 use kernel::workqueue::Queue;
 
 /// An unbound workqueue owned by one test case.
@@ -31,14 +31,30 @@ pub struct Threads {
     wq: NonNull<bindings::workqueue_struct>,
 }
 
+/// `alloc_workqueue()`, a macro over `alloc_workqueue_noprof()` in 7.x.
+#[cfg(not(lff_linux7))]
+const ALLOC_WORKQUEUE: unsafe extern "C" fn(
+    *const kernel::ffi::c_char,
+    kernel::ffi::c_uint,
+    kernel::ffi::c_int,
+    ...
+) -> *mut bindings::workqueue_struct = bindings::alloc_workqueue;
+#[cfg(lff_linux7)]
+const ALLOC_WORKQUEUE: unsafe extern "C" fn(
+    *const kernel::ffi::c_char,
+    kernel::ffi::c_uint,
+    kernel::ffi::c_int,
+    ...
+) -> *mut bindings::workqueue_struct = bindings::alloc_workqueue_noprof;
+
 impl Threads {
     /// A queue running up to `max_active` closures at once.
     pub fn new(max_active: u16) -> Result<Self> {
         // SAFETY: the format is a NUL-terminated string without
         // conversions, so no variadic argument is read.
         let wq = unsafe {
-            bindings::alloc_workqueue(
-                kernel::c_str!("lff_kunit").as_char_ptr(),
+            ALLOC_WORKQUEUE(
+                crate::kunit::char_ptr(c"lff_kunit"),
                 bindings::wq_flags_WQ_UNBOUND,
                 i32::from(max_active),
             )
@@ -95,7 +111,9 @@ impl Barrier {
     /// Waits until `n` threads in all have called this, at most 10 s;
     /// false on timeout.
     pub fn wait(&self, n: usize) -> bool {
-        let now = || Ktime::ktime_get().to_ms();
+        // SAFETY: `ktime_get` may be called from any context (the 6.12
+        // `Ktime` and the 7.x `Instant` differ; the C clock does not).
+        let now = || unsafe { kernel::bindings::ktime_get() } / 1_000_000;
         let mut g = self.count.lock();
         *g += 1;
         self.cv.notify_all();

@@ -24,15 +24,14 @@ use crate::registry::{Core, CORE, PART_SHIFT};
 use crate::wrappers::blk::{
     Attr, Disk, DiskOps, DiskParams, Group, Limits, Major, Op, OpenMutexHeld, QueueCell, Request,
 };
+use crate::wrappers::compat::{fmt, user_slice, CStrBytes};
 use crate::wrappers::file::{File, FileKind, MappingNoIo};
 use crate::wrappers::format::{Instance, SysfsBuf, MAX_LAYERS};
 use crate::wrappers::{c_chars_as_bytes, capable_sys_admin, uapi};
 use core::fmt::Write;
-use kernel::fmt;
 use kernel::prelude::*;
 use kernel::str::{CStr, CString};
 use kernel::sync::{new_mutex, new_spinlock, Arc, Mutex, SpinLock};
-use kernel::uaccess::UserSlice;
 
 const SECTOR: u64 = 512;
 const SETTABLE_FLAGS: u32 = uapi::LFF_FLAGS_READ_ONLY
@@ -186,7 +185,7 @@ impl Device {
 
     /// `LFF_CONFIGURE`.
     fn configure(&self, arg: usize) -> Result {
-        let cfg: uapi::lff_config = UserSlice::new(arg, core::mem::size_of::<uapi::lff_config>())
+        let cfg: uapi::lff_config = user_slice(arg, core::mem::size_of::<uapi::lff_config>())
             .reader()
             .read()?;
         let nr = cfg.nr_fds as usize;
@@ -241,7 +240,7 @@ impl Device {
         })?;
         if format.is_empty()
             || !format
-                .as_bytes()
+                .to_byte_slice()
                 .iter()
                 .all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-')
         {
@@ -519,10 +518,10 @@ impl Device {
         let (dev, ino, _) = att.files[0].ids();
         s.device = dev;
         s.inode = ino;
-        copy_cstr(&mut s.format, att.inst.name().as_bytes());
+        copy_cstr(&mut s.format, att.inst.name().to_byte_slice());
         copy_cstr(&mut s.file_name, &att.path);
         drop(st);
-        UserSlice::new(arg, core::mem::size_of::<uapi::lff_status>())
+        user_slice(arg, core::mem::size_of::<uapi::lff_status>())
             .writer()
             .write(&s)
     }
@@ -539,7 +538,11 @@ impl Device {
         }
         let pos = rq.pos();
         let len = u64::from(rq.len());
-        if pos.checked_add(len).map_or(true, |end| end > att.size) {
+        // (Spelled so that 6.12's MSRV and 7.3's clippy both take it.)
+        let Some(end) = pos.checked_add(len) else {
+            return Err(EIO);
+        };
+        if end > att.size {
             return Err(EIO);
         }
         let fpos = att.offset + pos;
@@ -630,14 +633,14 @@ impl DiskOps for Device {
     fn sysfs_show(&self, name: &CStr, buf: &mut SysfsBuf<'_>) -> Result {
         let att = self.shown().ok_or(ENXIO)?;
         let b = |v: bool| u32::from(v);
-        let r = match name.as_bytes() {
+        let r = match name.to_byte_slice() {
             b"backing_file" => {
                 for &c in att.path.iter() {
                     buf.write_char(c as char).map_err(|_| EINVAL)?;
                 }
                 writeln!(buf)
             }
-            b"format" => writeln!(buf, "{}", att.inst.name()),
+            b"format" => buf.write_fmt(fmt!("{}\n", att.inst.name())),
             b"offset" => writeln!(buf, "{}", att.offset),
             b"sizelimit" => writeln!(buf, "{}", att.sizelimit),
             b"autoclear" => writeln!(buf, "{}", b(att.flags & uapi::LFF_FLAGS_AUTOCLEAR != 0)),
@@ -648,7 +651,7 @@ impl DiskOps for Device {
                 let i = att
                     .inst
                     .attr_names()
-                    .position(|n| n.as_bytes() == name.as_bytes())
+                    .position(|n| n.to_byte_slice() == name.to_byte_slice())
                     .ok_or(EIO)?;
                 return att.inst.show_attr(i, buf);
             }
@@ -664,7 +667,7 @@ impl DiskOps for Device {
         let i = att
             .inst
             .attr_names()
-            .position(|n| n.as_bytes() == name.as_bytes())
+            .position(|n| n.to_byte_slice() == name.to_byte_slice())
             .ok_or(EACCES)?;
         att.inst.store_attr(i, input)
     }

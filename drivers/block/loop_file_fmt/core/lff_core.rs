@@ -36,7 +36,6 @@ use wrappers::format::RawDriver;
 module! {
     type: LoopFileFmt,
     name: "loop_file_fmt",
-    author: "loop-file-fmt developers",
     description: "Loop devices with file-format drivers (raw, qcow2, ...)",
     license: "GPL",
 }

@@ -27,6 +27,7 @@
 #include <linux/sched.h>
 #include <linux/slab.h>
 #include <linux/uio.h>
+#include <linux/version.h>
 #include <linux/workqueue.h>
 #include <linux/loop_file_fmt.h>
 #include <uapi/linux/loop.h>
@@ -48,6 +49,12 @@ static_assert(offsetof(struct lff_format_driver, name) == 8);
 static_assert(LFF_IOC_MAGIC != _IOC_TYPE(LOOP_SET_FD));
 static_assert(_IOC_TYPE(LFF_CLR_FD) == LFF_IOC_MAGIC);
 static_assert(_IOC_TYPE(LFF_CTL_ADD) == LFF_IOC_MAGIC);
+
+/*
+ * The module! macro spells the author `author:` in 6.12 and `authors: [..]`
+ * in 7.x, with no spelling both take: the author is declared here.
+ */
+MODULE_AUTHOR("loop-file-fmt developers");
 
 /* Implemented in Rust (lff_core.rs). */
 LFF_EXPORT_SYMBOL(lff_register_format);
@@ -99,6 +106,13 @@ void *lff_rq_driver_data(struct request *rq)
 }
 LFF_EXPORT_SYMBOL(lff_rq_driver_data);
 
+/* How far into its first bio_vec a bio starts (renamed in 7.x). */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(7, 0, 0)
+#define lff_bvec_iter_offset(it) ((it).bi_offset)
+#else
+#define lff_bvec_iter_offset(it) ((it).bi_bvec_done)
+#endif
+
 /*
  * Point @iter at the data of @rq, like loop's lo_rw_aio(). A request made
  * of several bios needs one bio_vec array: it is returned in *@alloc (to be
@@ -110,6 +124,7 @@ int lff_rq_iter_init(struct request *rq, struct iov_iter *iter,
 {
 	struct req_iterator rq_iter;
 	struct bio_vec tmp, *bvec;
+	const struct bio_vec *first;
 	struct bio *bio = rq->bio;
 	unsigned int offset = 0;
 	int nr_bvec = 0;
@@ -126,12 +141,12 @@ int lff_rq_iter_init(struct request *rq, struct iov_iter *iter,
 		*alloc = bvec;
 		rq_for_each_bvec(tmp, rq, rq_iter)
 			*bvec++ = tmp;
-		bvec = *alloc;
+		first = *alloc;
 	} else {
-		offset = bio->bi_iter.bi_bvec_done;
-		bvec = __bvec_iter_bvec(bio->bi_io_vec, bio->bi_iter);
+		offset = lff_bvec_iter_offset(bio->bi_iter);
+		first = __bvec_iter_bvec(bio->bi_io_vec, bio->bi_iter);
 	}
-	iov_iter_bvec(iter, direction, bvec, nr_bvec, blk_rq_bytes(rq));
+	iov_iter_bvec(iter, direction, first, nr_bvec, blk_rq_bytes(rq));
 	iter->iov_offset = offset;
 	return 0;
 }
@@ -502,6 +517,31 @@ unsigned int lff_feat_write_cache(void)
 	return BLK_FEAT_WRITE_CACHE | BLK_FEAT_FUA;
 }
 LFF_EXPORT_SYMBOL(lff_feat_write_cache);
+
+/*
+ * Freezing returns the memalloc flags to restore at unfreeze since 6.14
+ * (blk_mq_freeze_queue became static inline); 6.12 has none to restore.
+ */
+unsigned int lff_freeze_queue(struct request_queue *q)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 14, 0)
+	return blk_mq_freeze_queue(q);
+#else
+	blk_mq_freeze_queue(q);
+	return 0;
+#endif
+}
+LFF_EXPORT_SYMBOL(lff_freeze_queue);
+
+void lff_unfreeze_queue(struct request_queue *q, unsigned int memflags)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 14, 0)
+	blk_mq_unfreeze_queue(q, memflags);
+#else
+	blk_mq_unfreeze_queue(q);
+#endif
+}
+LFF_EXPORT_SYMBOL(lff_unfreeze_queue);
 
 /* --- the control node /dev/loop-file-fmt-control --- */
 

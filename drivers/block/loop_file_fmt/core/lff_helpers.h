@@ -78,6 +78,8 @@ unsigned int lff_major(u32 dev);
 bool lff_ratelimit(void);
 struct queue_limits lff_queue_limits_start_update(struct request_queue *q);
 unsigned int lff_feat_write_cache(void);
+unsigned int lff_freeze_queue(struct request_queue *q);
+void lff_unfreeze_queue(struct request_queue *q, unsigned int memflags);
 
 /* The control node (lff_helpers.c), for ../core/control.rs. */
 int lff_ctl_register(void);

@@ -8,12 +8,12 @@
 
 use crate::device::Device;
 use crate::wrappers::blk::Major;
+use crate::wrappers::compat::{fmt, CStrBytes};
 use crate::wrappers::file::NoIoMappings;
 use crate::wrappers::format::{DriverRef, PinnedDriver, RawDriver, SysfsBuf};
 use crate::wrappers::global::ModuleGlobal;
 use crate::wrappers::request_module;
 use core::fmt::Write;
-use kernel::fmt;
 use kernel::prelude::*;
 use kernel::str::{CStr, CString};
 use kernel::sync::{new_mutex, Arc, Mutex};
@@ -59,7 +59,7 @@ impl Core {
         let mut drivers = self.drivers.lock();
         if drivers
             .iter()
-            .any(|d| d.name().as_bytes() == drv.name().as_bytes())
+            .any(|d| d.name().to_byte_slice() == drv.name().to_byte_slice())
         {
             pr_err!("format '{}' is already registered\n", drv.name());
             return Err(EEXIST);
@@ -81,7 +81,7 @@ impl Core {
         let drivers = self.drivers.lock();
         let d = drivers
             .iter()
-            .find(|d| d.name().as_bytes() == name.as_bytes());
+            .find(|d| d.name().to_byte_slice() == name.to_byte_slice());
         d.map(|d| d.pin())
     }
 
@@ -102,7 +102,8 @@ impl Core {
         let drivers = self.drivers.lock();
         for (i, d) in drivers.iter().enumerate() {
             let sep = if i == 0 { "" } else { " " };
-            write!(out, "{}{}", sep, d.name()).map_err(|_| EINVAL)?;
+            out.write_fmt(fmt!("{}{}", sep, d.name()))
+                .map_err(|_| EINVAL)?;
         }
         writeln!(out).map_err(|_| EINVAL)
     }

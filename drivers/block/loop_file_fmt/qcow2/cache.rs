@@ -88,7 +88,7 @@ pub(crate) fn key(layer: usize, offset: u64) -> u64 {
 
 /// Milliseconds since boot, the time base of `last_used`.
 pub(crate) fn now_ms() -> i64 {
-    kernel::time::Ktime::ktime_get().to_ms()
+    crate::wrappers::compat::now_ms()
 }
 
 /// The end of a slot list.

@@ -60,11 +60,11 @@ mod cache;
 mod decomp;
 mod errno;
 
+use crate::wrappers::compat::{fmt, CStrBytes};
 use cache::{Cache, Reserve};
 use core::fmt::Write;
 use core::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use decomp::Pool;
-use kernel::fmt;
 use kernel::prelude::*;
 use kernel::str::{BStr, CStr, CString};
 use kernel::sync::Arc;
@@ -79,10 +79,12 @@ use wrappers::file::File;
 use wrappers::format::{AttachRequest, Attached, FormatDriver, Registration, SysfsBuf};
 use wrappers::iov::IovIter;
 
+// The format logic's errors are shown in log lines.
+crate::kernel_display!(FmtError);
+
 module! {
     type: Qcow2Module,
     name: "loop_file_fmt_qcow2",
-    author: "loop-file-fmt developers",
     description: "qcow2 file format driver for loop_file_fmt (read-only)",
     license: "GPL",
     alias: ["loop-file-fmt-qcow2"],
@@ -317,7 +319,7 @@ impl Qcow2 {
             pr_err!("{}: qcow2: direct I/O is not supported\n", name);
             return Err(EINVAL);
         }
-        let opts = Options::parse(name, req.options().as_bytes())?;
+        let opts = Options::parse(name, req.options().to_byte_slice())?;
 
         let nr = req.nr_files();
         let mut files = KVec::with_capacity(nr, GFP_KERNEL)?;

@@ -23,6 +23,8 @@
 
 /* The core's exports; the 6.12 Rust module! macro cannot import this. */
 LFF_IMPORT_NS();
+/* Here, not in module!, which spells it differently in 6.12 and 7.x. */
+MODULE_AUTHOR("loop-file-fmt developers");
 
 static unsigned int l2_cache_size = 4096;
 module_param(l2_cache_size, uint, 0644);

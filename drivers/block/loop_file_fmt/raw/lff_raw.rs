@@ -23,7 +23,6 @@ use wrappers::iov::IovIter;
 module! {
     type: RawModule,
     name: "loop_file_fmt_raw",
-    author: "loop-file-fmt developers",
     description: "Raw file format driver for loop_file_fmt",
     license: "GPL",
     alias: ["loop-file-fmt-raw"],

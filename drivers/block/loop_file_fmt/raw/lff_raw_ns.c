@@ -8,3 +8,5 @@
 #include <linux/loop_file_fmt.h>
 
 LFF_IMPORT_NS();
+/* Here, not in module!, which spells it differently in 6.12 and 7.x. */
+MODULE_AUTHOR("loop-file-fmt developers");

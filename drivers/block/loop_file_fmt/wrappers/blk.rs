@@ -18,6 +18,7 @@
 //! C headers: [`include/linux/blk-mq.h`](srctree/include/linux/blk-mq.h),
 //! [`include/linux/blkdev.h`](srctree/include/linux/blkdev.h)
 
+use super::compat::{fmt, CStrBytes};
 use super::format::SysfsBuf;
 use super::iov::IovIter;
 use super::sys;
@@ -32,6 +33,33 @@ use kernel::prelude::*;
 use kernel::str::{CStr, CString};
 use kernel::sync::{Arc, SpinLock};
 use kernel::types::Opaque;
+
+/// The tag set's flags: a blocking `queue_rq`, and (6.12) bio merging,
+/// which 6.14 made the default and dropped the flag of.
+#[cfg(not(lff_linux7))]
+const TAG_SET_FLAGS: c_uint = bindings::BLK_MQ_F_SHOULD_MERGE | bindings::BLK_MQ_F_BLOCKING;
+#[cfg(lff_linux7)]
+const TAG_SET_FLAGS: c_uint = bindings::BLK_MQ_F_BLOCKING;
+
+/// The type of `init_request`'s NUMA node (`int` since 6.13).
+#[cfg(not(lff_linux7))]
+type NumaNode = c_uint;
+#[cfg(lff_linux7)]
+type NumaNode = c_int;
+
+/// A sysfs `show` callback of a `struct device_attribute`.
+type DevAttrShow = unsafe extern "C" fn(
+    *mut bindings::device,
+    *mut bindings::device_attribute,
+    *mut c_char,
+) -> isize;
+/// A sysfs `store` callback of a `struct device_attribute`.
+type DevAttrStore = unsafe extern "C" fn(
+    *mut bindings::device,
+    *mut bindings::device_attribute,
+    *const c_char,
+    usize,
+) -> isize;
 
 /// The operation of a request.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -275,7 +303,7 @@ impl<T: DiskOps> Shims<T> {
         _set: *mut bindings::blk_mq_tag_set,
         rq: *mut bindings::request,
         _hctx_idx: c_uint,
-        _numa_node: c_uint,
+        _numa_node: NumaNode,
     ) -> c_int {
         // SAFETY: the PDU is `cmd_size` = `lff_cmd_size()` bytes (see
         // `Disk::new`).
@@ -654,7 +682,7 @@ impl<T: DiskOps> Disk<T> {
             minors,
             queue_depth,
         } = *p;
-        let bytes = name.as_bytes_with_nul();
+        let bytes = name.to_byte_slice_with_nul();
         if bytes.len() > 32 {
             return Err(EINVAL);
         }
@@ -673,7 +701,7 @@ impl<T: DiskOps> Disk<T> {
             (*sp).nr_hw_queues = 1;
             (*sp).queue_depth = queue_depth;
             (*sp).numa_node = bindings::NUMA_NO_NODE;
-            (*sp).flags = bindings::BLK_MQ_F_SHOULD_MERGE | bindings::BLK_MQ_F_BLOCKING;
+            (*sp).flags = TAG_SET_FLAGS;
             (*sp).cmd_size = sys::lff_cmd_size();
             (*sp).driver_data = wq.0.cast();
         }
@@ -770,8 +798,11 @@ impl<T: DiskOps> Disk<T> {
     /// ones) until the guard is dropped.
     pub fn freeze(&self) -> Frozen<'_, T> {
         // SAFETY: the queue is live; unfrozen by `Frozen::drop`.
-        unsafe { bindings::blk_mq_freeze_queue(self.queue()) };
-        Frozen { disk: self }
+        let memflags = unsafe { sys::lff_freeze_queue(self.queue()) };
+        Frozen {
+            disk: self,
+            memflags,
+        }
     }
 
     /// Applies `lim` (the queue should be frozen).
@@ -847,10 +878,8 @@ impl<T: DiskOps> Disk<T> {
             GFP_KERNEL,
         )?;
         for a in attrs {
-            g.names.push(
-                CString::try_from_fmt(kernel::fmt!("{}", a.name))?,
-                GFP_KERNEL,
-            )?;
+            g.names
+                .push(CString::try_from_fmt(fmt!("{}", a.name))?, GFP_KERNEL)?;
         }
         for (i, a) in attrs.iter().enumerate() {
             // `struct attribute` has lockdep fields with
@@ -863,18 +892,22 @@ impl<T: DiskOps> Disk<T> {
                 mode: if a.writable { 0o644 } else { 0o444 },
                 ..Default::default()
             };
-            g.attrs.push(
-                bindings::device_attribute {
-                    attr,
-                    show: Some(Shims::<T>::sysfs_show),
-                    store: if a.writable {
-                        Some(Shims::<T>::sysfs_store)
-                    } else {
-                        None
-                    },
-                },
-                GFP_KERNEL,
-            )?;
+            let show = Some(Shims::<T>::sysfs_show as DevAttrShow);
+            let store = if a.writable {
+                Some(Shims::<T>::sysfs_store as DevAttrStore)
+            } else {
+                None
+            };
+            // 7.x puts each callback in a union with its `const` variant.
+            #[cfg(not(lff_linux7))]
+            let da = bindings::device_attribute { attr, show, store };
+            #[cfg(lff_linux7)]
+            let da = bindings::device_attribute {
+                attr,
+                __bindgen_anon_1: bindings::device_attribute__bindgen_ty_1 { show },
+                __bindgen_anon_2: bindings::device_attribute__bindgen_ty_2 { store },
+            };
+            g.attrs.push(da, GFP_KERNEL)?;
         }
         // The attribute array is complete: its addresses are now stable.
         let base = g.attrs.as_mut_ptr();
@@ -888,7 +921,15 @@ impl<T: DiskOps> Disk<T> {
         }
         g.ptrs.push(core::ptr::null_mut(), GFP_KERNEL)?;
         g.group.name = name.as_char_ptr();
-        g.group.attrs = g.ptrs.as_mut_ptr();
+        #[cfg(not(lff_linux7))]
+        {
+            g.group.attrs = g.ptrs.as_mut_ptr();
+        }
+        // 7.x: `attrs` is in a union with `attrs_const`.
+        #[cfg(lff_linux7)]
+        {
+            g.group.__bindgen_anon_2.attrs = g.ptrs.as_mut_ptr();
+        }
         // INVARIANT: every pointer above points into `g`'s own vectors,
         // complete now and never pushed to again.
         // SAFETY: the group and everything it points to live in `g` until
@@ -956,11 +997,13 @@ impl Drop for ScopeFree {
 /// A frozen queue; unfrozen when dropped.
 pub struct Frozen<'a, T: DiskOps> {
     disk: &'a Disk<T>,
+    /// What the freeze changed in the task's allocation flags (7.x).
+    memflags: c_uint,
 }
 
 impl<T: DiskOps> Drop for Frozen<'_, T> {
     fn drop(&mut self) {
-        // SAFETY: frozen by `Disk::freeze`.
-        unsafe { bindings::blk_mq_unfreeze_queue(self.disk.queue()) };
+        // SAFETY: frozen by `Disk::freeze`, which returned `memflags`.
+        unsafe { sys::lff_unfreeze_queue(self.disk.queue(), self.memflags) };
     }
 }

@@ -253,9 +253,10 @@ impl File {
 /// count before the call): most advance it by `n`, but some (netfs-based
 /// 9p, for one) work on a copy and leave it where it was, which would
 /// make the caller move the same bytes again at the next offset. Returns
-/// `n`; an iterator advanced past what was reported is an `EIO`.
+/// `n`; an iterator advanced past what was reported (or grown) is an
+/// `EIO`.
 fn settle(iter: &mut IovIter<'_>, before: usize, n: usize) -> Result<usize> {
-    let moved = before - iter.count();
+    let moved = before.checked_sub(iter.count()).ok_or(EIO)?;
     if moved > n || n > before {
         return Err(EIO);
     }

@@ -11,6 +11,7 @@
 //! The `#[repr(C)]` types mirror the header; `core/lff_helpers.c` checks the
 //! same sizes on the C side.
 
+use super::compat::CStrBytes;
 use super::file::File;
 use super::iov::IovIter;
 use core::marker::PhantomData;
@@ -234,22 +235,22 @@ pub trait FormatDriver: Sized + Send + Sync + 'static {
 
     /// Writes `from` at `pos`; returns the number of bytes written.
     fn write(&self, _from: &mut IovIter<'_>, _pos: u64) -> Result<usize> {
-        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 
     /// Makes completed writes durable.
     fn flush(&self) -> Result {
-        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 
     /// Deallocates a range.
     fn discard(&self, _pos: u64, _len: u64) -> Result {
-        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 
     /// Makes a range read as zeros.
     fn write_zeroes(&self, _pos: u64, _len: u64, _may_unmap: bool) -> Result {
-        kernel::build_error(kernel::error::VTABLE_DEFAULT_ERROR)
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 
     /// Writes the value of attribute `ATTRS[index]` and a newline.
@@ -413,7 +414,7 @@ impl<T: FormatDriver> VTable<T> {
     const fn attr<const I: usize>() -> RawAttr {
         if I < T::ATTRS.len() {
             RawAttr {
-                name: T::ATTRS[I].as_char_ptr(),
+                name: super::compat::char_ptr(T::ATTRS[I]),
                 show: Some(Self::show::<I>),
                 store: Some(Self::store::<I>),
             }
@@ -463,7 +464,7 @@ impl<T: FormatDriver> VTable<T> {
             } else {
                 None
             },
-            attrs: &Self::ATTRS as *const RawAttr,
+            attrs: core::ptr::from_ref(&Self::ATTRS).cast::<RawAttr>(),
             nr_attrs: T::ATTRS.len() as c_uint,
         }
     };
@@ -586,7 +587,7 @@ impl DriverRef {
         }
         // SAFETY: `name` is a NUL-terminated string by the C API contract.
         let name = unsafe { CStr::from_char_ptr(d.name) };
-        if name.is_empty() || name.len() >= NAME_SIZE {
+        if name.is_empty() || name.to_byte_slice().len() >= NAME_SIZE {
             return Err(EINVAL);
         }
         Ok(Self { raw })

@@ -14,6 +14,7 @@
 //! with `#[path = "../wrappers/mod.rs"] pub mod wrappers;`.
 
 pub mod blk;
+pub mod compat;
 pub mod file;
 pub mod format;
 pub mod global;
@@ -48,7 +49,11 @@ pub fn request_module(name: &CStr) -> Result {
     // SAFETY: the format string takes one string argument, `name`, which
     // is NUL-terminated.
     let r = unsafe {
-        bindings::__request_module(true, kernel::c_str!("%s").as_char_ptr(), name.as_char_ptr())
+        bindings::__request_module(
+            true,
+            compat::char_ptr(kernel::c_str!("%s")),
+            compat::char_ptr(name),
+        )
     };
     // `request_module` returns modprobe's exit status when positive.
     if r > 0 {
@@ -87,9 +92,7 @@ pub fn c_chars_as_bytes(chars: &[core::ffi::c_char]) -> &[u8] {
 /// OOM killer, a bounded number of reclaim retries), so a request never
 /// waits indefinitely for memory that only its own progress could free.
 /// In a request's `memalloc_noio` scope, reclaim does no I/O.
-pub fn kvvec_zeroed_mayfail<T: kernel::init::Zeroable>(
-    n: usize,
-) -> Option<kernel::alloc::KVVec<T>> {
+pub fn kvvec_zeroed_mayfail<T: compat::Zeroable>(n: usize) -> Option<kernel::alloc::KVVec<T>> {
     use kernel::alloc::KVVec;
     let size = core::mem::size_of::<T>();
     // kvmalloc memory is aligned to at least 8 bytes.

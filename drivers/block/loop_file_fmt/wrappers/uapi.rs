@@ -18,9 +18,16 @@ mod generated {
 
 pub use generated::*;
 
+// The marker traits of `UserSliceReader::read`/`UserSliceWriter::write`
+// moved from `kernel::types` to `kernel::transmute` after 6.12.
+#[cfg(lff_linux7)]
+use kernel::transmute::{AsBytes, FromBytes};
+#[cfg(not(lff_linux7))]
+use kernel::types::{AsBytes, FromBytes};
+
 // SAFETY: `lff_config` holds only integers and byte arrays, for which every
 // bit pattern is valid.
-unsafe impl kernel::types::FromBytes for lff_config {}
+unsafe impl FromBytes for lff_config {}
 // SAFETY: `lff_status` holds only integers and byte arrays and has no
 // padding (its layout is checked by the generated assertions).
-unsafe impl kernel::types::AsBytes for lff_status {}
+unsafe impl AsBytes for lff_status {}

@@ -1,36 +1,14 @@
 //! Helpers shared by the integration tests: running qemu-img/qemu-io,
 //! deterministic pseudo-random data, comparing reads with the oracle.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use qcow2_format::host::Image;
 
-/// Runs a command, panicking with its output if it fails.
-pub fn run(cmd: &str, args: &[&str]) {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Runs a command, returning whether it succeeded.
-pub fn try_run(cmd: &str, args: &[&str]) -> bool {
-    Command::new(cmd)
-        .args(args)
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
+pub use format_test_support::{mixed_data, run, s, tempdir, try_run, write_raw, Rng};
 
 /// `qemu-img ARGS...`.
 pub fn qemu_img(args: &[&str]) {
@@ -47,57 +25,6 @@ pub fn qemu_io(image: &Path, cmds: &[&str]) {
     let p = image.to_str().unwrap();
     args.push(p);
     run("qemu-io", &args);
-}
-
-/// A small xorshift generator, deterministic per seed.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
-/// Data with a mix of zero runs, random bytes, low-entropy text-like bytes
-/// and repeated patterns, in 4 KiB pieces, so compressed clusters have
-/// varied sizes.
-pub fn mixed_data(len: usize, seed: u64) -> Vec<u8> {
-    let mut rng = Rng::new(seed);
-    let mut v = vec![0u8; len];
-    for chunk in v.chunks_mut(4096) {
-        match rng.below(5) {
-            0 => {}
-            1 => chunk.iter_mut().for_each(|b| *b = rng.next() as u8),
-            2 => chunk
-                .iter_mut()
-                .for_each(|b| *b = b"abcdefgh "[rng.below(9) as usize]),
-            3 => {
-                let p = rng.next() as u8;
-                chunk.iter_mut().for_each(|b| *b = p)
-            }
-            _ => chunk.iter_mut().enumerate().for_each(|(i, b)| {
-                *b = if rng.below(8) == 0 {
-                    rng.next() as u8
-                } else {
-                    i as u8
-                }
-            }),
-        }
-    }
-    v
 }
 
 /// The oracle: `qemu-img convert -O raw [extra...] IMAGE` read back.
@@ -161,26 +88,9 @@ pub fn check_image(dir: &Path, image: &Path) {
     compare(&mut img, &expected, 150, 7);
 }
 
-/// A fresh temporary directory.
-pub fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir().unwrap()
-}
-
 /// `dir/name` as a PathBuf.
 pub fn path(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
-}
-
-/// Writes `data` as a raw file `dir/name`.
-pub fn write_raw(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
-    let p = dir.join(name);
-    fs::write(&p, data).unwrap();
-    p
-}
-
-/// `p` as &str.
-pub fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 /// Counts the compressed clusters of a (single-layer) qcow2 image and how
