@@ -1,7 +1,8 @@
 #!/bin/bash
 # `make netboot` non-interactively: PXE (iPXE, QEMU's DHCP and TFTP, HTTP)
 # into the loop-file-fmt initramfs, which brings the network up by DHCP and
-# boots the zstd-compressed qcow2 root from real servers on 127.0.0.1:
+# boots the zstd-compressed qcow2 root into Debian's systemd
+# (multi-user.target) from real servers on 127.0.0.1:
 # nfs-ganesha (NFSv4.1), smbd (SMB 3.1.1) and qemu-nbd (the image's raw
 # bytes). Then a qcow2 overlay whose backing file lies beside it on the
 # NFS share, and the failures, each at its named step within its timeout:
@@ -39,10 +40,13 @@ pxe_checks() {
 }
 
 for src in nfs cifs nbd; do
-	nb_run "$src qcow2" --source "$src"
+	nb_run "$src qcow2 systemd" --source "$src" --init systemd
 	[ $BOOT_RC = 0 ] && boot_ok "netboot exits 0" || boot_bad "netboot exits $BOOT_RC"
 	pxe_checks
 	boot_expect "the switched-to Debian printed its marker" '^=== switched to the image root: LFF-BOOT-MARKER rootfs-[0-9a-f]+: Debian'
+	boot_expect "from Debian's systemd at multi-user.target, no unit failed" '^LFF-INIT: systemd reached active multi-user.target; 0 failed units'
+	boot_expect "the client counted the bytes it fetched" "^LFF-NET: .*$src-bytes-read=[1-9][0-9]{6,}"
+	nb_summary_expect "the summary has the client's count" "client: $src-bytes-read=[1-9]"
 	boot_root_expect "fstype=ext4" "format=qcow2" "device-ro=1" "root-writable=no"
 	case $src in
 	nbd)
@@ -63,7 +67,7 @@ done
 imgdir=$("$ROOT/scripts/qemu-boot/build-rootfs" --path)
 ln "$imgdir/root.qcow2" "$STORE/base.qcow2" 2>/dev/null || cp "$imgdir/root.qcow2" "$STORE/base.qcow2"
 qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 "$STORE/lab.qcow2"
-nb_run "nfs overlay on a backing file" --no-build --source nfs --store "$STORE" --image lab.qcow2
+nb_run "nfs overlay on a backing file" --no-build --init demo --source nfs --store "$STORE" --image lab.qcow2
 [ $BOOT_RC = 0 ] && boot_ok "netboot exits 0" || boot_bad "netboot exits $BOOT_RC"
 boot_expect "the marker of the base image" '^=== switched to the image root: LFF-BOOT-MARKER'
 boot_root_expect "format=qcow2" "backing=/run/lff/src/lab.qcow2"
