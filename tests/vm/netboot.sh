@@ -5,8 +5,8 @@
 # (multi-user.target) from real servers on 127.0.0.1:
 # nfs-ganesha (NFSv4.1), smbd (SMB 3.1.1) and qemu-nbd (the image's raw
 # bytes). Then a qcow2 overlay whose backing file lies beside it on the
-# NFS share, and the failures, each at its named step within its timeout:
-# server down, export missing, image missing, wrong SMB password, wrong NBD
+# NFS share, NFS through the initramfs-tools hook, and the failures, each
+# at its named step within its timeout: server down, export missing, image missing, wrong SMB password, wrong NBD
 # export name, no DHCP answer.
 . "$(dirname "$0")/lib/boot.sh"
 BOOT=$ROOT/scripts/netboot/netboot
@@ -72,6 +72,23 @@ nb_run "nfs overlay on a backing file" --no-build --init demo --source nfs --sto
 boot_expect "the marker of the base image" '^=== switched to the image root: LFF-BOOT-MARKER'
 boot_root_expect "format=qcow2" "backing=/run/lff/src/lab.qcow2"
 boot_done
+
+# NFS through the initramfs-tools hook: its own network bring-up (klibc
+# ipconfig for ip=dhcp, configure_networking), our local-top script.
+if itr=$("$ROOT/scripts/qemu-boot/gen-initramfs" initramfs-tools --no-build); then
+	nb_run "initramfs-tools nfs systemd" --no-build --initrd "$itr" --source nfs --init systemd
+	[ $BOOT_RC = 0 ] && boot_ok "netboot exits 0" || boot_bad "netboot exits $BOOT_RC"
+	boot_expect "initramfs-tools ran our local-top script" 'Begin: Running /scripts/local-top'
+	boot_expect "its ipconfig got the lease" '^IP-Config: [a-z0-9]+ complete \(dhcp from 10\.0\.2\.2\)'
+	boot_expect "the hook mounted the NFS store" '^lff: \[[0-9.]+\] mounting source 10\.0\.2\.2:/img \(nfs4\) on /run/lff/src'
+	boot_expect "systemd reached multi-user.target" '^LFF-INIT: systemd reached active multi-user.target; 0 failed units'
+	boot_root_expect "format=qcow2" "backing=/run/lff/src/root.qcow2"
+	nb_summary_expect "the summary" '^netboot: OK: nfs, qcow2 image root\.qcow2 on /dev/lff[0-9]+ .*init systemd'
+	nb_none_left
+	boot_done
+else
+	BOOT_NAME="initramfs-tools nfs"; boot_bad "gen-initramfs initramfs-tools failed"
+fi
 
 # Failures: the named step, well within the timeout, the servers gone.
 fail_case() { # name step reason-ERE max-seconds netboot-options...
