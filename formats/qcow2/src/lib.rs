@@ -21,6 +21,9 @@ pub use format::*;
 pub mod host;
 
 #[cfg(feature = "std")]
+pub mod host_write;
+
+#[cfg(feature = "std")]
 pub mod fuzzing;
 
 #[cfg(test)]
