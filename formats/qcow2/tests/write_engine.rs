@@ -1,0 +1,664 @@
+//! The write engine against a raw model, with qemu-img as the judge.
+//!
+//! Each case builds an image with qemu-img/qemu-io (v2 or v3, 512 B to
+//! 2 MiB clusters, extended L2, refcount widths 1 to 64 bits, zlib and
+//! zstd compressed clusters, qcow2 and raw backing files, an internal
+//! snapshot, lazy refcounts), takes `qemu-img convert -O raw` as the
+//! model, applies a seeded random sequence of writes, write-zeroes,
+//! discards and flushes to both, closes the image and then requires:
+//! `qemu-img check` exits 0 (no corruption, no leak), `qemu-img compare`
+//! finds the image equal to the model, the host reader reads the model,
+//! and a snapshot still reads its old bytes.
+//!
+//! The crash test runs the same kind of sequence over a [`SimFile`]
+//! that loses power after a random write; the disk then holds what was
+//! synced plus a random subset of the later writes. `qemu-img check` must
+//! find no corruption (leaks are allowed: exit 0 or 3), and every byte
+//! not written since the last completed flush must read as it did then.
+//!
+//! `QCOW2_WRITE_SOAK=N` runs N times as many seeds (a longer soak).
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{oracle, qemu_img, qemu_io, s, tempdir, write_raw, Rng};
+use format_test_support::require_qemu;
+use qcow2_format::host::{errno, Image};
+use qcow2_format::host_write::{ImageFile, SimFile, WritableImage};
+use qcow2_format::Error;
+
+fn soak() -> u64 {
+    std::env::var("QCOW2_WRITE_SOAK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// `qemu-img check` exit status and output.
+fn check(img: &Path) -> (i32, String) {
+    let out = Command::new("qemu-img")
+        .args(["check", s(img)])
+        .output()
+        .expect("run qemu-img check");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn assert_clean(img: &Path, what: &str) {
+    let (code, text) = check(img);
+    assert_eq!(code, 0, "{what}: qemu-img check exit {code}:\n{text}");
+}
+
+fn assert_compare(model: &[u8], img: &Path, dir: &Path, what: &str) {
+    let raw = write_raw(dir, "model.raw", model);
+    let out = Command::new("qemu-img")
+        .args(["compare", "-f", "raw", "-F", "qcow2", s(&raw), s(img)])
+        .output()
+        .expect("run qemu-img compare");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{what}: qemu-img compare: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Backing {
+    None,
+    Qcow2,
+    Raw,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    v2: bool,
+    cluster: u64,
+    extended: bool,
+    refcount_bits: u32,
+    compression: Option<&'static str>,
+    prefill: bool,
+    backing: Backing,
+    snapshot: bool,
+    lazy: bool,
+    size: u64,
+    ops: usize,
+}
+
+const BASE: Case = Case {
+    v2: false,
+    cluster: 65536,
+    extended: false,
+    refcount_bits: 16,
+    compression: None,
+    prefill: true,
+    backing: Backing::None,
+    snapshot: false,
+    lazy: false,
+    size: 4 << 20,
+    ops: 120,
+};
+
+fn options(c: &Case) -> String {
+    let mut o = format!(
+        "compat={},cluster_size={},refcount_bits={}",
+        if c.v2 { "0.10" } else { "1.1" },
+        c.cluster,
+        c.refcount_bits
+    );
+    if c.extended {
+        o.push_str(",extended_l2=on");
+    }
+    if let Some(t) = c.compression {
+        o.push_str(&format!(",compression_type={t}"));
+    }
+    if c.lazy {
+        o.push_str(",lazy_refcounts=on");
+    }
+    o
+}
+
+/// Builds the image of `case` in `dir`; returns its path and, with a
+/// snapshot, the snapshot's name.
+fn build(dir: &Path, case: &Case, seed: u64) -> PathBuf {
+    let img = dir.join("img.qcow2");
+    let size = case.size.to_string();
+    let mut opts = options(case);
+    match case.backing {
+        Backing::None => {}
+        Backing::Qcow2 => {
+            // A shorter base with data: the top reads zeros past it.
+            let base_len = (case.size * 3 / 4) as usize;
+            let raw = write_raw(dir, "base.raw", &common::mixed_data(base_len, seed ^ 0xb));
+            let base = dir.join("base.qcow2");
+            qemu_img(&[
+                "convert",
+                "-f",
+                "raw",
+                "-O",
+                "qcow2",
+                "-o",
+                "cluster_size=65536",
+                s(&raw),
+                s(&base),
+            ]);
+            fs::remove_file(&raw).unwrap();
+            opts.push_str(",backing_file=base.qcow2,backing_fmt=qcow2");
+        }
+        Backing::Raw => {
+            let base_len = (case.size / 2 + 1234) as usize;
+            write_raw(dir, "base.raw", &common::mixed_data(base_len, seed ^ 0xc));
+            opts.push_str(",backing_file=base.raw,backing_fmt=raw");
+        }
+    }
+    qemu_img(&["create", "-f", "qcow2", "-o", &opts, s(&img), &size]);
+    if case.prefill {
+        let cs = case.cluster;
+        let mut rng = Rng::new(seed ^ 0x5eed);
+        let mut cmds = Vec::new();
+        let clusters = case.size / cs;
+        // Distinct clusters (a compressed write needs an unallocated one).
+        let mut free: Vec<u64> = (0..clusters).collect();
+        let mut pick = |rng: &mut Rng| free.swap_remove(rng.below(free.len() as u64) as usize);
+        for i in 0..12 {
+            let c = pick(&mut rng);
+            match i % 4 {
+                0 => cmds.push(format!("write -P {} {} {}", 0x11 + i, c * cs, cs)),
+                1 => cmds.push(format!(
+                    "write -P {} {} {}",
+                    0x21 + i,
+                    c * cs + 512 * rng.below(cs / 512),
+                    512 * (1 + rng.below(8))
+                )),
+                2 if case.compression.is_some() || !case.v2 => {
+                    if case.compression.is_some() {
+                        cmds.push(format!("write -c -P {} {} {}", 0x31 + i, c * cs, cs))
+                    } else {
+                        cmds.push(format!("write -z {} {}", c * cs, cs))
+                    }
+                }
+                _ => cmds.push(format!("write -P {} {} {}", 0x41 + i, c * cs, cs)),
+            }
+        }
+        if case.compression.is_some() {
+            // Compressed clusters side by side, some crossing host
+            // cluster boundaries.
+            for k in 0..6 {
+                let c = pick(&mut rng);
+                cmds.push(format!("write -c -P {} {} {}", 0x60 + k, c * cs, cs));
+            }
+        }
+        let refs: Vec<&str> = cmds.iter().map(String::as_str).collect();
+        qemu_io(&img, &refs);
+    }
+    img
+}
+
+/// One random operation, applied to the image and the model.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Write { off: u64, len: u64, seed: u64 },
+    Zeroes { off: u64, len: u64, unmap: bool },
+    Discard { off: u64, len: u64 },
+    Flush,
+}
+
+fn random_op(rng: &mut Rng, size: u64, cluster: u64) -> Op {
+    let align = match rng.below(3) {
+        0 => cluster,
+        1 => 512,
+        _ => 1,
+    };
+    let off = (rng.below(size) / align) * align;
+    let max_len = (3 * cluster).min(1 << 20);
+    let len = match rng.below(3) {
+        0 => rng.below(4096) + 1,
+        1 => rng.below(cluster) + 1,
+        _ => rng.below(max_len) + 1,
+    };
+    let len = if align == cluster && rng.below(2) == 0 {
+        cluster * (1 + rng.below(3))
+    } else {
+        len
+    };
+    let len = len.min(size - off).max(1);
+    let off = off.min(size - len);
+    match rng.below(10) {
+        0..=5 => Op::Write {
+            off,
+            len,
+            seed: rng.next_u64(),
+        },
+        6 | 7 => Op::Zeroes {
+            off,
+            len,
+            unmap: rng.below(2) == 0,
+        },
+        8 => Op::Discard { off, len },
+        _ => Op::Flush,
+    }
+}
+
+fn op_data(len: u64, seed: u64) -> Vec<u8> {
+    let mut rng = Rng::new(seed);
+    let fill = rng.next_u64() as u8;
+    (0..len)
+        .map(|i| {
+            if i % 7 == 0 {
+                rng.next_u64() as u8
+            } else {
+                fill ^ (i as u8)
+            }
+        })
+        .collect()
+}
+
+/// The byte range an op changes in the model (None: nothing).
+fn apply_model(model: &mut [u8], op: &Op, case: &Case) -> Option<(u64, u64)> {
+    match *op {
+        Op::Write { off, len, seed } => {
+            model[off as usize..(off + len) as usize].copy_from_slice(&op_data(len, seed));
+            Some((off, len))
+        }
+        Op::Zeroes { off, len, .. } => {
+            model[off as usize..(off + len) as usize].fill(0);
+            Some((off, len))
+        }
+        Op::Discard { off, len } => {
+            if case.v2 && case.backing != Backing::None {
+                return None;
+            }
+            let cs = case.cluster;
+            let size = model.len() as u64;
+            let end = off + len;
+            let start = off.div_ceil(cs) * cs;
+            let mut stop = (end / cs) * cs;
+            if end == size {
+                stop = size;
+            }
+            if stop <= start {
+                return None;
+            }
+            model[start as usize..stop as usize].fill(0);
+            Some((start, stop - start))
+        }
+        Op::Flush => None,
+    }
+}
+
+fn apply_image<F: ImageFile>(img: &mut WritableImage<F>, op: &Op) -> qcow2_format::Result<()> {
+    match *op {
+        Op::Write { off, len, seed } => img.write_at(&op_data(len, seed), off),
+        Op::Zeroes { off, len, unmap } => img.write_zeroes(off, len, unmap),
+        Op::Discard { off, len } => img.discard(off, len),
+        Op::Flush => img.flush(),
+    }
+}
+
+fn run_case(name: &str, case: Case) {
+    require_qemu();
+    for round in 0..soak() {
+        let seed = round * 1000 + name.bytes().map(u64::from).sum::<u64>();
+        let dir = tempdir();
+        let img = build(dir.path(), &case, seed);
+        let snapshot = if case.snapshot {
+            qemu_img(&["snapshot", "-c", "snap1", s(&img)]);
+            Some(oracle(dir.path(), &img, &[]))
+        } else {
+            None
+        };
+        let mut model = oracle(dir.path(), &img, &[]);
+        let what = format!("{name} (seed {seed})");
+        let mut w = WritableImage::open(&img).unwrap_or_else(|e| panic!("{what}: open: {e}"));
+        let mut rng = Rng::new(seed);
+        for i in 0..case.ops {
+            let op = random_op(&mut rng, case.size, case.cluster);
+            apply_image(&mut w, &op).unwrap_or_else(|e| panic!("{what}: op {i} {op:?}: {e}"));
+            apply_model(&mut model, &op, &case);
+        }
+        w.close().unwrap_or_else(|e| panic!("{what}: close: {e}"));
+        drop(w);
+        assert_clean(&img, &what);
+        assert_compare(&model, &img, dir.path(), &what);
+        let mut r = Image::open(&img).unwrap();
+        assert!(r.read_all().unwrap() == model, "{what}: host reader");
+        if let Some(old) = snapshot {
+            let now = oracle(dir.path(), &img, &["-l", "snapshot.name=snap1"]);
+            assert!(now == old, "{what}: the snapshot changed");
+        }
+        if case.lazy {
+            let hdr = fs::read(&img).unwrap();
+            assert_eq!(hdr[79] & 1, 0, "{what}: dirty bit left set");
+        }
+    }
+}
+
+macro_rules! cases {
+    ($($name:ident: $case:expr;)*) => {
+        $(#[test] fn $name() { run_case(stringify!($name), $case); })*
+    };
+}
+
+cases! {
+    v3_64k: BASE;
+    v3_64k_qcow2_backing: Case { backing: Backing::Qcow2, ..BASE };
+    v3_512_refcount64: Case { cluster: 512, refcount_bits: 64, size: 3 << 20, ops: 150, ..BASE };
+    v3_512_refcount1: Case { cluster: 512, refcount_bits: 1, size: 2 << 20, ..BASE };
+    v3_1k_refcount2_raw_backing: Case { cluster: 1024, refcount_bits: 2, backing: Backing::Raw, ..BASE };
+    v3_4k_refcount8_qcow2_backing: Case { cluster: 4096, refcount_bits: 8, backing: Backing::Qcow2, ..BASE };
+    v3_4k_refcount32: Case { cluster: 4096, refcount_bits: 32, ..BASE };
+    v3_2m_raw_backing: Case { cluster: 2 << 20, size: 24 << 20, ops: 40, backing: Backing::Raw, ..BASE };
+    v2_64k: Case { v2: true, ..BASE };
+    v2_4k_qcow2_backing: Case { v2: true, cluster: 4096, backing: Backing::Qcow2, ..BASE };
+    v2_64k_snapshot: Case { v2: true, snapshot: true, ..BASE };
+    extended_64k_qcow2_backing: Case { extended: true, backing: Backing::Qcow2, ..BASE };
+    extended_32k: Case { extended: true, cluster: 32768, ..BASE };
+    extended_16k_raw_backing_zstd: Case { extended: true, cluster: 16384, backing: Backing::Raw, compression: Some("zstd"), ..BASE };
+    extended_2m: Case { extended: true, cluster: 2 << 20, size: 24 << 20, ops: 40, ..BASE };
+    extended_64k_snapshot: Case { extended: true, snapshot: true, backing: Backing::Qcow2, ..BASE };
+    zlib_64k: Case { compression: Some("zlib"), ..BASE };
+    zlib_4k_qcow2_backing: Case { compression: Some("zlib"), cluster: 4096, backing: Backing::Qcow2, ..BASE };
+    zstd_64k: Case { compression: Some("zstd"), ..BASE };
+    zstd_512: Case { compression: Some("zstd"), cluster: 512, size: 2 << 20, ..BASE };
+    snapshot_64k: Case { snapshot: true, ..BASE };
+    snapshot_4k_zlib: Case { snapshot: true, cluster: 4096, compression: Some("zlib"), ..BASE };
+    lazy_refcounts: Case { lazy: true, ..BASE };
+}
+
+// ---- crash ordering ----
+
+/// Runs `case` over a [`SimFile`] that loses power after a random write,
+/// `crashes` times.
+fn crash_case(name: &str, case: Case, crashes: u64) {
+    require_qemu();
+    let dir = tempdir();
+    let img = build(dir.path(), &case, 77);
+    if case.snapshot {
+        qemu_img(&["snapshot", "-c", "snap1", s(&img)]);
+    }
+    let start_model = oracle(dir.path(), &img, &[]);
+    let start_bytes = fs::read(&img).unwrap();
+    let mut seen_crash_in_flush = false;
+    for k in 0..crashes * soak() {
+        let seed = 5000 + k;
+        let what = format!("{name} crash {k}");
+        let mut rng = Rng::new(seed);
+        let mut w = WritableImage::with_file(SimFile::new(start_bytes.clone()), Some(&img), 0)
+            .unwrap_or_else(|e| panic!("{what}: open: {e}"));
+        w.file_mut().crash_after(1 + rng.below(400));
+        let mut model = start_model.clone();
+        let mut flushed = model.clone();
+        // Ranges written since the last completed flush.
+        let mut since: Vec<(u64, u64)> = Vec::new();
+        for _ in 0..case.ops {
+            let op = random_op(&mut rng, case.size, case.cluster);
+            let changed = apply_model(&mut model, &op, &case);
+            if let Some(r) = changed {
+                since.push(r);
+            }
+            match apply_image(&mut w, &op) {
+                Ok(()) => {
+                    if matches!(op, Op::Flush) {
+                        flushed = model.clone();
+                        since.clear();
+                    }
+                }
+                Err(e) => {
+                    assert!(w.file().crashed(), "{what}: {op:?} failed: {e}");
+                    if matches!(op, Op::Flush) {
+                        seen_crash_in_flush = true;
+                    }
+                    break;
+                }
+            }
+        }
+        let mut pick = Rng::new(seed ^ 0xdead);
+        let disk = w.file().crashed_image(|| pick.below(2) == 0);
+        drop(w);
+        let crashed = dir.path().join("crashed.qcow2");
+        fs::write(&crashed, &disk).unwrap();
+        let (code, text) = check(&crashed);
+        assert!(
+            code == 0 || code == 3,
+            "{what}: qemu-img check exit {code} (corruption):\n{text}"
+        );
+        let got = oracle(dir.path(), &crashed, &[]);
+        let mut mask = vec![false; got.len()];
+        for (off, len) in since {
+            mask[off as usize..(off + len) as usize].fill(true);
+        }
+        if let Some(i) = (0..got.len()).find(|&i| !mask[i] && got[i] != flushed[i]) {
+            panic!(
+                "{what}: byte {i:#x} flushed earlier reads {:#x}, not {:#x}",
+                got[i], flushed[i]
+            );
+        }
+    }
+    assert!(
+        seen_crash_in_flush || crashes < 10,
+        "{name}: no crash point fell inside a flush"
+    );
+}
+
+const CRASH: Case = Case {
+    ops: 200,
+    prefill: true,
+    ..BASE
+};
+
+#[test]
+fn crash_v3_4k_backing() {
+    crash_case(
+        "crash_v3_4k_backing",
+        Case {
+            cluster: 4096,
+            backing: Backing::Qcow2,
+            ..CRASH
+        },
+        25,
+    );
+}
+
+#[test]
+fn crash_512_refcount64_growth() {
+    crash_case(
+        "crash_512_refcount64_growth",
+        Case {
+            cluster: 512,
+            refcount_bits: 64,
+            size: 2 << 20,
+            ..CRASH
+        },
+        25,
+    );
+}
+
+#[test]
+fn crash_snapshot_compressed() {
+    crash_case(
+        "crash_snapshot_compressed",
+        Case {
+            snapshot: true,
+            compression: Some("zlib"),
+            cluster: 4096,
+            ..CRASH
+        },
+        20,
+    );
+}
+
+#[test]
+fn crash_extended() {
+    crash_case(
+        "crash_extended",
+        Case {
+            extended: true,
+            cluster: 16384,
+            backing: Backing::Qcow2,
+            ..CRASH
+        },
+        20,
+    );
+}
+
+// ---- open rules, overlaps ----
+
+fn header_u64(bytes: &[u8], at: usize) -> u64 {
+    u64::from_be_bytes(bytes[at..at + 8].try_into().unwrap())
+}
+
+fn patch_u64(path: &Path, at: u64, v: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(&v.to_be_bytes(), at).unwrap();
+}
+
+#[test]
+fn refuses_dirty_and_corrupt_images() {
+    require_qemu();
+    let dir = tempdir();
+    let img = dir.path().join("a.qcow2");
+    qemu_img(&["create", "-f", "qcow2", s(&img), "1M"]);
+    patch_u64(&img, 72, 1);
+    let e = WritableImage::open(&img).err().expect("dirty image opened");
+    assert_eq!(e, Error::DirtyImage);
+    patch_u64(&img, 72, 2);
+    let e = WritableImage::open(&img)
+        .err()
+        .expect("corrupt image opened");
+    assert_eq!(e, Error::CorruptImage);
+    assert_eq!(errno(&e), libc::EOPNOTSUPP);
+}
+
+#[test]
+fn clears_autoclear_bits_and_lazy_dirty_bit() {
+    require_qemu();
+    let dir = tempdir();
+    let img = dir.path().join("a.qcow2");
+    qemu_img(&[
+        "create",
+        "-f",
+        "qcow2",
+        "-o",
+        "lazy_refcounts=on",
+        s(&img),
+        "1M",
+    ]);
+    patch_u64(&img, 88, 0x8000_0000_0000_0002);
+    let before = fs::read(&img).unwrap();
+    let mut w = WritableImage::open(&img).unwrap();
+    let open = fs::read(&img).unwrap();
+    assert_eq!(header_u64(&open, 88), 0, "autoclear bits not cleared");
+    assert_eq!(
+        header_u64(&open, 72) & 1,
+        1,
+        "lazy refcounts: dirty bit not set"
+    );
+    // Nothing else of the first cluster changed (extensions preserved).
+    let cs = 65536.min(before.len());
+    for (i, (a, b)) in before[..cs].iter().zip(&open[..cs]).enumerate() {
+        if !(72..80).contains(&i) && !(88..96).contains(&i) {
+            assert_eq!(a, b, "header byte {i} changed");
+        }
+    }
+    w.write_at(&[7u8; 5000], 1000).unwrap();
+    w.close().unwrap();
+    drop(w);
+    let closed = fs::read(&img).unwrap();
+    assert_eq!(header_u64(&closed, 72) & 1, 0, "dirty bit left set");
+    assert_clean(&img, "lazy refcounts");
+}
+
+/// Plants an L2 entry of guest cluster 0 pointing at `target(header
+/// bytes)` and checks that a write there fails with EIO, marks the image
+/// corrupt and leaves the metadata alone.
+fn planted_overlap(name: &str, target: impl Fn(&[u8], u64) -> u64) {
+    require_qemu();
+    let dir = tempdir();
+    let img = dir.path().join("a.qcow2");
+    qemu_img(&["create", "-f", "qcow2", s(&img), "4M"]);
+    qemu_io(&img, &["write -P 0xaa 0 64k", "write -P 0xbb 1M 64k"]);
+    let bytes = fs::read(&img).unwrap();
+    let l1 = header_u64(&bytes, 40);
+    let l2 = header_u64(&bytes, l1 as usize) & 0x00ff_ffff_ffff_fe00;
+    let to = target(&bytes, l2);
+    patch_u64(&img, l2, to | 1 << 63);
+    let before = fs::read(&img).unwrap();
+    let mut w = WritableImage::open(&img).unwrap();
+    let e = w.write_at(&[0x55; 4096], 0).err().expect(name);
+    assert!(matches!(e, Error::MetadataOverlap { .. }), "{name}: {e}");
+    assert_eq!(errno(&e), libc::EIO, "{name}");
+    let e = w.write_at(&[0x55; 4096], 1 << 20).err().expect(name);
+    assert_eq!(e, Error::WriterStopped, "{name}");
+    drop(w);
+    let after = fs::read(&img).unwrap();
+    assert_eq!(header_u64(&after, 72) & 2, 2, "{name}: corrupt bit not set");
+    assert_eq!(before.len(), after.len(), "{name}");
+    for (i, (a, b)) in before.iter().zip(&after).enumerate() {
+        if !(72..80).contains(&i) {
+            assert_eq!(a, b, "{name}: byte {i:#x} changed");
+        }
+    }
+    let e = WritableImage::open(&img).err().expect(name);
+    assert_eq!(e, Error::CorruptImage);
+}
+
+#[test]
+fn overlap_l1_table() {
+    planted_overlap("L1", |h, _| header_u64(h, 40));
+}
+
+#[test]
+fn overlap_refcount_table() {
+    planted_overlap("refcount table", |h, _| header_u64(h, 48));
+}
+
+#[test]
+fn overlap_refcount_block() {
+    planted_overlap("refcount block", |h, _| {
+        let rt = header_u64(h, 48) as usize;
+        header_u64(h, rt)
+    });
+}
+
+#[test]
+fn overlap_own_l2_table() {
+    planted_overlap("L2", |_, l2| l2);
+}
+
+/// A guest flush costs about two syncs, however many clusters it covers.
+#[test]
+fn flush_costs_two_syncs() {
+    require_qemu();
+    let dir = tempdir();
+    let img = dir.path().join("a.qcow2");
+    qemu_img(&["create", "-f", "qcow2", s(&img), "64M"]);
+    let bytes = fs::read(&img).unwrap();
+    let mut w = WritableImage::with_file(SimFile::new(bytes), Some(&img), 0).unwrap();
+    // Allocating writes over 20 clusters of one L2 table.
+    for i in 0..20u64 {
+        w.write_at(&[i as u8; 4096], i * 65536 + 100).unwrap();
+    }
+    let before = w.file().syncs();
+    w.flush().unwrap();
+    assert_eq!(w.file().syncs() - before, 2, "syncs per flush");
+    // In-place writes: one sync.
+    for i in 0..20u64 {
+        w.write_at(&[1; 512], i * 65536).unwrap();
+    }
+    let before = w.file().syncs();
+    w.flush().unwrap();
+    assert_eq!(w.file().syncs() - before, 1, "syncs per in-place flush");
+    let before = w.file().syncs();
+    w.flush().unwrap();
+    assert_eq!(w.file().syncs() - before, 0, "an idle flush syncs nothing");
+}
