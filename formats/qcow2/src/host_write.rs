@@ -98,6 +98,11 @@ impl SimFile {
         self.crashed
     }
 
+    /// Number of writes so far.
+    pub fn writes(&self) -> u64 {
+        self.writes
+    }
+
     /// Number of syncs so far.
     pub fn syncs(&self) -> u64 {
         self.syncs

@@ -28,7 +28,7 @@ use common::{oracle, qemu_img, qemu_io, s, tempdir, write_raw, Rng};
 use format_test_support::require_qemu;
 use qcow2_format::host::{errno, Image};
 use qcow2_format::host_write::{ImageFile, SimFile, WritableImage};
-use qcow2_format::Error;
+use qcow2_format::{Error, WriteStats};
 
 fn soak() -> u64 {
     std::env::var("QCOW2_WRITE_SOAK")
@@ -90,6 +90,8 @@ struct Case {
     backing: Backing,
     snapshot: bool,
     lazy: bool,
+    /// Write the whole disk first (the refcount table must grow).
+    dense: bool,
     size: u64,
     ops: usize,
 }
@@ -104,6 +106,7 @@ const BASE: Case = Case {
     backing: Backing::None,
     snapshot: false,
     lazy: false,
+    dense: false,
     size: 4 << 20,
     ops: 120,
 };
@@ -127,9 +130,11 @@ fn options(c: &Case) -> String {
     o
 }
 
-/// Builds the image of `case` in `dir`; returns its path and, with a
-/// snapshot, the snapshot's name.
-fn build(dir: &Path, case: &Case, seed: u64) -> PathBuf {
+/// Builds the image of `case` in `dir`; returns its path and the guest
+/// offsets of the clusters the prefill wrote (where the random operations
+/// go more often, so that they meet compressed, zero and shared clusters).
+fn build(dir: &Path, case: &Case, seed: u64) -> (PathBuf, Vec<u64>) {
+    let mut hot = Vec::new();
     let img = dir.join("img.qcow2");
     let size = case.size.to_string();
     let mut opts = options(case);
@@ -169,8 +174,9 @@ fn build(dir: &Path, case: &Case, seed: u64) -> PathBuf {
         // Distinct clusters (a compressed write needs an unallocated one).
         let mut free: Vec<u64> = (0..clusters).collect();
         let mut pick = |rng: &mut Rng| free.swap_remove(rng.below(free.len() as u64) as usize);
-        for i in 0..12 {
+        for i in 0..12.min(clusters / 2) {
             let c = pick(&mut rng);
+            hot.push(c * cs);
             match i % 4 {
                 0 => cmds.push(format!("write -P {} {} {}", 0x11 + i, c * cs, cs)),
                 1 => cmds.push(format!(
@@ -192,15 +198,16 @@ fn build(dir: &Path, case: &Case, seed: u64) -> PathBuf {
         if case.compression.is_some() {
             // Compressed clusters side by side, some crossing host
             // cluster boundaries.
-            for k in 0..6 {
+            for k in 0..6.min(clusters / 4) {
                 let c = pick(&mut rng);
+                hot.push(c * cs);
                 cmds.push(format!("write -c -P {} {} {}", 0x60 + k, c * cs, cs));
             }
         }
         let refs: Vec<&str> = cmds.iter().map(String::as_str).collect();
         qemu_io(&img, &refs);
     }
-    img
+    (img, hot)
 }
 
 /// One random operation, applied to the image and the model.
@@ -212,13 +219,18 @@ enum Op {
     Flush,
 }
 
-fn random_op(rng: &mut Rng, size: u64, cluster: u64) -> Op {
+fn random_op(rng: &mut Rng, size: u64, cluster: u64, hot: &[u64]) -> Op {
     let align = match rng.below(3) {
         0 => cluster,
         1 => 512,
         _ => 1,
     };
-    let off = (rng.below(size) / align) * align;
+    let off = if !hot.is_empty() && rng.below(3) == 0 {
+        hot[rng.below(hot.len() as u64) as usize] + rng.below(cluster)
+    } else {
+        rng.below(size)
+    };
+    let off = (off.min(size - 1) / align) * align;
     let max_len = (3 * cluster).min(1 << 20);
     let len = match rng.below(3) {
         0 => rng.below(4096) + 1,
@@ -309,7 +321,7 @@ fn run_case(name: &str, case: Case) {
     for round in 0..soak() {
         let seed = round * 1000 + name.bytes().map(u64::from).sum::<u64>();
         let dir = tempdir();
-        let img = build(dir.path(), &case, seed);
+        let (img, hot) = build(dir.path(), &case, seed);
         let snapshot = if case.snapshot {
             qemu_img(&["snapshot", "-c", "snap1", s(&img)]);
             Some(oracle(dir.path(), &img, &[]))
@@ -320,12 +332,25 @@ fn run_case(name: &str, case: Case) {
         let what = format!("{name} (seed {seed})");
         let mut w = WritableImage::open(&img).unwrap_or_else(|e| panic!("{what}: open: {e}"));
         let mut rng = Rng::new(seed);
+        if case.dense {
+            for off in (0..case.size).step_by(256 << 10) {
+                let len = (256 << 10).min(case.size - off);
+                let op = Op::Write {
+                    off,
+                    len,
+                    seed: off,
+                };
+                apply_image(&mut w, &op).unwrap_or_else(|e| panic!("{what}: fill {off}: {e}"));
+                apply_model(&mut model, &op, &case);
+            }
+        }
         for i in 0..case.ops {
-            let op = random_op(&mut rng, case.size, case.cluster);
+            let op = random_op(&mut rng, case.size, case.cluster, &hot);
             apply_image(&mut w, &op).unwrap_or_else(|e| panic!("{what}: op {i} {op:?}: {e}"));
             apply_model(&mut model, &op, &case);
         }
         w.close().unwrap_or_else(|e| panic!("{what}: close: {e}"));
+        expect_coverage(&what, &case, &w.engine().stats());
         drop(w);
         assert_clean(&img, &what);
         assert_compare(&model, &img, dir.path(), &what);
@@ -342,6 +367,53 @@ fn run_case(name: &str, case: Case) {
     }
 }
 
+/// The sequence met what the case is about (else it proves little).
+fn expect_coverage(what: &str, case: &Case, st: &WriteStats) {
+    let mut missing = Vec::new();
+    let mut want = |ok: bool, name: &str| {
+        if !ok {
+            missing.push(name.to_string());
+        }
+    };
+    want(
+        st.allocated > 0 && st.in_place > 0,
+        "allocation and in-place writes",
+    );
+    if !case.snapshot && !(case.v2 && case.backing != Backing::None) {
+        want(st.freed > 0, "freed clusters");
+    }
+    want(st.metadata_flushes > 1, "several metadata flushes");
+    if !case.v2 {
+        want(st.zeroed_entries > 0, "zero flags");
+    }
+    if case.compression.is_some() {
+        want(st.compressed_rewrites > 0, "compressed clusters rewritten");
+    }
+    if case.snapshot {
+        want(
+            st.shared_copies > 0 && st.l2_copies > 0,
+            "shared clusters and L2 tables",
+        );
+    }
+    if case.backing != Backing::None {
+        want(st.backing_reads > 0, "copies from the backing file");
+    }
+    if case.extended {
+        want(
+            st.subcluster_no_copy > 0,
+            "subcluster writes without a copy",
+        );
+    }
+    if case.cluster == 512 && case.refcount_bits == 64 {
+        want(st.refcount_table_growths > 0, "refcount table growth");
+        want(st.new_refcount_blocks > 0, "new refcount blocks");
+    }
+    assert!(
+        missing.is_empty(),
+        "{what}: never exercised: {missing:?} in {st:?}"
+    );
+}
+
 macro_rules! cases {
     ($($name:ident: $case:expr;)*) => {
         $(#[test] fn $name() { run_case(stringify!($name), $case); })*
@@ -351,7 +423,7 @@ macro_rules! cases {
 cases! {
     v3_64k: BASE;
     v3_64k_qcow2_backing: Case { backing: Backing::Qcow2, ..BASE };
-    v3_512_refcount64: Case { cluster: 512, refcount_bits: 64, size: 3 << 20, ops: 150, ..BASE };
+    v3_512_refcount64: Case { cluster: 512, refcount_bits: 64, size: 3 << 20, ops: 150, dense: true, ..BASE };
     v3_512_refcount1: Case { cluster: 512, refcount_bits: 1, size: 2 << 20, ..BASE };
     v3_1k_refcount2_raw_backing: Case { cluster: 1024, refcount_bits: 2, backing: Backing::Raw, ..BASE };
     v3_4k_refcount8_qcow2_backing: Case { cluster: 4096, refcount_bits: 8, backing: Backing::Qcow2, ..BASE };
@@ -381,31 +453,67 @@ cases! {
 fn crash_case(name: &str, case: Case, crashes: u64) {
     require_qemu();
     let dir = tempdir();
-    let img = build(dir.path(), &case, 77);
+    let (img, hot) = build(dir.path(), &case, 77);
     if case.snapshot {
         qemu_img(&["snapshot", "-c", "snap1", s(&img)]);
     }
     let start_model = oracle(dir.path(), &img, &[]);
     let start_bytes = fs::read(&img).unwrap();
     let mut seen_crash_in_flush = false;
+    let open = |what: &str| {
+        WritableImage::with_file(SimFile::new(start_bytes.clone()), Some(&img), 0)
+            .unwrap_or_else(|e| panic!("{what}: open: {e}"))
+    };
+    let sequence = |seed: u64| -> Vec<Op> {
+        let mut rng = Rng::new(seed);
+        let mut ops = Vec::new();
+        if case.dense {
+            for off in (0..case.size).step_by(256 << 10) {
+                let len = (256 << 10).min(case.size - off);
+                ops.push(Op::Write {
+                    off,
+                    len,
+                    seed: off,
+                });
+            }
+        }
+        for _ in 0..case.ops {
+            ops.push(random_op(&mut rng, case.size, case.cluster, &hot));
+        }
+        ops.push(Op::Flush);
+        ops
+    };
     for k in 0..crashes * soak() {
         let seed = 5000 + k;
         let what = format!("{name} crash {k}");
-        let mut rng = Rng::new(seed);
-        let mut w = WritableImage::with_file(SimFile::new(start_bytes.clone()), Some(&img), 0)
-            .unwrap_or_else(|e| panic!("{what}: open: {e}"));
-        w.file_mut().crash_after(1 + rng.below(400));
+        let ops = sequence(seed);
+        // A dry run counts the writes, so that the cut falls anywhere.
+        let mut dry = open(&what);
+        for op in &ops {
+            apply_image(&mut dry, op).unwrap_or_else(|e| panic!("{what}: dry run {op:?}: {e}"));
+        }
+        let total = dry.file().writes();
+        if case.dense {
+            let st = dry.engine().stats();
+            assert!(
+                st.refcount_table_growths > 0,
+                "{what}: no table growth: {st:?}"
+            );
+        }
+        drop(dry);
+        let mut rng = Rng::new(seed ^ 0xc0ffee);
+        let mut w = open(&what);
+        w.file_mut().crash_after(1 + rng.below(total));
         let mut model = start_model.clone();
         let mut flushed = model.clone();
         // Ranges written since the last completed flush.
         let mut since: Vec<(u64, u64)> = Vec::new();
-        for _ in 0..case.ops {
-            let op = random_op(&mut rng, case.size, case.cluster);
-            let changed = apply_model(&mut model, &op, &case);
+        for op in &ops {
+            let changed = apply_model(&mut model, op, &case);
             if let Some(r) = changed {
                 since.push(r);
             }
-            match apply_image(&mut w, &op) {
+            match apply_image(&mut w, op) {
                 Ok(()) => {
                     if matches!(op, Op::Flush) {
                         flushed = model.clone();
@@ -421,6 +529,7 @@ fn crash_case(name: &str, case: Case, crashes: u64) {
                 }
             }
         }
+        assert!(w.file().crashed(), "{what}: the power cut never came");
         let mut pick = Rng::new(seed ^ 0xdead);
         let disk = w.file().crashed_image(|| pick.below(2) == 0);
         drop(w);

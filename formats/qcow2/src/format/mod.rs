@@ -56,4 +56,4 @@ pub use self::header::{Header, HeaderLayout};
 pub use self::layer::{Chain, Layer, LayerFormat, Qcow2Layer, MAX_CHAIN_DEPTH};
 pub use self::snapshot::{find_snapshot, Snapshot, SnapshotCursor, SnapshotSelector};
 pub use self::table::{Geometry, L2Entry, Mapping, MappingKind};
-pub use self::write::{Access, Source, TableKind, WriteBackend, WriteEngine};
+pub use self::write::{Access, Source, TableKind, WriteBackend, WriteEngine, WriteStats};

@@ -352,6 +352,38 @@ enum Fill {
     Host(u64),
 }
 
+/// What the engine has done since it was opened (for tests, and for a
+/// driver's statistics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Cluster writes that went in place (refcount 1).
+    pub in_place: u64,
+    /// Data clusters allocated.
+    pub allocated: u64,
+    /// Shared data clusters (refcount > 1) copied on write.
+    pub shared_copies: u64,
+    /// Compressed clusters rewritten uncompressed.
+    pub compressed_rewrites: u64,
+    /// Head or tail copies read from the backing chain.
+    pub backing_reads: u64,
+    /// Extended-L2 writes that needed no copy at all.
+    pub subcluster_no_copy: u64,
+    /// New L2 tables (empty).
+    pub new_l2_tables: u64,
+    /// L2 tables shared with a snapshot, copied.
+    pub l2_copies: u64,
+    /// Refcount blocks added.
+    pub new_refcount_blocks: u64,
+    /// Refcount table growths.
+    pub refcount_table_growths: u64,
+    /// Clusters zeroed or discarded through their L2 entry.
+    pub zeroed_entries: u64,
+    /// Host clusters whose refcount dropped to 0.
+    pub freed: u64,
+    /// Flushes that wrote metadata.
+    pub metadata_flushes: u64,
+}
+
 /// The write engine of one read-write qcow2 image (the top layer of its
 /// chain). See the module documentation.
 #[derive(Clone, Debug)]
@@ -384,6 +416,7 @@ pub struct WriteEngine {
     dirty_rt: List<MAX_NEW_BLOCKS>,
     dirty_l1: List<MAX_DIRTY_L1>,
     pending_frees: List<MAX_PENDING_FREES>,
+    stats: WriteStats,
 }
 
 fn to_usize(v: u64) -> Result<usize> {
@@ -471,6 +504,7 @@ impl WriteEngine {
             dirty_rt: List::new(),
             dirty_l1: List::new(),
             pending_frees: List::new(),
+            stats: WriteStats::default(),
         };
         if header.version >= 3 {
             let mut changed = false;
@@ -506,6 +540,11 @@ impl WriteEngine {
     /// change when the table grows).
     pub fn refcount_table(&self) -> (u64, u32) {
         (self.refcount_table_offset, self.refcount_table_clusters)
+    }
+
+    /// What the engine has done so far.
+    pub fn stats(&self) -> WriteStats {
+        self.stats
     }
 
     /// Whether the engine stopped after an overlap or a failed metadata
@@ -652,6 +691,11 @@ impl WriteEngine {
 
     fn flush_inner<B: WriteBackend + ?Sized>(&mut self, b: &mut B) -> Result<()> {
         let cs = self.geometry.cluster_size();
+        let wrote_metadata = !self.new_blocks.is_empty()
+            || !self.dirty_rt.is_empty()
+            || !self.dirty_blocks.is_empty()
+            || !self.dirty_l2.is_empty()
+            || !self.dirty_l1.is_empty();
         // 1. New refcount blocks, then the table entries naming them.
         if !self.new_blocks.is_empty() || !self.dirty_rt.is_empty() {
             for i in 0..self.new_blocks.len {
@@ -711,6 +755,9 @@ impl WriteEngine {
         // 4. The dropped references are durably gone: decrement.
         let pending = self.pending_frees;
         self.pending_frees.clear();
+        if wrote_metadata {
+            self.stats.metadata_flushes += 1;
+        }
         for &off in pending.as_slice() {
             self.decrement(b, off)?;
         }
@@ -769,6 +816,7 @@ impl WriteEngine {
         }
         self.set_refcount(b, host, rc - 1)?;
         if rc == 1 {
+            self.stats.freed += 1;
             let cluster = host >> self.geometry.cluster_bits();
             self.free_hint = self.free_hint.min(cluster).max(1);
             b.released(host, self.geometry.cluster_size())?;
@@ -843,6 +891,7 @@ impl WriteEngine {
                 b.set_refcount_table_entry(index, host)?;
                 self.new_blocks.insert(host)?;
                 self.dirty_rt.insert(index)?;
+                self.stats.new_refcount_blocks += 1;
                 self.end_cluster = self.end_cluster.max(c + 1);
                 continue;
             }
@@ -862,6 +911,7 @@ impl WriteEngine {
         index: u64,
     ) -> Result<()> {
         self.flush_inner(b)?;
+        self.stats.refcount_table_growths += 1;
         let r = self.grow_refcount_table_inner(b, scratch, index);
         if r.is_err() {
             // The in-memory table may not match the file any more.
@@ -1170,6 +1220,7 @@ impl WriteEngine {
         match self.l2_for_read(b, pos)? {
             None => {
                 let new = self.alloc(b, scratch)?;
+                self.stats.new_l2_tables += 1;
                 self.dirty_l2.insert(new)?;
                 b.with_table(TableKind::L2, new, Access::Fresh, |t| t.fill(0))?;
                 self.set_l1(b, index, new | FLAG_COPIED)?;
@@ -1187,6 +1238,7 @@ impl WriteEngine {
                     return Ok(table);
                 }
                 let new = self.alloc(b, scratch)?;
+                self.stats.l2_copies += 1;
                 b.with_table(TableKind::L2, table, Access::Read, |t| {
                     scratch.copy_from_slice(t)
                 })?;
@@ -1206,7 +1258,7 @@ impl WriteEngine {
     /// Fills `buf` (guest bytes at `guest`, a part of the cluster) per
     /// `fill`; `in_cluster` is `buf`'s offset in the cluster.
     fn fill<B: WriteBackend + ?Sized>(
-        &self,
+        &mut self,
         b: &mut B,
         buf: &mut [u8],
         guest: u64,
@@ -1223,6 +1275,7 @@ impl WriteEngine {
                     buf.fill(0);
                     return Ok(());
                 }
+                self.stats.backing_reads += 1;
                 let avail = to_usize(self.size.saturating_sub(guest).min(buf.len() as u64))?;
                 let (head, tail) = buf.split_at_mut(avail);
                 tail.fill(0);
@@ -1249,7 +1302,7 @@ impl WriteEngine {
     /// `[ic, ic + n)`.
     #[allow(clippy::too_many_arguments)]
     fn stage<B: WriteBackend + ?Sized, S: Source + ?Sized>(
-        &self,
+        &mut self,
         b: &mut B,
         scratch: &mut [u8],
         base: u64,
@@ -1325,6 +1378,8 @@ impl WriteEngine {
             L2Entry::Compressed(d) => {
                 let request = self.compressed_request(&d)?;
                 let new = self.alloc(b, scratch)?;
+                self.stats.compressed_rewrites += 1;
+                self.stats.allocated += 1;
                 if whole {
                     self.write_direct(b, src, new, n)?;
                 } else {
@@ -1344,6 +1399,7 @@ impl WriteEngine {
                     });
                 }
                 if rc == 1 {
+                    self.stats.in_place += 1;
                     self.write_direct(b, src, host_offset + ic as u64, n)?;
                     if raw & FLAG_COPIED == 0 {
                         self.l2_set(b, table, index, raw | FLAG_COPIED, 0)?;
@@ -1351,12 +1407,15 @@ impl WriteEngine {
                     return Ok(());
                 }
                 let new = self.alloc(b, scratch)?;
+                self.stats.shared_copies += 1;
+                self.stats.allocated += 1;
                 self.fill_and_write(b, scratch, base, ic, n, src, Fill::Host(host_offset), new)?;
                 self.l2_set(b, table, index, new | FLAG_COPIED, 0)?;
                 self.defer_free(host_offset, g.cluster_size())
             }
             L2Entry::Unallocated => {
                 let new = self.alloc(b, scratch)?;
+                self.stats.allocated += 1;
                 self.fill_and_write(b, scratch, base, ic, n, src, Fill::Backing, new)?;
                 self.l2_set(b, table, index, new | FLAG_COPIED, 0)
             }
@@ -1368,11 +1427,13 @@ impl WriteEngine {
                         return Err(Error::CorruptRefcount { offset: host });
                     }
                     if rc == 1 {
+                        self.stats.in_place += 1;
                         self.fill_and_write(b, scratch, base, ic, n, src, Fill::Zero, host)?;
                         return self.l2_set(b, table, index, host | FLAG_COPIED, 0);
                     }
                 }
                 let new = self.alloc(b, scratch)?;
+                self.stats.allocated += 1;
                 self.fill_and_write(b, scratch, base, ic, n, src, Fill::Zero, new)?;
                 self.l2_set(b, table, index, new | FLAG_COPIED, 0)?;
                 if host != 0 {
@@ -1456,12 +1517,18 @@ impl WriteEngine {
                     return Err(Error::CorruptRefcount { offset: h });
                 }
                 if rc == 1 {
+                    self.stats.in_place += 1;
                     (h, None)
                 } else {
+                    self.stats.shared_copies += 1;
+                    self.stats.allocated += 1;
                     (self.alloc(b, scratch)?, Some(h))
                 }
             }
-            None => (self.alloc(b, scratch)?, None),
+            None => {
+                self.stats.allocated += 1;
+                (self.alloc(b, scratch)?, None)
+            }
         };
         let head_partial = ic > start;
         let tail_partial = ic + n < end;
@@ -1491,6 +1558,7 @@ impl WriteEngine {
             let direct = (!head_partial || matches!(head_fill, Fill::Host(_)))
                 && (!tail_partial || matches!(tail_fill, Fill::Host(_)));
             if direct {
+                self.stats.subcluster_no_copy += 1;
                 self.write_direct(b, src, target + ic as u64, n)?;
             } else {
                 let head = scratch.get_mut(start..ic).ok_or(Error::Internal)?;
@@ -1606,6 +1674,7 @@ impl WriteEngine {
             },
         };
         if new_raw != raw || new_bitmap != bitmap {
+            self.stats.zeroed_entries += 1;
             self.l2_set(b, table, index, new_raw, new_bitmap)?;
         }
         if let Some((off, len)) = release {
