@@ -26,5 +26,8 @@ pub mod host_write;
 #[cfg(feature = "std")]
 pub mod fuzzing;
 
+#[cfg(feature = "std")]
+pub mod fuzzing_write;
+
 #[cfg(test)]
 mod unit_tests;
