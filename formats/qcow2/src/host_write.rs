@@ -17,8 +17,8 @@ use crate::format::compressed::max_compressed_len;
 use crate::format::header::HEADER_READ_LEN;
 use crate::format::write::SliceSource;
 use crate::format::{
-    Access, CompressedRead, Error, Header, LayerFormat, Result, Storage, TableKind, WriteBackend,
-    WriteEngine,
+    Access, CompressedRead, Error, Header, LayerFormat, MappingKind, Qcow2Layer, Result, Storage,
+    TableKind, Tables, WriteBackend, WriteEngine,
 };
 use crate::host::{HostDecompressor, Image};
 
@@ -75,6 +75,7 @@ pub struct SimFile {
     syncs: u64,
     crash_after: Option<u64>,
     crashed: bool,
+    fail_write: Option<u64>,
 }
 
 impl SimFile {
@@ -91,6 +92,12 @@ impl SimFile {
     /// the next write).
     pub fn crash_after(&mut self, n: u64) {
         self.crash_after = Some(self.writes + n);
+    }
+
+    /// Makes write number `n` (counted from now) fail with `EIO`, once,
+    /// without writing anything; the file keeps working after it.
+    pub fn fail_write(&mut self, n: u64) {
+        self.fail_write = Some(self.writes + n);
     }
 
     /// Whether the power was lost.
@@ -157,6 +164,11 @@ impl ImageFile for SimFile {
 
     fn write_at(&mut self, buf: &[u8], offset: u64) -> Result<()> {
         self.check()?;
+        if self.fail_write == Some(self.writes + 1) {
+            self.fail_write = None;
+            self.writes += 1;
+            return Err(Error::Io(EIO));
+        }
         apply(&mut self.current, offset, buf);
         self.pending.push((offset, buf.to_vec()));
         self.writes += 1;
@@ -360,9 +372,27 @@ impl<F: ImageFile> WriteBackend for HostBackend<F> {
     }
 }
 
+/// The read side's view of the top layer's tables: the same L1 and cache
+/// the engine changes, so reads see every write, flushed or not.
+impl<F: ImageFile> Tables for HostBackend<F> {
+    fn l1_entry(&mut self, _layer: usize, index: u32) -> Result<u64> {
+        WriteBackend::l1_entry(self, index)
+    }
+
+    fn with_l2_table<R, Fun: FnOnce(&[u8]) -> R>(
+        &mut self,
+        _layer: usize,
+        offset: u64,
+        f: Fun,
+    ) -> Result<R> {
+        self.with_table(TableKind::L2, offset, Access::Read, |t| f(t))
+    }
+}
+
 /// A qcow2 image opened for writing (the top layer; backing files are only
 /// read), over an [`ImageFile`].
 pub struct WritableImage<F: ImageFile> {
+    header: Header,
     engine: WriteEngine,
     backend: HostBackend<F>,
     scratch: Vec<u8>,
@@ -434,6 +464,7 @@ impl<F: ImageFile> WritableImage<F> {
         };
         let engine = WriteEngine::open(&header, &mut backend, file_len, has_backing)?;
         let image = WritableImage {
+            header,
             engine,
             backend,
             scratch: vec![0u8; cs],
@@ -450,6 +481,44 @@ impl<F: ImageFile> WritableImage<F> {
             data.len() as u64,
             &mut SliceSource::new(data),
         )
+    }
+
+    /// Reads guest bytes at `offset` through the engine's tables (the read
+    /// side's `Qcow2Layer::map` over the same L1 and cache), so unflushed
+    /// writes are seen, as a driver's reads must see them.
+    pub fn read_at(&mut self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let layer = Qcow2Layer::new(&self.header, self.engine.file_len())?;
+        let cs = layer.geometry().cluster_len();
+        let mut cluster = Vec::new();
+        let mut pos = 0usize;
+        while pos < buf.len() {
+            let at = offset + pos as u64;
+            let want = (buf.len() - pos) as u64;
+            let m = layer.map(&mut self.backend, 0, at, want)?;
+            let n = m.len as usize;
+            let out = &mut buf[pos..pos + n];
+            match m.kind {
+                MappingKind::Unallocated => self.backend.read_backing(at, out)?,
+                MappingKind::Zero => out.fill(0),
+                MappingKind::Data { host_offset } => self.backend.file.read_at(out, host_offset)?,
+                MappingKind::Compressed { descriptor } => {
+                    let (host_offset, len) = descriptor.read_range(self.engine.file_len())?;
+                    let request = CompressedRead {
+                        layer: 0,
+                        host_offset,
+                        len: len as usize,
+                        compression: layer.compression(),
+                        cluster_size: cs,
+                    };
+                    cluster.resize(cs, 0);
+                    self.backend.read_compressed(&request, &mut cluster)?;
+                    let start = layer.geometry().offset_in_cluster(at) as usize;
+                    out.copy_from_slice(&cluster[start..start + n]);
+                }
+            }
+            pos += n;
+        }
+        Ok(())
     }
 
     /// Makes `len` bytes at `offset` read as zeros.
