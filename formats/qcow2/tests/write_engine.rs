@@ -466,6 +466,30 @@ cases! {
 
 // ---- crash ordering ----
 
+/// The image file `disk` survived a crash or an error: `qemu-img check`
+/// finds no corruption (leaks are fine: exit 0 or 3), and it reads as
+/// `expected` outside the `unknown` ranges.
+fn assert_survived(dir: &Path, disk: &[u8], expected: &[u8], unknown: &[(u64, u64)], what: &str) {
+    let p = dir.join("survivor.qcow2");
+    fs::write(&p, disk).unwrap();
+    let (code, text) = check(&p);
+    assert!(
+        code == 0 || code == 3,
+        "{what}: qemu-img check exit {code} (corruption):\n{text}"
+    );
+    let got = oracle(dir, &p, &[]);
+    let mut mask = vec![false; got.len()];
+    for &(off, len) in unknown {
+        mask[off as usize..(off + len) as usize].fill(true);
+    }
+    if let Some(i) = (0..got.len()).find(|&i| !mask[i] && got[i] != expected[i]) {
+        panic!(
+            "{what}: byte {i:#x} reads {:#x}, not {:#x}",
+            got[i], expected[i]
+        );
+    }
+}
+
 /// Runs `case` over a [`SimFile`] that loses power after a random write,
 /// `crashes` times.
 fn crash_case(name: &str, case: Case, crashes: u64) {
@@ -551,24 +575,7 @@ fn crash_case(name: &str, case: Case, crashes: u64) {
         let mut pick = Rng::new(seed ^ 0xdead);
         let disk = w.file().crashed_image(|| pick.below(2) == 0);
         drop(w);
-        let crashed = dir.path().join("crashed.qcow2");
-        fs::write(&crashed, &disk).unwrap();
-        let (code, text) = check(&crashed);
-        assert!(
-            code == 0 || code == 3,
-            "{what}: qemu-img check exit {code} (corruption):\n{text}"
-        );
-        let got = oracle(dir.path(), &crashed, &[]);
-        let mut mask = vec![false; got.len()];
-        for (off, len) in since {
-            mask[off as usize..(off + len) as usize].fill(true);
-        }
-        if let Some(i) = (0..got.len()).find(|&i| !mask[i] && got[i] != flushed[i]) {
-            panic!(
-                "{what}: byte {i:#x} flushed earlier reads {:#x}, not {:#x}",
-                got[i], flushed[i]
-            );
-        }
+        assert_survived(dir.path(), &disk, &flushed, &since, &what);
     }
     assert!(
         seen_crash_in_flush || crashes < 10,
@@ -707,24 +714,7 @@ fn io_error_case(name: &str, case: Case, rounds: u64) {
             .unwrap_or_else(|e| panic!("{what}: close after the error: {e}"));
         let disk = w.file().current().to_vec();
         drop(w);
-        let p = dir.path().join("eio.qcow2");
-        fs::write(&p, &disk).unwrap();
-        let (code, text) = check(&p);
-        assert!(
-            code == 0 || code == 3,
-            "{what}: qemu-img check exit {code}:\n{text}"
-        );
-        let got = oracle(dir.path(), &p, &[]);
-        let mut mask = vec![false; got.len()];
-        for (off, len) in unknown {
-            mask[off as usize..(off + len) as usize].fill(true);
-        }
-        if let Some(i) = (0..got.len()).find(|&i| !mask[i] && got[i] != model[i]) {
-            panic!(
-                "{what}: byte {i:#x} reads {:#x}, not {:#x}",
-                got[i], model[i]
-            );
-        }
+        assert_survived(dir.path(), &disk, &model, &unknown, &what);
     }
     assert!(
         failed_flushes > 0 || rounds < 10,
