@@ -38,8 +38,10 @@
 //! subclusters zero), so they read as zeros and never as backing data;
 //! with `unmap` (always for discard, and for compressed or shared
 //! clusters) the host cluster is released, otherwise a cluster with
-//! refcount 1 stays allocated. Partial clusters, and every zeroing on
-//! version 2, are written as zeros. Discard ignores partial clusters and
+//! refcount 1 stays allocated. With extended L2 the subclusters a
+//! partial range covers whole get their zero bit by an L2 change alone.
+//! Other partial clusters, and every zeroing on version 2, are written
+//! as zeros. Discard ignores partial clusters and
 //! is refused (a no-op) on version 2 images with a backing file, where
 //! an unallocated cluster would show backing data. The L2 entry always
 //! changes before the old cluster is released.
@@ -378,6 +380,8 @@ pub struct WriteStats {
     pub refcount_table_growths: u64,
     /// Clusters zeroed or discarded through their L2 entry.
     pub zeroed_entries: u64,
+    /// Extended-L2 partial zeroings done by setting subcluster zero bits.
+    pub subcluster_zeroes: u64,
     /// Host clusters whose refcount dropped to 0.
     pub freed: u64,
     /// Flushes that wrote metadata.
@@ -628,6 +632,8 @@ impl WriteEngine {
             let last = pos + n == self.size && self.geometry.offset_in_cluster(pos) == 0;
             if n == cs || last {
                 self.zero_cluster(backend, scratch, pos, unmap, FLAG_ZERO)?;
+            } else if self.geometry.extended_l2() {
+                self.zero_subclusters(backend, scratch, pos, n)?;
             } else {
                 self.write_cluster(backend, scratch, pos, n, &mut ZeroSource)?;
             }
@@ -1585,6 +1591,64 @@ impl WriteEngine {
         }
         if let Some(old) = shared_old {
             self.defer_free(old, g.cluster_size())?;
+        }
+        Ok(())
+    }
+
+    /// Zeroes `n` bytes at guest `pos` inside one cluster of an extended-L2
+    /// image: the subclusters they cover whole get their zero bit (and
+    /// lose their allocation bit) by an L2 change alone; the partial
+    /// subclusters at either end are written as zeros, as is everything
+    /// in a compressed cluster (QEMU's `zero_l2_subclusters`).
+    fn zero_subclusters<B: WriteBackend + ?Sized>(
+        &mut self,
+        b: &mut B,
+        scratch: &mut [u8],
+        pos: u64,
+        n: u64,
+    ) -> Result<()> {
+        let g = self.geometry;
+        let sc = 1u64 << g.subcluster_bits();
+        let ic = g.offset_in_cluster(pos);
+        let base = pos - ic;
+        let first = ic.div_ceil(sc);
+        let last = if pos + n == self.size {
+            (ic + n).div_ceil(sc)
+        } else {
+            (ic + n) / sc
+        };
+        if first >= last {
+            return self.write_cluster(b, scratch, pos, n, &mut ZeroSource);
+        }
+        self.prepare(b)?;
+        let table = self.l2_for_write(b, scratch, pos)?;
+        let index = g.l2_index(pos);
+        let (raw, bitmap) = self.l2_get(b, table, index)?;
+        match decode_l2_entry(&g, raw, bitmap)? {
+            L2Entry::Subclusters { alloc, zero, .. } => {
+                // last - first < 32 here (a whole cluster takes the other path).
+                let mask = (((1u64 << (last - first)) - 1) << first) as u32;
+                let new = (u64::from(zero | mask) << 32) | u64::from(alloc & !mask);
+                if new != bitmap {
+                    self.stats.subcluster_zeroes += 1;
+                    self.l2_set(b, table, index, raw, new)?;
+                }
+            }
+            _ => return self.write_cluster(b, scratch, pos, n, &mut ZeroSource),
+        }
+        let head_end = (first * sc).min(ic + n);
+        if head_end > ic {
+            self.write_cluster(b, scratch, pos, head_end - ic, &mut ZeroSource)?;
+        }
+        let tail_start = (last * sc).max(ic);
+        if tail_start < ic + n {
+            self.write_cluster(
+                b,
+                scratch,
+                base + tail_start,
+                ic + n - tail_start,
+                &mut ZeroSource,
+            )?;
         }
         Ok(())
     }
