@@ -393,6 +393,7 @@ impl<F: ImageFile> Tables for HostBackend<F> {
 /// read), over an [`ImageFile`].
 pub struct WritableImage<F: ImageFile> {
     header: Header,
+    file_len_at_open: u64,
     engine: WriteEngine,
     backend: HostBackend<F>,
     scratch: Vec<u8>,
@@ -465,6 +466,7 @@ impl<F: ImageFile> WritableImage<F> {
         let engine = WriteEngine::open(&header, &mut backend, file_len, has_backing)?;
         let image = WritableImage {
             header,
+            file_len_at_open: file_len,
             engine,
             backend,
             scratch: vec![0u8; cs],
@@ -487,7 +489,8 @@ impl<F: ImageFile> WritableImage<F> {
     /// side's `Qcow2Layer::map` over the same L1 and cache), so unflushed
     /// writes are seen, as a driver's reads must see them.
     pub fn read_at(&mut self, buf: &mut [u8], offset: u64) -> Result<()> {
-        let layer = Qcow2Layer::new(&self.header, self.engine.file_len())?;
+        let mut layer = Qcow2Layer::new(&self.header, self.file_len_at_open)?;
+        layer.grow_file_len(self.engine.file_len());
         let cs = layer.geometry().cluster_len();
         let mut cluster = Vec::new();
         let mut pos = 0usize;
