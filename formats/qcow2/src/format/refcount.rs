@@ -82,7 +82,8 @@ impl RefcountGeometry {
         if bits >= 8 {
             let bytes = bits / 8;
             let start = index.checked_mul(bytes).ok_or(Error::Internal)?;
-            let field = block.get(start..start + bytes).ok_or(Error::Internal)?;
+            let end = start.checked_add(bytes).ok_or(Error::Internal)?;
+            let field = block.get(start..end).ok_or(Error::Internal)?;
             Ok(field.iter().fold(0u64, |v, &b| (v << 8) | u64::from(b)))
         } else {
             let bit = index.checked_mul(bits).ok_or(Error::Internal)?;
@@ -100,7 +101,8 @@ impl RefcountGeometry {
         if bits >= 8 {
             let bytes = bits / 8;
             let start = index.checked_mul(bytes).ok_or(Error::Internal)?;
-            let field = block.get_mut(start..start + bytes).ok_or(Error::Internal)?;
+            let end = start.checked_add(bytes).ok_or(Error::Internal)?;
+            let field = block.get_mut(start..end).ok_or(Error::Internal)?;
             let be = value.to_be_bytes();
             field.copy_from_slice(be.get(8 - bytes..).ok_or(Error::Internal)?);
         } else {

@@ -423,6 +423,20 @@ pub struct WriteEngine {
     stats: WriteStats,
 }
 
+/// `dst.copy_from_slice(src)`, an error instead of a panic on a length
+/// mismatch (a cache handing out a table of the wrong size).
+fn copy_exact(dst: &mut [u8], src: &[u8]) -> Result<()> {
+    if dst.len() != src.len() {
+        return Err(Error::BufferSize {
+            what: Structure::L2Table,
+            expected: dst.len() as u64,
+            got: src.len() as u64,
+        });
+    }
+    dst.copy_from_slice(src);
+    Ok(())
+}
+
 fn to_usize(v: u64) -> Result<usize> {
     usize::try_from(v).map_err(|_| Error::Internal)
 }
@@ -759,12 +773,16 @@ impl WriteEngine {
             self.unsynced = false;
         }
         // 4. The dropped references are durably gone: decrement.
-        let pending = self.pending_frees;
+        // Taken off the list first: a failed decrement then leaks rather
+        // than being applied twice. decrement() never queues, so the
+        // items stay as they are while we walk them.
+        let pending = self.pending_frees.len;
         self.pending_frees.clear();
         if wrote_metadata {
             self.stats.metadata_flushes += 1;
         }
-        for &off in pending.as_slice() {
+        for i in 0..pending {
+            let off = *self.pending_frees.items.get(i).ok_or(Error::Internal)?;
             self.decrement(b, off)?;
         }
         Ok(())
@@ -1246,12 +1264,12 @@ impl WriteEngine {
                 let new = self.alloc(b, scratch)?;
                 self.stats.l2_copies += 1;
                 b.with_table(TableKind::L2, table, Access::Read, |t| {
-                    scratch.copy_from_slice(t)
-                })?;
+                    copy_exact(scratch, t)
+                })??;
                 self.dirty_l2.insert(new)?;
                 b.with_table(TableKind::L2, new, Access::Fresh, |t| {
-                    t.copy_from_slice(scratch)
-                })?;
+                    copy_exact(t, scratch)
+                })??;
                 self.set_l1(b, index, new | FLAG_COPIED)?;
                 self.defer_free(table, self.geometry.cluster_size())?;
                 Ok(new)
