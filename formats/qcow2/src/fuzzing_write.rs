@@ -10,7 +10,7 @@
 //! the operations. Each operation is 8 bytes: byte 0 the kind (bits 0-1:
 //! write, write-zeroes, discard, flush; bit 2 unmap), bytes 1-4 the
 //! offset, bytes 5-7 the length (both reduced into the disk); at most
-//! [`MAX_OPS`] operations.
+//! [`MAX_OPS`] operations covering [`WRITE_BUDGET`] bytes together.
 //!
 //! Checks, over a [`SimFile`]: nothing panics and the engine never
 //! reports [`Error::Internal`] or a buffer-size error. On a fresh image
@@ -34,6 +34,10 @@ use crate::host_write::{SimFile, WritableImage};
 
 /// Most operations one input runs.
 pub const MAX_OPS: usize = 64;
+/// Most bytes all operations of one input cover together (operations
+/// past it are skipped): with 512-byte clusters every cluster costs an
+/// overlap check over the L1 and refcount tables.
+pub const WRITE_BUDGET: u64 = 2 << 20;
 
 fn put(buf: &mut [u8], at: usize, bytes: &[u8]) {
     buf[at..at + bytes.len()].copy_from_slice(bytes);
@@ -231,6 +235,7 @@ pub fn write(data: &[u8]) {
     };
     let disk = model.as_ref().map(|m| m.len() as u64).unwrap_or(0);
     let mut failed = false;
+    let mut budget = WRITE_BUDGET;
     for chunk in ops.chunks_exact(8).take(MAX_OPS) {
         if disk == 0 {
             break;
@@ -239,6 +244,12 @@ pub fn write(data: &[u8]) {
         let off = u64::from(u32::from_le_bytes([chunk[1], chunk[2], chunk[3], chunk[4]])) % disk;
         let len = (u64::from(chunk[5]) | u64::from(chunk[6]) << 8 | u64::from(chunk[7]) << 16)
             .clamp(1, disk - off);
+        if kind & 3 != 3 {
+            if len > budget {
+                continue;
+            }
+            budget -= len;
+        }
         let r = match kind & 3 {
             0 => {
                 let bytes: Vec<u8> = (0..len).map(|i| (i as u8) ^ kind ^ 0x5a).collect();
