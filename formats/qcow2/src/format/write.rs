@@ -412,6 +412,9 @@ pub struct WriteEngine {
     file_len: u64,
     /// One past the highest cluster index in use or allocated.
     end_cluster: u64,
+    /// One past the last non-zero refcount table entry (the overlap check
+    /// walks only these).
+    rt_used: u64,
     free_hint: u64,
     unsynced: bool,
     dirty_l2: List<MAX_DIRTY_TABLES>,
@@ -514,6 +517,7 @@ impl WriteEngine {
             stopped: false,
             file_len,
             end_cluster: file_clusters.max(1),
+            rt_used: 0,
             free_hint: 1,
             unsynced: false,
             dirty_l2: List::new(),
@@ -524,6 +528,12 @@ impl WriteEngine {
             pending_frees: List::new(),
             stats: WriteStats::default(),
         };
+        for r in (0..rt_entries).rev() {
+            if backend.refcount_table_entry(r)? != 0 {
+                engine.rt_used = r + 1;
+                break;
+            }
+        }
         if header.version >= 3 {
             let mut changed = false;
             if header.autoclear_features != 0 {
@@ -913,6 +923,7 @@ impl WriteEngine {
                     rg.set(t, entry, 1)
                 })??;
                 b.set_refcount_table_entry(index, host)?;
+                self.rt_used = self.rt_used.max(index + 1);
                 self.new_blocks.insert(host)?;
                 self.dirty_rt.insert(index)?;
                 self.stats.new_refcount_blocks += 1;
@@ -1011,6 +1022,7 @@ impl WriteEngine {
                     Ok(())
                 })??;
                 b.set_refcount_table_entry(r, block)?;
+                self.rt_used = self.rt_used.max(r + 1);
                 self.check_overlap(b, block, cs, Some((Structure::RefcountBlock, block)))?;
                 b.write_table(TableKind::Refcount, block)?;
             } else {
@@ -1131,7 +1143,7 @@ impl WriteEngine {
                 return Ok(Some(Structure::SnapshotL1Table));
             }
         }
-        for r in 0..b.refcount_table_len() {
+        for r in 0..self.rt_used.min(b.refcount_table_len()) {
             let block = b.refcount_table_entry(r)? & REFCOUNT_TABLE_OFFSET_MASK;
             if block != 0 && hit(Structure::RefcountBlock, block, cs) {
                 return Ok(Some(Structure::RefcountBlock));
