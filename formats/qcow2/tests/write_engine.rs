@@ -2,7 +2,8 @@
 //!
 //! Each case builds an image with qemu-img/qemu-io (v2 or v3, 512 B to
 //! 2 MiB clusters, extended L2, refcount widths 1 to 64 bits, zlib and
-//! zstd compressed clusters, qcow2 and raw backing files, an internal
+//! zstd compressed clusters, qcow2 and raw backing files, a three-layer
+//! chain, an internal
 //! snapshot, lazy refcounts), takes `qemu-img convert -O raw` as the
 //! model, applies a seeded random sequence of writes, write-zeroes,
 //! discards and flushes to both, closes the image and then requires:
@@ -77,6 +78,8 @@ enum Backing {
     None,
     Qcow2,
     Raw,
+    /// top -> mid.qcow2 (some clusters) -> base.raw (shorter)
+    Chain,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -163,6 +166,28 @@ fn build(dir: &Path, case: &Case, seed: u64) -> (PathBuf, Vec<u64>) {
             let base_len = (case.size / 2 + 1234) as usize;
             write_raw(dir, "base.raw", &common::mixed_data(base_len, seed ^ 0xc));
             opts.push_str(",backing_file=base.raw,backing_fmt=raw");
+        }
+        Backing::Chain => {
+            let base_len = (case.size / 3) as usize;
+            write_raw(dir, "base.raw", &common::mixed_data(base_len, seed ^ 0xd));
+            let mid = dir.join("mid.qcow2");
+            qemu_img(&[
+                "create",
+                "-f",
+                "qcow2",
+                "-o",
+                "cluster_size=32768,backing_file=base.raw,backing_fmt=raw",
+                s(&mid),
+                &size,
+            ]);
+            let q = case.size / 4;
+            let cmds = [
+                format!("write -P 0x77 {} 100000", q),
+                format!("write -z {} 65536", 2 * q),
+            ];
+            let refs: Vec<&str> = cmds.iter().map(String::as_str).collect();
+            qemu_io(&mid, &refs);
+            opts.push_str(",backing_file=mid.qcow2,backing_fmt=qcow2");
         }
     }
     qemu_img(&["create", "-f", "qcow2", "-o", &opts, s(&img), &size]);
@@ -441,6 +466,8 @@ macro_rules! cases {
 cases! {
     v3_64k: BASE;
     v3_64k_qcow2_backing: Case { backing: Backing::Qcow2, ..BASE };
+    v3_16k_three_layer_chain: Case { cluster: 16384, backing: Backing::Chain, ..BASE };
+    extended_32k_three_layer_chain: Case { extended: true, cluster: 32768, backing: Backing::Chain, ..BASE };
     v3_512_refcount64: Case { cluster: 512, refcount_bits: 64, size: 3 << 20, ops: 150, dense: true, ..BASE };
     v3_512_refcount1: Case { cluster: 512, refcount_bits: 1, size: 2 << 20, ..BASE };
     v3_1k_refcount2_raw_backing: Case { cluster: 1024, refcount_bits: 2, backing: Backing::Raw, ..BASE };
