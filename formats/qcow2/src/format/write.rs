@@ -53,9 +53,12 @@
 //! are queued. [`WriteEngine::flush`] then:
 //! 1. writes new refcount blocks, syncs, and writes the refcount table
 //!    entries that point at them (only when blocks were added);
-//! 2. writes the dirty refcount blocks and syncs: every new reference's
-//!    count, and the data written so far, are durable;
-//! 3. writes the dirty L2 tables, then the dirty L1 entries, and syncs;
+//! 2. writes the dirty refcount blocks and the L2 tables allocated since
+//!    the last flush, and syncs: every new reference's count, every new
+//!    table, and the data written so far, are durable;
+//! 3. writes the other dirty L2 tables, then the dirty L1 entries, and
+//!    syncs (an L1 entry thus never names a table that is not on disk:
+//!    its cluster may have held anything before, e.g. freed data);
 //! 4. only now applies the queued decrements (the references they drop
 //!    are durably gone) and returns freed clusters to the allocator.
 //!
@@ -418,6 +421,9 @@ pub struct WriteEngine {
     free_hint: u64,
     unsynced: bool,
     dirty_l2: List<MAX_DIRTY_TABLES>,
+    /// L2 tables allocated or copied since the last flush (also in
+    /// `dirty_l2`): written before the sync that precedes the L1 update.
+    new_l2: List<MAX_DIRTY_TABLES>,
     dirty_blocks: List<MAX_DIRTY_TABLES>,
     new_blocks: List<MAX_NEW_BLOCKS>,
     dirty_rt: List<MAX_NEW_BLOCKS>,
@@ -521,6 +527,7 @@ impl WriteEngine {
             free_hint: 1,
             unsynced: false,
             dirty_l2: List::new(),
+            new_l2: List::new(),
             dirty_blocks: List::new(),
             new_blocks: List::new(),
             dirty_rt: List::new(),
@@ -756,18 +763,31 @@ impl WriteEngine {
             self.wrote(off, cs);
         }
         self.dirty_blocks.clear();
+        // New L2 tables too: their cluster may have held anything (a
+        // freed data cluster), so they must be durable before an L1 entry
+        // names them.
+        for i in 0..self.new_l2.len {
+            let off = self.new_l2.get(i).ok_or(Error::Internal)?;
+            self.check_overlap(b, off, cs, Some((Structure::L2Table, off)))?;
+            b.write_table(TableKind::L2, off)?;
+            self.wrote(off, cs);
+        }
         if self.unsynced {
             b.sync()?;
             self.unsynced = false;
         }
-        // 3. L2 tables, then L1 entries.
+        // 3. L2 tables (but the new ones, just written), then L1 entries.
         for i in 0..self.dirty_l2.len {
             let off = self.dirty_l2.get(i).ok_or(Error::Internal)?;
+            if self.new_l2.contains(off) {
+                continue;
+            }
             self.check_overlap(b, off, cs, Some((Structure::L2Table, off)))?;
             b.write_table(TableKind::L2, off)?;
             self.wrote(off, cs);
         }
         self.dirty_l2.clear();
+        self.new_l2.clear();
         for i in 0..self.dirty_l1.len {
             let index = self.dirty_l1.get(i).ok_or(Error::Internal)?;
             let index = u32::try_from(index).map_err(|_| Error::Internal)?;
@@ -1163,6 +1183,7 @@ impl WriteEngine {
     /// Flushes if a dirty list runs low, so one cluster's work always fits.
     fn prepare<B: WriteBackend + ?Sized>(&mut self, b: &mut B) -> Result<()> {
         if self.dirty_l2.room() < 3
+            || self.new_l2.room() < 3
             || self.dirty_blocks.room() < 8
             || self.new_blocks.room() < 4
             || self.dirty_rt.room() < 4
@@ -1258,6 +1279,7 @@ impl WriteEngine {
                 let new = self.alloc(b, scratch)?;
                 self.stats.new_l2_tables += 1;
                 self.dirty_l2.insert(new)?;
+                self.new_l2.insert(new)?;
                 b.with_table(TableKind::L2, new, Access::Fresh, |t| t.fill(0))?;
                 self.set_l1(b, index, new | FLAG_COPIED)?;
                 Ok(new)
@@ -1279,6 +1301,7 @@ impl WriteEngine {
                     copy_exact(scratch, t)
                 })??;
                 self.dirty_l2.insert(new)?;
+                self.new_l2.insert(new)?;
                 b.with_table(TableKind::L2, new, Access::Fresh, |t| {
                     copy_exact(t, scratch)
                 })??;
