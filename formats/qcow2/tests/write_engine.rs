@@ -204,12 +204,12 @@ fn build(dir: &Path, case: &Case, seed: u64) -> (PathBuf, Vec<u64>) {
             hot.push(c * cs);
             match i % 4 {
                 0 => cmds.push(format!("write -P {} {} {}", 0x11 + i, c * cs, cs)),
-                1 => cmds.push(format!(
-                    "write -P {} {} {}",
-                    0x21 + i,
-                    c * cs + 512 * rng.below(cs / 512),
-                    512 * (1 + rng.below(8))
-                )),
+                1 => {
+                    // Inside its cluster (the next one may be compressed).
+                    let len = (512 * (1 + rng.below(8))).min(cs);
+                    let at = c * cs + 512 * rng.below((cs - len) / 512 + 1);
+                    cmds.push(format!("write -P {} {} {}", 0x21 + i, at, len))
+                }
                 2 if case.compression.is_some() || !case.v2 => {
                     if case.compression.is_some() {
                         cmds.push(format!("write -c -P {} {} {}", 0x31 + i, c * cs, cs))
@@ -370,7 +370,19 @@ fn run_case(name: &str, case: Case) {
             }
         }
         for i in 0..case.ops {
-            let op = random_op(&mut rng, case.size, case.cluster, &hot);
+            let mut op = random_op(&mut rng, case.size, case.cluster, &hot);
+            // Halfway, release a quarter of the disk twice over, so every
+            // sequence frees clusters and reuses them afterwards.
+            let q = case.size / 4;
+            if i == case.ops / 2 {
+                op = Op::Discard { off: 0, len: q };
+            } else if i == case.ops / 2 + 1 {
+                op = Op::Zeroes {
+                    off: 2 * q,
+                    len: q,
+                    unmap: true,
+                };
+            }
             apply_image(&mut w, &op).unwrap_or_else(|e| panic!("{what}: op {i} {op:?}: {e}"));
             apply_model(&mut model, &op, &case);
             // Reads see the writes before any flush.

@@ -565,10 +565,16 @@ impl WriteEngine {
         self.geometry
     }
 
-    /// The image file's length as far as the engine has written it (the
-    /// read side's layer must use it after writes).
+    /// The image file's length once everything allocated so far is
+    /// written (new tables may still be only in the cache): what the
+    /// read side's layer must take ([`super::layer::Qcow2Layer::grow_file_len`])
+    /// so that it reads new tables and clusters.
     pub fn file_len(&self) -> u64 {
-        self.file_len
+        let allocated = self
+            .end_cluster
+            .checked_shl(self.geometry.cluster_bits())
+            .unwrap_or(u64::MAX);
+        self.file_len.max(allocated)
     }
 
     /// The current refcount table offset and size in clusters (they
