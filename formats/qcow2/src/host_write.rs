@@ -211,6 +211,7 @@ pub struct HostBackend<F: ImageFile> {
     rt: Vec<u64>,
     cache: HashMap<(TableKind, u64), CacheEntry>,
     capacity: usize,
+    evictions: u64,
     backing: Backing,
     decompressor: HostDecompressor,
 }
@@ -252,6 +253,7 @@ impl<F: ImageFile> HostBackend<F> {
         let victim = self.cache.iter().find(|(_, e)| !e.pinned).map(|(k, _)| *k);
         if let Some(k) = victim {
             self.cache.remove(&k);
+            self.evictions += 1;
         }
     }
 }
@@ -401,14 +403,16 @@ pub struct WritableImage<F: ImageFile> {
 
 impl WritableImage<File> {
     /// Opens the image at `path` read-write; its backing chain (names
-    /// relative to the image's directory) is opened read-only.
+    /// relative to the image's directory) is opened read-only. The table
+    /// cache is the smallest the engine allows (68 tables), so that
+    /// eviction happens as it would in a driver.
     pub fn open(path: &Path) -> Result<WritableImage<File>> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .open(path)
             .map_err(|e| io_error(&e))?;
-        Self::with_file(file, Some(path), usize::MAX)
+        Self::with_file(file, Some(path), 0)
     }
 }
 
@@ -460,6 +464,7 @@ impl<F: ImageFile> WritableImage<F> {
             rt,
             cache: HashMap::new(),
             capacity: cache_tables.max(2 * crate::format::write::MAX_DIRTY_TABLES + 4),
+            evictions: 0,
             backing,
             decompressor: HostDecompressor,
         };
@@ -549,6 +554,11 @@ impl<F: ImageFile> WritableImage<F> {
     /// The engine.
     pub fn engine(&self) -> &WriteEngine {
         &self.engine
+    }
+
+    /// How many tables the cache has evicted so far.
+    pub fn cache_evictions(&self) -> u64 {
+        self.backend.evictions
     }
 
     /// The file.

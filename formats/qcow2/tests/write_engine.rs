@@ -406,6 +406,12 @@ fn run_case(name: &str, case: Case) {
         assert!(all == model, "{what}: reads before close");
         w.close().unwrap_or_else(|e| panic!("{what}: close: {e}"));
         expect_coverage(&what, &case, &w.engine().stats());
+        if case.dense {
+            assert!(
+                w.cache_evictions() > 0,
+                "{what}: the table cache never evicted"
+            );
+        }
         drop(w);
         assert_clean(&img, &what);
         assert_compare(&model, &img, dir.path(), &what);
