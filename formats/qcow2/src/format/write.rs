@@ -41,10 +41,15 @@
 //! refcount 1 stays allocated. With extended L2 the subclusters a
 //! partial range covers whole get their zero bit by an L2 change alone.
 //! Other partial clusters, and every zeroing on version 2, are written
-//! as zeros. Discard ignores partial clusters and
-//! is refused (a no-op) on version 2 images with a backing file, where
-//! an unallocated cluster would show backing data. The L2 entry always
-//! changes before the old cluster is released.
+//! as zeros. Discard ignores partial clusters and is refused (a no-op)
+//! on version 2 images with a backing file, where an unallocated cluster
+//! would show backing data. The L2 entry always changes before the old
+//! cluster is released.
+//!
+//! Every operation takes `&mut self`: the caller runs one request at a
+//! time against an image (a driver holds its lock across the request,
+//! and its reads go through the same L1 and cache, with the layer's file
+//! length raised to [`WriteEngine::file_len`]).
 //!
 //! # Crash ordering
 //! A request changes L2 entries, L1 entries and refcount increments in
@@ -66,7 +71,8 @@
 //! is referenced while its count is 0, COPIED never disagrees with a
 //! durable count, and a freed cluster is reused only after its old
 //! reference is gone. A guest flush costs two syncs (three when
-//! refcount blocks were added). The engine's dirty lists have fixed
+//! refcount blocks were added, one when only data was written in place,
+//! none when nothing was written). The engine's dirty lists have fixed
 //! sizes; when one runs low the engine flushes by itself, as it does when
 //! [`WriteBackend::wants_writeback`] asks for it.
 //!
