@@ -29,7 +29,7 @@ use common::{oracle, qemu_img, qemu_io, s, tempdir, write_raw, Rng};
 use format_test_support::require_qemu;
 use qcow2_format::host::{errno, Image};
 use qcow2_format::host_write::{ImageFile, SimFile, WritableImage};
-use qcow2_format::{Error, WriteStats};
+use qcow2_format::{Error, Structure, WriteStats};
 
 fn soak() -> u64 {
     std::env::var("QCOW2_WRITE_SOAK")
@@ -867,12 +867,22 @@ fn clears_autoclear_bits_and_lazy_dirty_bit() {
 /// Plants an L2 entry of guest cluster 0 pointing at `target(header
 /// bytes)` and checks that a write there fails with EIO, marks the image
 /// corrupt and leaves the metadata alone.
-fn planted_overlap(name: &str, target: impl Fn(&[u8], u64) -> u64) {
+fn planted_overlap(want: Structure, target: impl Fn(&[u8], u64) -> u64) {
+    planted_overlap_in(want, false, target)
+}
+
+/// [`planted_overlap`], optionally with an internal snapshot (the L2
+/// table is then shared and copied first; the planted entry comes along).
+fn planted_overlap_in(want: Structure, snapshot: bool, target: impl Fn(&[u8], u64) -> u64) {
+    let name = want.name();
     require_qemu();
     let dir = tempdir();
     let img = dir.path().join("a.qcow2");
     qemu_img(&["create", "-f", "qcow2", s(&img), "4M"]);
     qemu_io(&img, &["write -P 0xaa 0 64k", "write -P 0xbb 1M 64k"]);
+    if snapshot {
+        qemu_img(&["snapshot", "-c", "s1", s(&img)]);
+    }
     let bytes = fs::read(&img).unwrap();
     let l1 = header_u64(&bytes, 40);
     let l2 = header_u64(&bytes, l1 as usize) & 0x00ff_ffff_ffff_fe00;
@@ -881,7 +891,10 @@ fn planted_overlap(name: &str, target: impl Fn(&[u8], u64) -> u64) {
     let before = fs::read(&img).unwrap();
     let mut w = WritableImage::open(&img).unwrap();
     let e = w.write_at(&[0x55; 4096], 0).expect_err(name);
-    assert!(matches!(e, Error::MetadataOverlap { .. }), "{name}: {e}");
+    assert!(
+        matches!(e, Error::MetadataOverlap { what, .. } if what == want),
+        "{name}: {e}"
+    );
     assert_eq!(errno(&e), libc::EIO, "{name}");
     let e = w.write_at(&[0x55; 4096], 1 << 20).expect_err(name);
     assert_eq!(e, Error::WriterStopped, "{name}");
@@ -900,25 +913,38 @@ fn planted_overlap(name: &str, target: impl Fn(&[u8], u64) -> u64) {
 
 #[test]
 fn overlap_l1_table() {
-    planted_overlap("L1", |h, _| header_u64(h, 40));
+    planted_overlap(Structure::L1Table, |h, _| header_u64(h, 40));
 }
 
 #[test]
 fn overlap_refcount_table() {
-    planted_overlap("refcount table", |h, _| header_u64(h, 48));
+    planted_overlap(Structure::RefcountTable, |h, _| header_u64(h, 48));
 }
 
 #[test]
 fn overlap_refcount_block() {
-    planted_overlap("refcount block", |h, _| {
+    planted_overlap(Structure::RefcountBlock, |h, _| {
         let rt = header_u64(h, 48) as usize;
         header_u64(h, rt)
     });
 }
 
 #[test]
+fn overlap_snapshot_table() {
+    planted_overlap_in(Structure::SnapshotTable, true, |h, _| header_u64(h, 64));
+}
+
+#[test]
+fn overlap_snapshot_l1_table() {
+    planted_overlap_in(Structure::SnapshotL1Table, true, |h, _| {
+        let table = header_u64(h, 64) as usize;
+        header_u64(h, table)
+    });
+}
+
+#[test]
 fn overlap_own_l2_table() {
-    planted_overlap("L2", |_, l2| l2);
+    planted_overlap(Structure::L2Table, |_, l2| l2);
 }
 
 /// A guest flush costs about two syncs, however many clusters it covers.
