@@ -2,6 +2,8 @@
 #
 #   make boot      the main job: boot Debian from a zstd-compressed qcow2 root
 #                  through the loop-file-fmt initramfs (BOOT_ARGS=--shell: a shell there)
+#   make netboot   PXE-boot the same root from an image store on the host
+#                  (SOURCE=nfs|cifs|nbd, default nfs; NETBOOT_ARGS=...)
 #   make deps      install what is missing (Debian packages, rust-src, bindgen)
 #   make kernel    build the test kernel into the cache (no-op when cached)
 #   make modules   build the kernel modules against KDIR (default: that kernel)
@@ -58,7 +60,7 @@ endif
 GEN_UAPI := drivers/block/loop_file_fmt/generated/uapi.rs
 UAPI_H := include/uapi/linux/loop_file_fmt.h
 
-.PHONY: all bench fuzz boot deps kernel modules tools test test-host test-guest test-debug kunit clippy fmt clean
+.PHONY: all bench fuzz boot netboot deps kernel modules tools test test-host test-guest test-debug kunit clippy fmt clean
 
 all: modules tools
 
@@ -94,6 +96,10 @@ fmt:
 
 boot: deps
 	@scripts/qemu-boot/boot $(BOOT_ARGS)
+
+SOURCE ?= nfs
+netboot: deps
+	@scripts/netboot/netboot --source $(SOURCE) $(NETBOOT_ARGS)
 
 bench: deps
 	@bench/run $(BENCH_ARGS)

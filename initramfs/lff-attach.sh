@@ -12,11 +12,18 @@
 #                         inside lff.src when that is given
 #   lff.src=SOURCE        file system to mount first, read-only, to find
 #                         IMAGE in: a device (/dev/vdb, LABEL=x, UUID=y), a
-#                         9p tag, an NFS server:/export, a CIFS //host/share
+#                         9p tag, an NFS server:/export, a CIFS //host/share,
+#                         or an NBD export nbd:HOST[:PORT][/EXPORT] whose
+#                         bytes are the image (connected with nbd-client
+#                         over netlink: the kernel holds the socket, no
+#                         process stays behind, so it survives switch_root)
 #   lff.srcfstype=TYPE    its type (default: probed for devices; required
 #                         for network sources: 9p, nfs, cifs, ...)
 #   lff.srcflags=OPTS     its mount options (9p default:
-#                         trans=virtio,version=9p2000.L,msize=512000)
+#                         trans=virtio,version=9p2000.L,msize=512000; for
+#                         nfs/nfs4 and cifs with an IPv4 server, addr=/ip=
+#                         are added, which the kernel needs without a
+#                         mount helper)
 #   lff.format=FMT        qcow2, raw, or auto (qcow2 magic probed; default;
 #                         refused together with lff.ro=0)
 #   lff.ro=0|1            attach and mount read-only (default 1)
@@ -51,7 +58,7 @@ lff_fail() { # step message
 lff_parse_cmdline() {
 	LFF_IMAGE='' LFF_SRC='' LFF_SRCFSTYPE='' LFF_SRCFLAGS='' LFF_FORMAT=auto LFF_RO=1
 	LFF_FSTYPE='' LFF_FLAGS='' LFF_OVERLAY=0 LFF_TIMEOUT=30 LFF_RESCUE=shell
-	LFF_DEV='' LFF_FMT='' LFF_STEP='' LFF_ERR=''
+	LFF_DEV='' LFF_FMT='' LFF_STEP='' LFF_ERR='' LFF_NBD_DEV='' LFF_IP=''
 	mkdir -p "$LFF_RUN"
 	# shellcheck disable=SC2013,SC2034
 	for x in $(cat /proc/cmdline); do
@@ -67,6 +74,7 @@ lff_parse_cmdline() {
 		lff.overlay=*) LFF_OVERLAY=${x#lff.overlay=} ;;
 		lff.timeout=*) LFF_TIMEOUT=${x#lff.timeout=} ;;
 		lff.rescue=*) LFF_RESCUE=${x#lff.rescue=} ;;
+		ip=*) LFF_IP=${x#ip=} ;;
 		esac
 	done
 	case $LFF_RO in 0|no|off) LFF_RO=0 ;; *) LFF_RO=1 ;; esac
@@ -106,6 +114,7 @@ lff_is_dev_spec() {
 # Mounts lff.src (if given) read-only at $LFF_RUN/src.
 lff_mount_source() {
 	[ -n "$LFF_SRC" ] || return 0
+	case $LFF_SRC in nbd:*) lff_nbd_connect; return ;; esac
 	_src=$LFF_SRC _type=$LFF_SRCFSTYPE _opts=$LFF_SRCFLAGS
 	if lff_is_dev_spec "$_src"; then
 		_src=$(lff_wait_dev "$LFF_SRC" "source device") ||
@@ -118,6 +127,16 @@ lff_mount_source() {
 	if [ "$_type" = 9p ] && [ -z "$_opts" ]; then
 		_opts=trans=virtio,version=9p2000.L,msize=512000
 	fi
+	# Without mount.nfs or mount.cifs the kernel wants the server's address
+	# as an option.
+	case $_type in
+	nfs|nfs4) _host=${_src%%:*} _ao=addr= ;;
+	cifs|smb3) _host=${_src#//}; _host=${_host%%/*} _ao=ip= ;;
+	*) _host='' _ao='' ;;
+	esac
+	if lff_is_ipv4 "$_host"; then
+		case ,$_opts, in *,$_ao*) ;; *) _opts=${_opts:+$_opts,}$_ao$_host ;; esac
+	fi
 	if [ "$LFF_RO" = 1 ]; then _opts=ro${_opts:+,$_opts}; else _opts=rw${_opts:+,$_opts}; fi
 	mkdir -p "$LFF_RUN/src"
 	lff_log "mounting source $_src${_type:+ ($_type)} on $LFF_RUN/src"
@@ -126,7 +145,13 @@ lff_mount_source() {
 	_n=0
 	while ! mount ${_type:+-t "$_type"} -o "$_opts" "$_src" "$LFF_RUN/src" 2>"$LFF_RUN/mount.err"; do
 		_n=$((_n + 1))
-		if [ $_n -ge "$LFF_TIMEOUT" ]; then
+		# A server that answered no (wrong credentials, no such export)
+		# will not change its mind: fail at once.
+		_final=0
+		case $_type in nfs|nfs4|cifs|smb3)
+			! grep -q -e 'Permission denied' -e 'No such file' "$LFF_RUN/mount.err" || _final=1 ;;
+		esac
+		if [ $_final = 1 ] || [ $_n -ge "$LFF_TIMEOUT" ]; then
 			lff_fail "source" "cannot mount $_src${_type:+ (type $_type)} with -o $_opts: $(cat "$LFF_RUN/mount.err")"
 			return 1
 		fi
@@ -136,7 +161,7 @@ lff_mount_source() {
 
 # Finds the image, loads the drivers and attaches it: sets LFF_DEV, LFF_FMT.
 lff_attach() {
-	[ -n "$LFF_IMAGE" ] || { lff_fail "parameters" "no lff.image= on the kernel command line"; return 1; }
+	[ -n "$LFF_IMAGE" ] || [ -n "$LFF_NBD_DEV" ] || { lff_fail "parameters" "no lff.image= on the kernel command line"; return 1; }
 	case $LFF_FORMAT in
 	auto)
 		if [ "$LFF_RO" = 0 ]; then
@@ -145,7 +170,9 @@ lff_attach() {
 		fi ;;
 	*[!a-z0-9_-]*|'') lff_fail "parameters" "lff.format=$LFF_FORMAT is not a format name"; return 1 ;;
 	esac
-	if [ -n "$LFF_SRC" ]; then
+	if [ -n "$LFF_NBD_DEV" ]; then
+		_img=$LFF_NBD_DEV
+	elif [ -n "$LFF_SRC" ]; then
 		_img=$LFF_RUN/src/${LFF_IMAGE#/}
 		[ -e "$_img" ] || { lff_fail "image" "$LFF_IMAGE not found in $LFF_SRC (looked for $_img)"; return 1; }
 	elif lff_is_dev_spec "$LFF_IMAGE"; then
@@ -205,6 +232,84 @@ lff_overlay() { # lower target
 	mount -t overlay -o "lowerdir=$1,upperdir=$LFF_RUN/rw/upper,workdir=$LFF_RUN/rw/work" \
 		lff-root "$2" 2>"$LFF_RUN/mount.err" ||
 		lff_fail "overlay" "overlay mount on $2: $(cat "$LFF_RUN/mount.err")" || return 1
+}
+
+lff_is_ipv4() { # string
+	case $1 in ''|*[!0-9.]*|*..*|.*|*.) return 1 ;; esac
+	# shellcheck disable=SC2046,SC2086
+	[ $(echo "$1" | tr '.' ' ' | wc -w) = 4 ]
+}
+
+# Connects lff.src=nbd:HOST[:PORT][/EXPORT] to a free /dev/nbdN, read-only,
+# retrying a refused connection until the timeout; sets LFF_NBD_DEV.
+# nbd-client configures the kernel over netlink and exits: the kernel owns
+# the socket, so nothing in the data path dies at switch_root.
+lff_nbd_connect() {
+	_spec=${LFF_SRC#nbd:}
+	_export=
+	case $_spec in */*) _export=${_spec#*/} _spec=${_spec%%/*} ;; esac
+	_host=${_spec%%:*} _port=10809
+	[ "$_host" = "$_spec" ] || _port=${_spec#*:}
+	case $_port in ''|*[!0-9]*) lff_fail "source" "lff.src=$LFF_SRC: the port '$_port' is not a number"; return 1 ;; esac
+	[ -n "$_host" ] || { lff_fail "source" "lff.src=$LFF_SRC names no server"; return 1; }
+	command -v nbd-client >/dev/null ||
+		{ lff_fail "source" "lff.src=$LFF_SRC: no nbd-client in this initramfs"; return 1; }
+	_dev=
+	for _b in /sys/block/nbd*; do
+		[ -e "$_b/size" ] || continue
+		if [ "$(cat "$_b/size")" = 0 ]; then _dev=/dev/${_b##*/}; break; fi
+	done
+	[ -n "$_dev" ] || { lff_fail "source" "no free /dev/nbdN (the kernel needs BLK_DEV_NBD, and nbd.nbds_max > 0)"; return 1; }
+	lff_log "nbd-client ${_export:+-N $_export }$_host $_port $_dev (read-only)"
+	_n=0
+	while ! nbd-client ${_export:+-N "$_export"} "$_host" "$_port" "$_dev" -readonly >"$LFF_RUN/nbd.err" 2>&1; do
+		_n=$((_n + 1))
+		# A server that answers and refuses (an unknown export) will not
+		# change its mind; a refused connection may be a server starting.
+		if grep -qi -e 'export' -e 'server error' -e 'negotiat' "$LFF_RUN/nbd.err" || [ $_n -ge "$LFF_TIMEOUT" ]; then
+			lff_fail "source" "nbd-client ${_export:+-N $_export }$_host $_port $_dev: $(tr '\n' ' ' <"$LFF_RUN/nbd.err")"
+			return 1
+		fi
+		sleep 1
+	done
+	LFF_NBD_DEV=$_dev
+	# With netlink nbd-client configures the device and exits.
+	if pidof nbd-client >/dev/null 2>&1; then
+		lff_log "warning: nbd-client still runs (pid $(pidof nbd-client)): it will die at switch_root"
+	else
+		lff_log "nbd-client has exited: the kernel holds the connection"
+	fi
+	lff_log "connected $_dev: $(( $(cat "/sys/block/${_dev#/dev/}/size") / 2048 )) MiB from $_host:$_port${_export:+ export $_export}"
+}
+
+# Brings the network up for ip=dhcp (also ip=on, ip=any, ip=:::::IF:dhcp)
+# with busybox udhcpc: our own initramfs only (initramfs-tools and dracut
+# do their own). Nothing to do without ip=, or with ip=off/none.
+lff_net_up() {
+	case $LFF_IP in
+	''|off|none) return 0 ;;
+	dhcp|on|any|both|*:dhcp) ;;
+	*) lff_fail "network" "ip=$LFF_IP: only ip=dhcp is read by this initramfs"; return 1 ;;
+	esac
+	_if=eth0
+	case $LFF_IP in *:*:*:*:*:*:*) _f=${LFF_IP#*:*:*:*:*:}; _f=${_f%%:*}; [ -z "$_f" ] || _if=$_f ;; esac
+	ip link set lo up 2>/dev/null
+	_n=0
+	while [ ! -e "/sys/class/net/$_if" ]; do
+		_n=$((_n + 1))
+		[ $_n -lt $((LFF_TIMEOUT * 4)) ] ||
+			{ lff_fail "network" "no network interface $_if (present: $(ls /sys/class/net | tr '\n' ' '))"; return 1; }
+		sleep 0.25
+	done
+	ip link set "$_if" up
+	lff_log "DHCP on $_if (up to ${LFF_TIMEOUT}s)"
+	# -t tries -T seconds apart, -n: give up then, -q: quit once bound.
+	if ! udhcpc -i "$_if" -f -q -n -t $(( (LFF_TIMEOUT + 1) / 2 )) -T 2 \
+		-s /lib/lff/udhcpc.script >"$LFF_RUN/dhcp.log" 2>&1; then
+		lff_fail "network" "no DHCP answer on $_if within ${LFF_TIMEOUT}s: $(tail -2 "$LFF_RUN/dhcp.log" | tr '\n' ' ')"
+		return 1
+	fi
+	lff_log "network: $(ip -4 -o addr show dev "$_if" | awk '{print $4}') on $_if, via $(ip route | awk '/^default/ {print $3}')"
 }
 
 # Prints the file system type on a device, or nothing (then mount probes;

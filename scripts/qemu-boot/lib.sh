@@ -19,7 +19,8 @@ lff_die() { echo "error: $*" >&2; exit 1; }
 #                     otherwise takes the newest installed, and libclang 19
 #                     rejects the flags 6.12 gives clang 14)
 #   LFF_KCONFIG_RENAMES  OLD=NEW pairs applied to the config fragment(s):
-#                     Kconfig symbols renamed since 6.12
+#                     Kconfig symbols renamed since 6.12; OLD= (no NEW)
+#                     drops a symbol that became part of another
 LFF_KVERS="6.12 7.3"
 LFF_KVER_DEFAULT=6.12
 KVER=${KVER:-$LFF_KVER_DEFAULT}
@@ -35,7 +36,8 @@ case $KVER in
 	LFF_KSRC_SUITE=trixie-backports
 	LFF_KSRC_TARBALL=${LFF_KSRC_TARBALL:-$LFF_CACHE/src/linux-source-7.3.tar.xz}
 	LFF_LLVM=-19 LFF_LIBCLANG_DIR=/usr/lib/llvm-19/lib
-	LFF_KCONFIG_RENAMES="PROC_SYSCTL=SYSCTL"
+	# NFS_V4_1: NFSv4.1 is no longer optional once NFS_V4 is set.
+	LFF_KCONFIG_RENAMES="PROC_SYSCTL=SYSCTL NFS_V4_1="
 	;;
 *)
 	lff_die "KVER=$KVER is not a supported kernel; supported: ${LFF_KVERS// /, } (default $LFF_KVER_DEFAULT)"
@@ -63,7 +65,11 @@ lff_kconfig_text() {
 		fi
 		local sed_args=()
 		for r in $LFF_KCONFIG_RENAMES; do
-			sed_args+=(-e "s/^CONFIG_${r%%=*}=/CONFIG_${r#*=}=/" -e "s/^# CONFIG_${r%%=*} is not set/# CONFIG_${r#*=} is not set/")
+			if [ -z "${r#*=}" ]; then
+				sed_args+=(-e "/^CONFIG_${r%%=*}=/d" -e "/^# CONFIG_${r%%=*} is not set/d")
+			else
+				sed_args+=(-e "s/^CONFIG_${r%%=*}=/CONFIG_${r#*=}=/" -e "s/^# CONFIG_${r%%=*} is not set/# CONFIG_${r#*=} is not set/")
+			fi
 		done
 		sed "${sed_args[@]}" "$f"
 	done

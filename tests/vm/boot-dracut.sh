@@ -17,7 +17,7 @@ boot_run "dracut $fmt disk" --initrd "$initrd" --format "$fmt" --source disk
 boot_expect "dracut's mount hook mounted it on /sysroot" '^lff: \[[0-9.]+\] mounting /dev/lff[0-9]+ .*on /sysroot'
 boot_expect "the hook attached the image" "^lff: \[[0-9.]+\] attached .* as /dev/lff[0-9]+ \(format $fmt, read-only\)"
 boot_expect "the switched-to system printed its marker" '^=== switched to the image root: LFF-BOOT-MARKER'
-boot_expect "lsblk shows lffN mounted on /" '^lff[0-9]+ +253:[0-9]+ .* /$'
+boot_expect "lsblk shows lffN mounted on /" '^lff[0-9]+ +[0-9]+:[0-9]+ .* /$'
 boot_root_expect "fstype=ext4" "format=$fmt" "device-ro=1" "backing=/dev/vda"
 boot_expect "/ is on /dev/lffN" '^LFF-ROOT: dev=/dev/lff[0-9]+ '
 boot_done

@@ -15,7 +15,7 @@ boot_run "disk $fmt" --format "$fmt" --source disk
 boot_expect "the initramfs attached the image" "^lff: \[[0-9.]+\] attached /dev/vda as /dev/lff[0-9]+ \(format $fmt, read-only\)"
 boot_expect "the switched-to system printed its marker" '^=== switched to the image root: LFF-BOOT-MARKER rootfs-[0-9a-f]+: Debian'
 boot_expect "its /etc/os-release is Debian's" '^PRETTY_NAME="Debian GNU/Linux'
-boot_expect "lsblk shows lffN mounted on /" '^lff[0-9]+ +253:[0-9]+ .* /$'
+boot_expect "lsblk shows lffN mounted on /" '^lff[0-9]+ +[0-9]+:[0-9]+ .* /$'
 boot_root_expect "fstype=ext4" "format=$fmt" "device-ro=1" "overlay=0" "root-writable=no" "backing=/dev/vda"
 boot_expect "/ is on /dev/lffN" '^LFF-ROOT: dev=/dev/lff[0-9]+ '
 boot_done

@@ -1,0 +1,114 @@
+#!/bin/bash
+# `make netboot` non-interactively: PXE (iPXE, QEMU's DHCP and TFTP, HTTP)
+# into the loop-file-fmt initramfs, which brings the network up by DHCP and
+# boots the zstd-compressed qcow2 root into Debian's systemd
+# (multi-user.target) from real servers on 127.0.0.1:
+# nfs-ganesha (NFSv4.1), smbd (SMB 3.1.1) and qemu-nbd (the image's raw
+# bytes). Then a qcow2 overlay whose backing file lies beside it on the
+# NFS share, NFS through the initramfs-tools hook, and the failures, each
+# at its named step within its timeout: server down, export missing, image missing, wrong SMB password, wrong NBD
+# export name, no DHCP answer.
+. "$(dirname "$0")/lib/boot.sh"
+BOOT=$ROOT/scripts/netboot/netboot
+SUMMARY=$(mktemp)
+STORE=$(mktemp -d)
+trap 'rm -rf "$BOOT_LOG" "$SUMMARY" "$STORE"' EXIT
+
+# nb_run NAME [netboot options]: like boot_run, and the summary line.
+nb_run() {
+	BOOT_NAME=$1; shift
+	local t0=$SECONDS
+	"$BOOT" --quiet --timeout 150 --log "$BOOT_LOG" "$@" >"$SUMMARY" 2>&1
+	BOOT_RC=$?
+	BOOT_SECS=$((SECONDS - t0))
+	echo "# $BOOT_NAME: exit $BOOT_RC in ${BOOT_SECS}s: $(tail -1 "$SUMMARY")"
+}
+nb_summary_expect() { # description ERE
+	if tail -1 "$SUMMARY" | grep -Eq -- "$2"; then boot_ok "$1"; else boot_bad "$1 (summary: $(tail -1 "$SUMMARY"))"; fi
+}
+# No server of this test may outlive its run.
+nb_none_left() {
+	local left
+	left=$(pgrep -a -f 'lff-netboot\.' || true)
+	[ -z "$left" ] && boot_ok "no server left running" || boot_bad "left running: $left"
+}
+pxe_checks() {
+	# iPXE prints on the VGA console, which is off: the HTTP bytes on the
+	# link (and no -kernel on QEMU's command line) show the PXE path.
+	boot_expect "the initramfs brought the network up by DHCP" '^lff: \[[0-9.]+\] network: 10\.0\.2\.15/24 on eth0, via 10\.0\.2\.2'
+	nb_summary_expect "the kernel and initramfs came over HTTP" 'PXE: [1-9][0-9]{3,} KiB kernel\+initramfs over HTTP'
+}
+
+for src in nfs cifs nbd; do
+	nb_run "$src qcow2 systemd" --source "$src" --init systemd
+	[ $BOOT_RC = 0 ] && boot_ok "netboot exits 0" || boot_bad "netboot exits $BOOT_RC"
+	pxe_checks
+	boot_expect "the switched-to Debian printed its marker" '^=== switched to the image root: LFF-BOOT-MARKER rootfs-[0-9a-f]+: Debian'
+	boot_expect "from Debian's systemd at multi-user.target, no unit failed" '^LFF-INIT: systemd reached active multi-user.target; 0 failed units'
+	boot_expect "the client counted the bytes it fetched" "^LFF-NET: .*$src-bytes-read=[1-9][0-9]{6,}"
+	nb_summary_expect "the summary has the client's count" "client: $src-bytes-read=[1-9]"
+	boot_root_expect "fstype=ext4" "format=qcow2" "device-ro=1" "root-writable=no"
+	case $src in
+	nbd)
+		boot_expect "nbd-client connected the export" '^lff: \[[0-9.]+\] connected /dev/nbd0: [0-9]+ MiB from 10\.0\.2\.2:[0-9]+ export root$'
+		boot_expect "and exited: no daemon in the data path" '^lff: \[[0-9.]+\] nbd-client has exited: the kernel holds the connection'
+		boot_root_expect "backing=/dev/nbd0" ;;
+	*)
+		boot_expect "the store was mounted" "^lff: \[[0-9.]+\] mounting source .* \($( [ $src = nfs ] && echo nfs4 || echo cifs)\) on /run/lff/src"
+		boot_root_expect "backing=/run/lff/src/root.qcow2" ;;
+	esac
+	nb_summary_expect "the summary names the source and the bytes fetched" "^netboot: OK: $src, qcow2 image root\.qcow2 on /dev/lff[0-9]+ .*: [1-9][0-9]* KiB of the image over $src in [1-9] connection"
+	nb_summary_expect "and the time to the marker" 'marker [0-9.]+ s after power-on'
+	nb_none_left
+	boot_done
+done
+
+# A per-lab overlay over one base image, both on the share.
+imgdir=$("$ROOT/scripts/qemu-boot/build-rootfs" --path)
+ln "$imgdir/root.qcow2" "$STORE/base.qcow2" 2>/dev/null || cp "$imgdir/root.qcow2" "$STORE/base.qcow2"
+qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 "$STORE/lab.qcow2"
+nb_run "nfs overlay on a backing file" --no-build --init demo --source nfs --store "$STORE" --image lab.qcow2
+[ $BOOT_RC = 0 ] && boot_ok "netboot exits 0" || boot_bad "netboot exits $BOOT_RC"
+boot_expect "the marker of the base image" '^=== switched to the image root: LFF-BOOT-MARKER'
+boot_root_expect "format=qcow2" "backing=/run/lff/src/lab.qcow2"
+boot_done
+
+# NFS through the initramfs-tools hook: its own network bring-up (klibc
+# ipconfig for ip=dhcp, configure_networking), our local-top script.
+if itr=$("$ROOT/scripts/qemu-boot/gen-initramfs" initramfs-tools --no-build); then
+	nb_run "initramfs-tools nfs systemd" --no-build --initrd "$itr" --source nfs --init systemd
+	[ $BOOT_RC = 0 ] && boot_ok "netboot exits 0" || boot_bad "netboot exits $BOOT_RC"
+	boot_expect "initramfs-tools ran our local-top script" 'Begin: Running /scripts/local-top'
+	boot_expect "its ipconfig got the lease" '^IP-Config: [a-z0-9]+ complete \(dhcp from 10\.0\.2\.2\)'
+	boot_expect "the hook mounted the NFS store" '^lff: \[[0-9.]+\] mounting source 10\.0\.2\.2:/img \(nfs4\) on /run/lff/src'
+	boot_expect "systemd reached multi-user.target" '^LFF-INIT: systemd reached active multi-user.target; 0 failed units'
+	boot_root_expect "format=qcow2" "backing=/run/lff/src/root.qcow2"
+	nb_summary_expect "the summary" '^netboot: OK: nfs, qcow2 image root\.qcow2 on /dev/lff[0-9]+ .*init systemd'
+	nb_none_left
+	boot_done
+else
+	BOOT_NAME="initramfs-tools nfs"; boot_bad "gen-initramfs initramfs-tools failed"
+fi
+
+# Failures: the named step, well within the timeout, the servers gone.
+fail_case() { # name step reason-ERE max-seconds netboot-options...
+	local name=$1 stepname=$2 reason=$3 max=$4
+	shift 4
+	nb_run "$name" --no-build --append "lff.timeout=10" "$@"
+	[ $BOOT_RC = 1 ] && boot_ok "netboot exits 1" || boot_bad "netboot exits $BOOT_RC, wanted 1"
+	boot_expect "fails at step '$stepname'" "^lff: \*\*\* boot from the image FAILED at step '$stepname' \*\*\*"
+	boot_expect "with the reason" "$reason"
+	boot_expect "and powers off" '^lff-init: lff.rescue=poweroff: powering off'
+	nb_summary_expect "the summary says so" "^netboot: FAILED: .*FAILED at step '$stepname'"
+	[ $BOOT_SECS -le "$max" ] && boot_ok "within ${max}s (${BOOT_SECS}s)" || boot_bad "took ${BOOT_SECS}s, more than ${max}s"
+	nb_none_left
+	boot_done
+}
+fail_case "nfs server down" source '^lff: cannot mount 10\.0\.2\.2:/img \(type nfs4\)' 90 --source nfs --server-down
+fail_case "nfs export missing" source '^lff: cannot mount 10\.0\.2\.2:/no-such-export \(type nfs4\).*No such file' 40 --source nfs --export /no-such-export
+fail_case "image missing" image '^lff: /no-such\.qcow2 not found in 10\.0\.2\.2:/img' 60 --source nfs --image no-such.qcow2
+fail_case "smb wrong password" source '^lff: cannot mount //10\.0\.2\.2/img \(type cifs\).*Permission denied' 40 --source cifs --smb-pass wrong-password
+fail_case "nbd export name wrong" source '^lff: nbd-client -N no-such-export 10\.0\.2\.2 [0-9]+ /dev/nbd0: ' 60 --source nbd --export no-such-export
+fail_case "nbd server down" source '^lff: nbd-client -N root 10\.0\.2\.2 [0-9]+ /dev/nbd0: ' 90 --source nbd --server-down
+fail_case "no DHCP answer" network '^lff: no DHCP answer on eth0 within 10s' 60 --source nfs --no-dhcp
+boot_finish
