@@ -18,6 +18,7 @@
 //! | [`compressed`] | compressed descriptor decoding, `read_range`, and `CompressedRead::load` over fuzzed file bytes |
 //! | [`decompress`] | the host deflate/zstd decompressors on fuzzed streams, one cluster of output |
 //! | [`snapshots`] | the snapshot table walk, `span_equals`, `find_snapshot`, `Qcow2Layer::from_snapshot` |
+//! | [`crate::fuzzing_write::write`] | the write engine over fresh or fuzzed images, checked against a model and the refcounts |
 
 use std::format;
 use std::io::Read;
@@ -59,6 +60,7 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("compressed", compressed),
     ("decompress", decompress),
     ("snapshots", snapshots),
+    ("write", crate::fuzzing_write::write),
 ];
 
 /// The harness called `name`, if any.
