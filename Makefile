@@ -80,13 +80,27 @@ $(GEN_UAPI): $(UAPI_H) drivers/block/loop_file_fmt/uapi_numbers.h
 		--allowlist-type 'lff_.*' --allowlist-var 'LFF_.*' \
 		-o $@ -- -Iinclude/uapi
 
+# Objects built against one kernel tree are not all rebuilt when KDIR
+# names another (seen: modules for a tree with a different config read
+# backing file sizes wrong), so a change of tree cleans first.
+define same_tree
+	@k=$$(realpath $(KDIR)); \
+	if [ -f .lff-kdir ] && [ "$$(cat .lff-kdir)" != "$$k" ]; then \
+		echo "modules: last built against $$(cat .lff-kdir); cleaning for $$k"; \
+		$(MAKE) -s -C $(KDIR) M=$(ROOT) LLVM=$(LLVM) clean; \
+	fi; \
+	echo "$$k" >.lff-kdir
+endef
+
 modules: kernel $(GEN_UAPI)
+	$(same_tree)
 	@PATH="$$HOME/.cargo/bin:$$PATH" $(MAKE) -s -C $(KDIR) $(KMAKE_FLAGS) modules
 
 tools: deps
 	@cargo build --release --quiet -p losetup-fmt
 
 clippy: kernel $(GEN_UAPI)
+	$(same_tree)
 	@PATH="$$HOME/.cargo/bin:$$PATH" $(MAKE) -s -C $(KDIR) $(KMAKE_FLAGS) CLIPPY=1 modules
 	@cargo clippy --quiet --all-targets -- -D warnings
 
@@ -126,5 +140,5 @@ kunit: deps
 
 clean:
 	@[ ! -d "$(KDIR)" ] || $(MAKE) -s -C $(KDIR) M=$(ROOT) LLVM=$(LLVM) clean
-	@rm -rf drivers/block/loop_file_fmt/generated
+	@rm -rf drivers/block/loop_file_fmt/generated .lff-kdir
 	@cargo clean

@@ -294,6 +294,26 @@ EOF2
 # Within the fuzzers' -max_len: a data block is 1 MiB, so the files are
 # cut there (the cut blocks' far ends read as past the end of the file).
 for f in "$out"/vdi/seed-*; do truncate -s '<1M' "$f"; done
+# The write target: fresh images (byte 0 geometry, byte 1 refcount
+# order, byte 2 size in 64 KiB) or, after 0x80 and a u32 length, a qcow2
+# file; then 8-byte operations (kind, u32 offset, u24 length).
+mkdir -p "$out/write"
+img create -f qcow2 -o cluster_size=4096 write-seed.qcow2 1M
+qemu-io -f qcow2 -c "write -P 0x61 0 8k" -c "write -c -P 0x62 64k 4k" -c "write -z 128k 4k" write-seed.qcow2 >/dev/null
+img snapshot -c s1 write-seed.qcow2
+python3 - "$out/write" write-seed.qcow2 <<'EOF2'
+import random, struct, sys
+out, image = sys.argv[1], open(sys.argv[2], "rb").read()
+rnd = random.Random(15)
+def ops(n):
+    b = b""
+    for _ in range(n):
+        b += bytes([rnd.randrange(8)]) + struct.pack("<I", rnd.randrange(1 << 24)) + struct.pack("<I", rnd.randrange(1 << 17))[:3]
+    return b
+for i, head in enumerate([b"\x03\x04\x0f", b"\x00\x06\x01", b"\x15\x04\x07", b"\x27\x04\x03", b"\x07\x00\x1f"]):
+    open(f"{out}/seed-fresh{i}", "wb").write(head + ops(24))
+open(f"{out}/seed-image", "wb").write(b"\x80" + struct.pack("<I", len(image)) + image + ops(16))
+EOF2
 for t in "$out"/*/; do
 	echo "make-seeds: $(basename "$t"): $(ls "$t" | grep -c '^seed-') seeds, $(du -sh "$t" | cut -f1)"
 done

@@ -18,6 +18,7 @@
 //! | [`compressed`] | compressed descriptor decoding, `read_range`, and `CompressedRead::load` over fuzzed file bytes |
 //! | [`decompress`] | the host deflate/zstd decompressors on fuzzed streams, one cluster of output |
 //! | [`snapshots`] | the snapshot table walk, `span_equals`, `find_snapshot`, `Qcow2Layer::from_snapshot` |
+//! | [`crate::fuzzing_write::write`] | the write engine over fresh or fuzzed images, checked against a model and the refcounts |
 
 use std::format;
 use std::io::Read;
@@ -49,7 +50,7 @@ const RANDOM_READS: usize = 24;
 const REFERENCE_READS: usize = 6;
 
 /// A harness: takes one fuzz input, panics on a finding.
-pub type Harness = fn(&[u8]);
+pub use format_host::fuzz::Harness;
 
 /// All harnesses by name (the `cargo fuzz` target names).
 pub const TARGETS: &[(&str, Harness)] = &[
@@ -59,52 +60,15 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("compressed", compressed),
     ("decompress", decompress),
     ("snapshots", snapshots),
+    ("write", crate::fuzzing_write::write),
 ];
 
 /// The harness called `name`, if any.
 pub fn target(name: &str) -> Option<Harness> {
-    TARGETS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+    format_host::fuzz::find(TARGETS, name)
 }
 
-/// A small xorshift generator seeded from the input, so runs reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn from_bytes(data: &[u8]) -> Rng {
-        // FNV-1a over the length and both ends of the input (cheap for
-        // large inputs).
-        let mut h = 0xcbf2_9ce4_8422_2325u64;
-        let head = &data[..data.len().min(256)];
-        let tail = &data[data.len().saturating_sub(256)..];
-        for &b in (data.len() as u64)
-            .to_le_bytes()
-            .iter()
-            .chain(head)
-            .chain(tail)
-        {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        Rng(h | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    /// Uniform-ish in `0..n` (0 if `n` is 0).
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
-    }
-}
+use format_host::fuzz::Rng;
 
 fn u64_le(data: &[u8], at: usize) -> u64 {
     let mut b = [0u8; 8];
@@ -309,7 +273,7 @@ pub fn image(data: &[u8]) {
     // The start of the disk, in requests of varying size.
     let mut pos = 0u64;
     while pos < size && budget > READ_BUDGET / 2 {
-        let len = 512 + rng.below(MAX_REQUEST - 512);
+        let len = 512 + rng.below_lazy(MAX_REQUEST - 512);
         read(&mut img, pos, len, &mut budget, false);
         pos += len;
     }
@@ -318,8 +282,8 @@ pub fn image(data: &[u8]) {
     read(&mut img, size.saturating_sub(4096), 4096, &mut budget, true);
     for i in 0..RANDOM_READS {
         let span = if i % 2 == 0 { size } else { size.min(8 << 20) };
-        let offset = rng.below(span);
-        let len = 1 + rng.below(if i % 3 == 0 { MAX_REQUEST } else { 4096 });
+        let offset = rng.below_lazy(span);
+        let len = 1 + rng.below_lazy(if i % 3 == 0 { MAX_REQUEST } else { 4096 });
         read(&mut img, offset, len, &mut budget, i < REFERENCE_READS);
     }
     // Beyond the end is refused.
@@ -330,10 +294,10 @@ pub fn image(data: &[u8]) {
     ));
     // One range read whole and in pieces must agree.
     if size > 0 {
-        let offset = rng.below(size.min(4 << 20));
-        let len = (1 + rng.below(16 << 10)).min(size - offset) as usize;
+        let offset = rng.below_lazy(size.min(4 << 20));
+        let len = (1 + rng.below_lazy(16 << 10)).min(size - offset) as usize;
         // At most 32 pieces.
-        let piece = (1 + rng.below(5000) as usize).max(len.div_ceil(32));
+        let piece = (1 + rng.below_lazy(5000) as usize).max(len.div_ceil(32));
         check_split_read(&mut img, offset, len, piece);
     }
 }

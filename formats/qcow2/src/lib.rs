@@ -21,7 +21,13 @@ pub use format::*;
 pub mod host;
 
 #[cfg(feature = "std")]
+pub mod host_write;
+
+#[cfg(feature = "std")]
 pub mod fuzzing;
+
+#[cfg(feature = "std")]
+pub mod fuzzing_write;
 
 #[cfg(test)]
 mod unit_tests;

@@ -974,3 +974,66 @@ fn snapshot_entry_parse() {
     // Truncated fixed part.
     assert!(Snapshot::parse(&e[..30], 0, 0).is_err());
 }
+
+// ---- refcounts and writes ---------------------------------------------------
+
+#[test]
+fn refcount_entries_of_every_width() {
+    use crate::format::refcount::RefcountGeometry;
+    for order in 0..=6u32 {
+        let rg = RefcountGeometry::new(order, 9).unwrap();
+        let bits = 1u32 << order;
+        assert_eq!(rg.block_entries(), 512 * 8 / u64::from(bits));
+        let max = if bits == 64 {
+            u64::MAX
+        } else {
+            (1u64 << bits) - 1
+        };
+        assert_eq!(rg.max(), max);
+        let mut block = vec![0u8; 512];
+        let n = rg.block_entries() as usize;
+        for i in 0..n {
+            rg.set(&mut block, i, (i as u64 * 7 + 3) & max).unwrap();
+        }
+        for i in 0..n {
+            assert_eq!(
+                rg.get(&block, i).unwrap(),
+                (i as u64 * 7 + 3) & max,
+                "order {order} [{i}]"
+            );
+        }
+        // The spec's layout: sub-byte counts from the least significant
+        // bit, wider ones big-endian.
+        let mut one = vec![0u8; 512];
+        rg.set(&mut one, 1, 1).unwrap();
+        match bits {
+            1 => assert_eq!(one[0], 0b10),
+            2 => assert_eq!(one[0], 0b100),
+            4 => assert_eq!(one[0], 0x10),
+            8 => assert_eq!(one[1], 1),
+            b => assert_eq!(one[(b / 8 * 2 - 1) as usize], 1),
+        }
+        if bits < 64 {
+            assert_eq!(rg.set(&mut block, 0, max + 1), Err(Error::RefcountOverflow));
+        }
+        assert!(rg.get(&block, n).is_err(), "order {order}: past the block");
+        assert!(
+            rg.set(&mut block, n, 0).is_err(),
+            "order {order}: past the block"
+        );
+    }
+    assert_eq!(
+        RefcountGeometry::new(7, 16),
+        Err(Error::BadRefcountOrder(7))
+    );
+    let rg = RefcountGeometry::new(4, 16).unwrap();
+    assert_eq!(rg.locate(32768 * 3 + 5), (3, 5));
+}
+
+#[test]
+fn grow_top_file_len_only_grows() {
+    let raw = Layer::Raw { len: 10 };
+    let mut chain = Chain::new(raw);
+    chain.grow_top_file_len(100);
+    assert_eq!(chain.top().file_len(), 10, "a raw top is left alone");
+}

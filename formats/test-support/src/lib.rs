@@ -68,30 +68,7 @@ pub fn qemu_io(format: &str, image: &Path, cmds: &[&str]) {
     run("qemu-io", &args);
 }
 
-/// A small xorshift generator, deterministic per seed.
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator for `seed`.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-
-    /// The next value.
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    /// Uniform-ish in `0..n` (0 if `n` is 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-}
+pub use format_host::Rng;
 
 /// Data with a mix of zero runs, random bytes, text-like bytes and
 /// repeated patterns, in 4 KiB pieces, so compressed grains have varied

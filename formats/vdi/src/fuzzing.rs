@@ -24,14 +24,14 @@ pub const READ_BUDGET: u64 = 256 << 10;
 const MAX_REQUEST: u64 = 64 << 10;
 
 /// A harness: takes one fuzz input, panics on a finding.
-pub type Harness = fn(&[u8]);
+pub use format_host::fuzz::Harness;
 
 /// All harnesses by name (the `cargo fuzz` target names).
 pub const TARGETS: &[(&str, Harness)] = &[("vdi", image)];
 
 /// The harness called `name`, if any.
 pub fn target(name: &str) -> Option<Harness> {
-    TARGETS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+    format_host::fuzz::find(TARGETS, name)
 }
 
 /// The naive reader: `len` bytes at `offset`, block by block.

@@ -3,7 +3,6 @@
 //! module would (same [`Vdi::read`] engine).
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::vec;
 use std::vec::Vec;
@@ -11,7 +10,7 @@ use std::vec::Vec;
 use crate::format::header::HEADER_LEN;
 use crate::format::{BlockMap, Error, ErrorKind, Header, Result, Sink, Vdi};
 
-use libc::{EFBIG, EINVAL, EIO, ENOENT, EOPNOTSUPP};
+use libc::{EFBIG, EINVAL, EIO, EOPNOTSUPP};
 
 /// The host's errno for `e` (the numbers of this target's libc).
 pub fn errno(e: &Error) -> i32 {
@@ -25,28 +24,7 @@ pub fn errno(e: &Error) -> i32 {
 }
 
 /// The image file: open, or in memory.
-enum Data {
-    File(File),
-    Memory(Vec<u8>),
-}
-
-impl Data {
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        match self {
-            Data::File(f) => f
-                .read_exact_at(buf, offset)
-                .map_err(|e| Error::Io(e.raw_os_error().filter(|&n| n > 0).unwrap_or(EIO))),
-            Data::Memory(v) => {
-                let src = usize::try_from(offset)
-                    .ok()
-                    .and_then(|o| v.get(o..o.checked_add(buf.len())?))
-                    .ok_or(Error::Io(EIO))?;
-                buf.copy_from_slice(src);
-                Ok(())
-            }
-        }
-    }
-}
+use format_host::FileData as Data;
 
 /// The block map, loaded whole at open.
 struct Map<'a>(&'a [u32]);
@@ -60,16 +38,12 @@ impl BlockMap for Map<'_> {
 /// Sink writing into a byte slice.
 struct SliceSink<'a> {
     data: &'a Data,
-    buf: &'a mut [u8],
-    pos: usize,
+    out: format_host::OutBuf<'a>,
 }
 
 impl SliceSink<'_> {
     fn next(&mut self, len: usize) -> Result<&mut [u8]> {
-        let end = self.pos.checked_add(len).ok_or(Error::Internal)?;
-        let out = self.buf.get_mut(self.pos..end).ok_or(Error::Internal)?;
-        self.pos = end;
-        Ok(out)
+        self.out.next(len).ok_or(Error::Internal)
     }
 }
 
@@ -82,6 +56,7 @@ impl Sink for SliceSink<'_> {
     fn read_from_storage(&mut self, offset: u64, len: usize) -> Result<()> {
         let data = self.data;
         data.read_exact_at(self.next(len)?, offset)
+            .map_err(Error::Io)
     }
 }
 
@@ -96,13 +71,7 @@ pub struct Image {
 impl Image {
     /// Opens the image at `path`.
     pub fn open(path: &Path) -> Result<Image> {
-        let file = File::open(path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::Io(ENOENT)
-            } else {
-                Error::Io(e.raw_os_error().filter(|&n| n > 0).unwrap_or(EIO))
-            }
-        })?;
+        let file = File::open(path).map_err(|e| Error::Io(format_host::io_errno(&e)))?;
         let len = file.metadata().map_err(|_| Error::Io(EIO))?.len();
         Self::build(Data::File(file), len)
     }
@@ -115,10 +84,11 @@ impl Image {
 
     fn build(data: Data, file_len: u64) -> Result<Image> {
         let mut first = vec![0u8; file_len.min(HEADER_LEN as u64) as usize];
-        data.read_exact_at(&mut first, 0)?;
+        data.read_exact_at(&mut first, 0).map_err(Error::Io)?;
         let header = Header::parse(&first, file_len)?;
         let mut raw = vec![0u8; header.bmap_len()];
-        data.read_exact_at(&mut raw, header.bmap_offset())?;
+        data.read_exact_at(&mut raw, header.bmap_offset())
+            .map_err(Error::Io)?;
         let map = raw
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -151,11 +121,10 @@ impl Image {
         let len = buf.len();
         let mut sink = SliceSink {
             data: &self.data,
-            buf,
-            pos: 0,
+            out: format_host::OutBuf::new(buf),
         };
         self.vdi.read(&mut Map(&self.map), offset, len, &mut sink)?;
-        if sink.pos != len {
+        if sink.out.pos() != len {
             return Err(Error::Internal);
         }
         Ok(())

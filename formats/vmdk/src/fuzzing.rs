@@ -36,7 +36,7 @@ const MAX_REQUEST: u64 = 32 << 10;
 const RANDOM_READS: usize = 24;
 
 /// A harness: takes one fuzz input, panics on a finding.
-pub type Harness = fn(&[u8]);
+pub use format_host::fuzz::Harness;
 
 /// All harnesses by name (the `cargo fuzz` target names).
 pub const TARGETS: &[(&str, Harness)] = &[
@@ -47,41 +47,10 @@ pub const TARGETS: &[(&str, Harness)] = &[
 
 /// The harness called `name`, if any.
 pub fn target(name: &str) -> Option<Harness> {
-    TARGETS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+    format_host::fuzz::find(TARGETS, name)
 }
 
-/// A small xorshift generator seeded from the input, so runs reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn from_bytes(data: &[u8]) -> Rng {
-        let mut h = 0xcbf2_9ce4_8422_2325u64;
-        let head = &data[..data.len().min(256)];
-        let tail = &data[data.len().saturating_sub(256)..];
-        for &b in (data.len() as u64)
-            .to_le_bytes()
-            .iter()
-            .chain(head)
-            .chain(tail)
-        {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        Rng(h | 1)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        if n == 0 {
-            0
-        } else {
-            x % n
-        }
-    }
-}
+use format_host::fuzz::Rng;
 
 /// Exercises `kind`, `describe` and `Display` of an error.
 fn touch_error(e: &Error) {

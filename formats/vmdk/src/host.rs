@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::vec;
 use std::vec::Vec;
@@ -23,10 +22,7 @@ use crate::format::{
 use libc::{EFBIG, EINVAL, EIO, ENOENT, EOPNOTSUPP};
 
 fn io_error(e: &std::io::Error) -> Error {
-    if e.kind() == std::io::ErrorKind::NotFound {
-        return Error::Io(ENOENT);
-    }
-    Error::Io(e.raw_os_error().filter(|&n| n > 0).unwrap_or(EIO))
+    Error::Io(format_host::io_errno(e))
 }
 
 /// The host's errno for `e` (the numbers of this target's libc).
@@ -70,43 +66,9 @@ impl Decompressor for HostDecompressor {
     }
 }
 
-/// The bytes behind one extent: an open file or an in-memory copy.
-pub enum FileData {
-    /// A file, read with `pread`.
-    File(File),
-    /// Bytes in memory (tests, fuzzing).
-    Memory(Vec<u8>),
-}
-
-impl FileData {
-    /// Length in bytes.
-    pub fn len(&self) -> Result<u64> {
-        match self {
-            FileData::File(f) => Ok(f.metadata().map_err(|e| io_error(&e))?.len()),
-            FileData::Memory(v) => Ok(v.len() as u64),
-        }
-    }
-
-    /// Whether the file is empty.
-    pub fn is_empty(&self) -> Result<bool> {
-        Ok(self.len()? == 0)
-    }
-
-    /// Fills `buf` from `offset`; a short read is an error.
-    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        match self {
-            FileData::File(f) => f.read_exact_at(buf, offset).map_err(|e| io_error(&e)),
-            FileData::Memory(v) => {
-                let src = usize::try_from(offset)
-                    .ok()
-                    .and_then(|o| v.get(o..o.checked_add(buf.len())?))
-                    .ok_or(Error::Io(EIO))?;
-                buf.copy_from_slice(src);
-                Ok(())
-            }
-        }
-    }
-}
+/// The bytes behind one extent: an open file or an in-memory copy
+/// (errors are errnos; [`Error::Io`] carries them).
+pub use format_host::FileData;
 
 /// One optional [`FileData`] per extent (`None` for `ZERO` extents).
 pub struct FileStorage {
@@ -127,6 +89,7 @@ impl Storage for FileStorage {
             .and_then(Option::as_ref)
             .ok_or(Error::Internal)?
             .read_exact_at(buf, offset)
+            .map_err(Error::Io)
     }
 }
 
@@ -135,7 +98,7 @@ struct One<'a>(&'a FileData);
 
 impl Storage for One<'_> {
     fn read_at(&self, _extent: usize, buf: &mut [u8], offset: u64) -> Result<()> {
-        self.0.read_exact_at(buf, offset)
+        self.0.read_exact_at(buf, offset).map_err(Error::Io)
     }
 }
 
@@ -204,16 +167,12 @@ impl CompressedGrains for HostGrains<'_> {
 /// Sink writing into a byte slice.
 struct SliceSink<'a> {
     storage: &'a FileStorage,
-    buf: &'a mut [u8],
-    pos: usize,
+    out: format_host::OutBuf<'a>,
 }
 
 impl SliceSink<'_> {
     fn next(&mut self, len: usize) -> Result<&mut [u8]> {
-        let end = self.pos.checked_add(len).ok_or(Error::Internal)?;
-        let out = self.buf.get_mut(self.pos..end).ok_or(Error::Internal)?;
-        self.pos = end;
-        Ok(out)
+        self.out.next(len).ok_or(Error::Internal)
     }
 }
 
@@ -236,7 +195,7 @@ impl Sink for SliceSink<'_> {
 
 /// Opens the sparse extent in `data` (header, footer, geometry).
 fn open_sparse(data: &FileData) -> Result<(SparseHeader, SparseExtent)> {
-    let file_len = data.len()?;
+    let file_len = data.len().map_err(Error::Io)?;
     let header = read_sparse_header(&One(data), 0, file_len)?;
     Ok((header, SparseExtent::new(&header, file_len)?))
 }
@@ -244,7 +203,8 @@ fn open_sparse(data: &FileData) -> Result<(SparseHeader, SparseExtent)> {
 /// Loads the grain directory in use of `s`.
 fn load_gd(data: &FileData, s: &SparseExtent) -> Result<Vec<u32>> {
     let mut raw = vec![0u8; s.gd_len()];
-    data.read_exact_at(&mut raw, s.gd_offset())?;
+    data.read_exact_at(&mut raw, s.gd_offset())
+        .map_err(Error::Io)?;
     Ok(raw
         .chunks_exact(4)
         .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -290,9 +250,9 @@ impl Image {
     }
 
     fn build(top: FileData, mut open: impl FnMut(&[u8]) -> Result<FileData>) -> Result<Image> {
-        let len = top.len()?;
+        let len = top.len().map_err(Error::Io)?;
         let mut first = vec![0u8; len.min(HEADER_LEN as u64) as usize];
-        top.read_exact_at(&mut first, 0)?;
+        top.read_exact_at(&mut first, 0).map_err(Error::Io)?;
         let mut disk = Disk::new();
         let mut files = Vec::new();
         let descriptor;
@@ -301,7 +261,7 @@ impl Image {
             descriptor = match header.descriptor_range(len)? {
                 Some((offset, n)) => {
                     let mut text = vec![0u8; n];
-                    top.read_exact_at(&mut text, offset)?;
+                    top.read_exact_at(&mut text, offset).map_err(Error::Io)?;
                     if text.first().is_some_and(|&b| b != 0) {
                         let d = Descriptor::parse(&text)?;
                         d.check_embedded()?;
@@ -322,7 +282,7 @@ impl Image {
                 return Err(Error::BadMagic(u32::from_le_bytes(magic)));
             }
             let mut text = vec![0u8; len as usize];
-            top.read_exact_at(&mut text, 0)?;
+            top.read_exact_at(&mut text, 0).map_err(Error::Io)?;
             let d = Descriptor::parse(&text)?;
             d.check_file()?;
             for line in d.extents() {
@@ -336,7 +296,10 @@ impl Image {
                     }
                     (ExtentType::Flat { offset }, Some(name)) => {
                         let data = open(name)?;
-                        (Extent::flat(line.sectors, offset, data.len()?)?, Some(data))
+                        (
+                            Extent::flat(line.sectors, offset, data.len().map_err(Error::Io)?)?,
+                            Some(data),
+                        )
                     }
                     _ => return Err(Error::Internal),
                 };
@@ -426,16 +389,15 @@ impl Image {
         };
         let mut sink = SliceSink {
             storage: &self.storage,
-            buf,
-            pos: 0,
+            out: format_host::OutBuf::new(buf),
         };
         self.disk
             .read(&mut tables, &mut grains, offset, len, &mut sink)?;
-        if sink.pos != len {
+        if sink.out.pos() != len {
             return Err(Error::BufferSize {
                 what: Structure::Guest,
                 expected: len as u64,
-                got: sink.pos as u64,
+                got: sink.out.pos() as u64,
             });
         }
         Ok(())

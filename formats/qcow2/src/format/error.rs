@@ -62,6 +62,8 @@ pub enum Structure {
     L2Table,
     /// The refcount table.
     RefcountTable,
+    /// A refcount block.
+    RefcountBlock,
     /// The snapshot table.
     SnapshotTable,
     /// The L1 table of an internal snapshot.
@@ -84,6 +86,7 @@ impl Structure {
             Structure::L1Table => "L1 table",
             Structure::L2Table => "L2 table",
             Structure::RefcountTable => "refcount table",
+            Structure::RefcountBlock => "refcount block",
             Structure::SnapshotTable => "snapshot table",
             Structure::SnapshotL1Table => "snapshot L1 table",
             Structure::DataCluster => "data cluster",
@@ -323,6 +326,33 @@ pub enum Error {
     },
     /// An internal invariant did not hold (a bug, never a panic).
     Internal,
+    /// Read-write use refused: the dirty bit is set (refcounts may be
+    /// wrong; `qemu-img check -r all` repairs it, this code does not).
+    DirtyImage,
+    /// Read-write use refused: the image is marked corrupt.
+    CorruptImage,
+    /// A write would have overwritten image metadata; the image has been
+    /// marked corrupt and the writer stopped (QEMU's "corruption
+    /// prevention").
+    MetadataOverlap {
+        /// The metadata structure the write hit.
+        what: Structure,
+        /// Host offset of the refused write.
+        offset: u64,
+    },
+    /// The writer stopped after an earlier metadata error or overlap; the
+    /// image must be reopened (and checked) before it is written again.
+    WriterStopped,
+    /// A referenced cluster has refcount 0, or a count would drop below 0.
+    CorruptRefcount {
+        /// Host offset of the cluster.
+        offset: u64,
+    },
+    /// A refcount would exceed the largest value `refcount_order` allows.
+    RefcountOverflow,
+    /// No host cluster can be allocated (host offsets must stay below
+    /// 2^56, the refcount table below its size limit).
+    NoSpace,
     /// The caller's I/O layer failed with this positive errno (in the
     /// caller's numbering: the kernel's, or the host's libc).
     Io(i32),
@@ -376,7 +406,13 @@ impl Error {
             | Error::PastEndOfFile { .. }
             | Error::DecompressionFailed
             | Error::DecompressedSizeMismatch { .. }
-            | Error::Internal => ErrorKind::Corrupt,
+            | Error::Internal
+            | Error::MetadataOverlap { .. }
+            | Error::WriterStopped
+            | Error::CorruptRefcount { .. }
+            | Error::RefcountOverflow => ErrorKind::Corrupt,
+            Error::DirtyImage | Error::CorruptImage => ErrorKind::Unsupported,
+            Error::NoSpace => ErrorKind::TooLarge,
             Error::SnapshotNotFound => ErrorKind::NotFound,
             Error::Io(errno) => {
                 if *errno > 0 {
@@ -427,6 +463,13 @@ impl Error {
             Error::SnapshotNotFound => "snapshot not found",
             Error::OutOfRange { .. } => "request beyond the end of the virtual disk",
             Error::Internal => "internal error",
+            Error::DirtyImage => "dirty image refused for writing (run qemu-img check -r all)",
+            Error::CorruptImage => "image marked corrupt, refused for writing",
+            Error::MetadataOverlap { .. } => "write would overwrite metadata; image marked corrupt",
+            Error::WriterStopped => "writes stopped after an earlier error",
+            Error::CorruptRefcount { .. } => "corrupt refcount",
+            Error::RefcountOverflow => "refcount overflow",
+            Error::NoSpace => "no host cluster left to allocate",
             Error::Io(_) => "I/O error",
         }
     }
@@ -514,13 +557,22 @@ impl fmt::Display for Error {
                 write!(f, "{d}: {offset:#x}+{len} beyond size {size}")
             }
             Error::Io(errno) => write!(f, "{d}: errno {errno}"),
+            Error::MetadataOverlap { what, offset } => {
+                write!(f, "{d}: {} at {offset:#x}", what.name())
+            }
+            Error::CorruptRefcount { offset } => write!(f, "{d}: cluster at {offset:#x}"),
             Error::EncryptionExtension
             | Error::ExternalDataFile
             | Error::UnsupportedBackingFormat
             | Error::ChainTooDeep
             | Error::DecompressionFailed
             | Error::SnapshotNotFound
-            | Error::Internal => f.write_str(d),
+            | Error::Internal
+            | Error::DirtyImage
+            | Error::CorruptImage
+            | Error::WriterStopped
+            | Error::RefcountOverflow
+            | Error::NoSpace => f.write_str(d),
         }
     }
 }

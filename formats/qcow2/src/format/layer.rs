@@ -170,6 +170,13 @@ impl Qcow2Layer {
         self.file_len
     }
 
+    /// Records that the image file grew to `file_len` bytes (after writes
+    /// through [`super::write::WriteEngine`], whose `file_len` it takes);
+    /// a smaller value is ignored, so reads never lose access to clusters.
+    pub fn grow_file_len(&mut self, file_len: u64) {
+        self.file_len = self.file_len.max(file_len);
+    }
+
     /// Maps guest `offset` of this layer (layer number `layer` in the
     /// chain, used to address `tables`) for at most `max_len` bytes.
     ///
@@ -293,6 +300,14 @@ impl Chain {
             .flatten()
             .next()
             .unwrap_or(&Layer::Raw { len: 0 })
+    }
+
+    /// [`Qcow2Layer::grow_file_len`] of the top layer (a raw top layer is
+    /// never written by this code and is left alone).
+    pub fn grow_top_file_len(&mut self, file_len: u64) {
+        if let Some(Some(Layer::Qcow2(q))) = self.layers.get_mut(0) {
+            q.grow_file_len(file_len);
+        }
     }
 
     /// The virtual disk size: the top layer's.

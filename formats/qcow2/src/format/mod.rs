@@ -19,7 +19,10 @@
 //! - [`layer`]: qcow2 and raw layers, backing chains;
 //! - [`engine`]: the traits a caller implements and the read engine
 //!   ([`Chain::read`]);
-//! - [`error`]: the error type and its classes (the caller maps them to errnos).
+//! - [`error`]: the error type and its classes (the caller maps them to errnos);
+//! - [`refcount`]: refcount entries of every width;
+//! - [`write`]: the write engine ([`WriteEngine`]) and the
+//!   [`WriteBackend`] trait its caller implements.
 //!
 //! Opening an image, in outline:
 //! 1. read the first [`header::HEADER_READ_LEN`] bytes and
@@ -37,8 +40,10 @@ pub mod engine;
 pub mod error;
 pub mod header;
 pub mod layer;
+pub mod refcount;
 pub mod snapshot;
 pub mod table;
+pub mod write;
 
 mod be;
 
@@ -51,3 +56,4 @@ pub use self::header::{Header, HeaderLayout};
 pub use self::layer::{Chain, Layer, LayerFormat, Qcow2Layer, MAX_CHAIN_DEPTH};
 pub use self::snapshot::{find_snapshot, Snapshot, SnapshotCursor, SnapshotSelector};
 pub use self::table::{Geometry, L2Entry, Mapping, MappingKind};
+pub use self::write::{Access, Source, TableKind, WriteBackend, WriteEngine, WriteStats};
