@@ -3,10 +3,12 @@
 //! lff_kunit_cache: KUnit suite of the qcow2 driver's cache of L2 tables
 //! and decompressed clusters, `drivers/block/loop_file_fmt/qcow2/cache.rs`
 //! compiled into this module as the driver compiles it: hits and misses,
-//! LRU eviction order, the byte bound after every insert, entries of
-//! different sizes, prefixes that grow in place, tags, budget changes, cleaning
-//! of idle entries, and lookups from several kworkers at once (no lost or
-//! duplicated entries, the bound kept).
+//! LRU eviction order (against a naive model, over random sequences of
+//! entries of several sizes), the byte bound after every insert, entries of
+//! different sizes, tags, budget changes, cleaning of idle entries, the
+//! reserve that serves a request when no buffer can be allocated, and
+//! lookups from several kworkers at once (no lost or duplicated entries,
+//! the bound kept, the reserve shared).
 //!
 //! Buffers are filled from their key ([`contents`]), so every buffer a
 //! lookup returns is checked to be the one cached for its key. Eviction
@@ -38,7 +40,7 @@ pub mod wrappers {
 #[path = "../../drivers/block/loop_file_fmt/qcow2/cache.rs"]
 pub mod cache;
 
-use cache::{key, now_ms, Buf, Cache, MAX_SHARDS};
+use cache::{key, now_ms, Buf, Cache, Reserve, MAX_SHARDS};
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use kernel::alloc::KVVec;
 use kernel::prelude::*;
@@ -89,16 +91,42 @@ fn valid(buf: &Buf, k: u64, len: usize) -> bool {
 
 /// Looks `k` up, loading `len` bytes on a miss; `loads` counts the loads.
 fn get(c: &Cache, k: u64, len: usize, loads: &AtomicUsize) -> FmtResult<Buf> {
-    c.get_or_load(k, || {
-        loads.fetch_add(1, Relaxed);
-        contents(k, len)
-    })
+    if let Some(b) = c.get(k, 0) {
+        return Ok(b);
+    }
+    loads.fetch_add(1, Relaxed);
+    c.insert(k, 0, contents(k, len)?).map_err(|_| Error::Io(12))
 }
 
-/// Whether `k` is cached. A miss caches nothing (its load fails); a hit
-/// makes `k` the most recently used entry.
+/// Whether `k` is cached. A miss caches nothing; a hit makes `k` the most
+/// recently used entry.
 fn cached(c: &Cache, k: u64) -> bool {
-    c.get_or_load(k, || Err(Error::Io(2))).is_ok()
+    c.get(k, 0).is_some()
+}
+
+/// An allocator that works, and one that has no memory.
+fn alloc_ok(len: usize) -> Option<KVVec<u8>> {
+    KVVec::from_elem(0u8, len, GFP_KERNEL).ok()
+}
+fn alloc_none(_: usize) -> Option<KVVec<u8>> {
+    None
+}
+
+/// An allocator that fails every other call.
+fn alloc_every_other(len: usize) -> Option<KVVec<u8>> {
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    if CALLS.fetch_add(1, Relaxed) % 2 == 0 {
+        return None;
+    }
+    alloc_ok(len)
+}
+
+/// Fills `buf` as the buffer of `k` would be.
+fn fill_for(k: u64, buf: &mut [u8]) -> FmtResult<()> {
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = byte_of(k, i);
+    }
+    Ok(())
 }
 
 /// Waits for the next millisecond, so the next access is strictly more
@@ -162,15 +190,26 @@ fn failed_load_is_not_cached(t: &Test) {
     let Some(c) = t.ok(Cache::new(16 * LEN, LEN)) else {
         return;
     };
+    let Some(r) = t.ok(Reserve::new(LEN, alloc_ok)) else {
+        return;
+    };
     check_eq!(
         t,
-        c.get_or_load(k(0), || Err(Error::Io(5))).err(),
+        c.with(k(0), 0, LEN, &r, |_| Err(Error::Io(5)), |_| ())
+            .err(),
         Some(Error::Io(5))
     );
     check_eq!(
         t,
-        c.get_or_load(k(1), || Err(Error::DecompressionFailed))
-            .err(),
+        c.with(
+            k(1),
+            0,
+            LEN,
+            &r,
+            |_| Err(Error::DecompressionFailed),
+            |_| ()
+        )
+        .err(),
         Some(Error::DecompressionFailed)
     );
     check_eq!(t, stats(&c), (0, 2, 0, 0));
@@ -184,97 +223,139 @@ fn failed_load_is_not_cached(t: &Test) {
     check_eq!(t, stats(&c), (0, 3, 1, LEN));
 }
 
-/// Looks `k` up needing `need` bytes; a load gets `len(cached)` and
-/// returns `len(cached)` bytes; `seen` records the cached length it got.
-fn get_prefix(
-    c: &Cache,
-    k: u64,
-    need: usize,
-    len: impl FnOnce(usize) -> usize,
-    seen: &AtomicUsize,
-) -> FmtResult<Buf> {
-    c.get_or_load_prefix(k, 0, need, |cached| {
-        seen.store(cached, Relaxed);
-        contents(k, len(cached))
-    })
+fn with_fills_once_then_hits(t: &Test) {
+    let Some(c) = t.ok(Cache::new(16 * LEN, LEN)) else {
+        return;
+    };
+    let Some(r) = t.ok(Reserve::new(LEN, alloc_ok)) else {
+        return;
+    };
+    let fills = AtomicUsize::new(0);
+    for round in 0..3 {
+        let ok = c.with(
+            k(0),
+            0,
+            LEN,
+            &r,
+            |b| {
+                fills.fetch_add(1, Relaxed);
+                fill_for(k(0), b)
+            },
+            |b| b.len() == LEN && b.iter().enumerate().all(|(i, &x)| x == byte_of(k(0), i)),
+        );
+        check!(t, ok == Ok(true), "round {round}");
+    }
+    check_eq!(t, fills.load(Relaxed), 1);
+    check_eq!(t, stats(&c), (2, 1, 1, LEN));
+    check_eq!(t, r.uses(), 0);
 }
 
-fn prefixes_grow_in_place(t: &Test) {
-    let Some(c) = one_shard(t, 4 * LEN) else {
+fn reserve_serves_without_memory(t: &Test) {
+    let Some(c) = t.ok(Cache::new(16 * LEN, LEN)) else {
         return;
     };
-    let seen = AtomicUsize::new(usize::MAX);
-    // A miss caches the prefix the load made.
-    let Some(a) = t.ok(get_prefix(&c, k(0), 100, |_| 1024, &seen)) else {
+    let (Some(none), Some(ok)) = (
+        t.ok(Reserve::new(2 * LEN, alloc_none)),
+        t.ok(Reserve::new(2 * LEN, alloc_ok)),
+    ) else {
         return;
     };
-    check!(t, valid(&a, k(0), 1024));
-    check_eq!(t, seen.load(Relaxed), 0);
-    check_eq!(t, stats(&c), (0, 1, 1, 1024));
-    // Needing no more than cached is a hit.
-    let Some(b) = t.ok(get_prefix(&c, k(0), 1024, |_| 0, &seen)) else {
-        return;
+    let fills = AtomicUsize::new(0);
+    let read = |kk: u64, len: usize, r: &Reserve| {
+        c.with(
+            kk,
+            0,
+            len,
+            r,
+            |b| {
+                fills.fetch_add(1, Relaxed);
+                fill_for(kk, b)
+            },
+            |b| b.len() == len && b.iter().enumerate().all(|(i, &x)| x == byte_of(kk, i)),
+        )
     };
-    check!(t, Arc::ptr_eq(&a, &b));
-    check_eq!(t, stats(&c), (1, 1, 1, 1024));
-    // Needing more is a miss that sees the cached length, and the longer
-    // buffer replaces the prefix (one entry, bytes adjusted).
-    let Some(d) = t.ok(get_prefix(&c, k(0), 1025, |n| 4 * n, &seen)) else {
-        return;
-    };
-    check!(t, valid(&d, k(0), 4096));
-    check_eq!(t, seen.load(Relaxed), 1024);
-    check_eq!(t, stats(&c), (1, 2, 1, 4096));
-    let Some(e) = t.ok(get_prefix(&c, k(0), 2000, |_| 0, &seen)) else {
-        return;
-    };
-    check!(t, Arc::ptr_eq(&d, &e), "the whole buffer was not kept");
-    // A load returning less than needed is refused, and nothing changes.
+    // No memory: served from the reserve, right, and not cached.
+    check_eq!(t, read(k(0), LEN, &none), Ok(true));
+    check_eq!(t, read(k(0), LEN, &none), Ok(true));
+    check_eq!(t, (fills.load(Relaxed), none.uses()), (2, 2));
+    check_eq!(t, stats(&c), (0, 2, 0, 0));
+    // A buffer of less than the reserve holds, after a longer one (the
+    // reserve is zeroed for each use, as an allocation would be).
+    check_eq!(t, read(k(1), 2 * LEN, &none), Ok(true));
     check_eq!(
         t,
-        get_prefix(&c, k(1), 10, |_| 9, &seen).err(),
-        Some(Error::Internal)
+        c.with(
+            k(2),
+            0,
+            100,
+            &none,
+            |_| Ok(()),
+            |b| b.iter().all(|&x| x == 0)
+        ),
+        Ok(true)
     );
-    check_eq!(t, stats(&c).2, 1);
-    // Growing an entry keeps the bound: the others go, the grown one stays.
-    for i in 1..4 {
-        check!(t, get_prefix(&c, k(i), 1, |_| LEN, &seen).is_ok());
-    }
-    check_eq!(t, stats(&c).3, 4 * LEN);
-    let Some(g) = t.ok(get_prefix(&c, k(3), LEN + 1, |_| 2 * LEN, &seen)) else {
+    // More than the reserve holds fails cleanly.
+    check_eq!(t, read(k(3), 2 * LEN + 1, &none), Err(Error::Internal));
+    // Memory again: cached as usual.
+    check_eq!(t, read(k(0), LEN, &ok), Ok(true));
+    check_eq!(t, read(k(0), LEN, &ok), Ok(true));
+    check_eq!(t, (none.uses(), ok.uses()), (4, 0));
+    check_eq!(t, c.stats().entries, 1);
+    // An allocator returning a buffer of the wrong size is not trusted.
+    let Some(short) = t.ok(Reserve::new(LEN, |len| {
+        KVVec::from_elem(0u8, len - 1, GFP_KERNEL).ok()
+    })) else {
         return;
     };
-    check!(t, valid(&g, k(3), 2 * LEN));
-    check!(t, c.stats().bytes <= 4 * LEN, "over budget after growing");
-    check!(t, cached(&c, k(3)));
-    check!(t, !cached(&c, k(0)), "the least recently used entry stayed");
+    check_eq!(
+        t,
+        c.with(k(4), 0, LEN, &short, |b| fill_for(k(4), b), |b| b.len()),
+        Ok(LEN)
+    );
+    check_eq!(t, short.uses(), 1);
 }
 
 fn tags_tell_items_apart(t: &Test) {
     let Some(c) = one_shard(t, 4 * LEN) else {
         return;
     };
-    let seen = AtomicUsize::new(usize::MAX);
-    let tagged = |tag: u64, len: usize| {
-        c.get_or_load_prefix(k(0), tag, 1, |cached| {
-            seen.store(cached, Relaxed);
-            let mut v = contents(k(0), len)?;
-            if let Some(b) = v.first_mut() {
-                *b = tag as u8;
-            }
-            Ok(v)
-        })
+    let loads = AtomicUsize::new(0);
+    let tagged = |tag: u64, len: usize| -> FmtResult<Buf> {
+        if let Some(b) = c.get(k(0), tag) {
+            return Ok(b);
+        }
+        loads.fetch_add(1, Relaxed);
+        let mut v = contents(k(0), len)?;
+        if let Some(b) = v.first_mut() {
+            *b = tag as u8;
+        }
+        c.insert(k(0), tag, v).map_err(|_| Error::Io(12))
     };
-    // Tag 1 is cached; tag 2 at the same key is a miss that does not see
-    // tag 1's buffer as a prefix, and replaces it.
+    // Tag 1 is cached; tag 2 at the same key is a miss, and replaces it.
     check_matches!(t, tagged(1, LEN), Ok(b) if b.first() == Some(&1) && b.len() == LEN);
     check_matches!(t, tagged(2, 100), Ok(b) if b.first() == Some(&2) && b.len() == 100);
-    check_eq!(t, seen.load(Relaxed), 0);
     check_eq!(t, stats(&c), (0, 2, 1, 100));
     // Tag 2 now hits; tag 1 misses again.
     check_matches!(t, tagged(2, 0), Ok(b) if b.first() == Some(&2));
     check_matches!(t, tagged(1, LEN), Ok(b) if b.first() == Some(&1));
     check_eq!(t, stats(&c), (1, 3, 1, LEN));
+    check_eq!(t, loads.load(Relaxed), 3);
+    // A replacement that grows past the budget evicts the others, not
+    // itself.
+    for i in 1..4 {
+        let _ = t.ok(get(&c, k(i), LEN, &loads));
+    }
+    check_eq!(t, stats(&c).3, 4 * LEN);
+    check_matches!(t, tagged(3, 2 * LEN), Ok(b) if b.first() == Some(&3));
+    let s = c.stats();
+    check!(
+        t,
+        s.bytes <= 4 * LEN,
+        "over budget after a replacement: {}",
+        s.bytes
+    );
+    check!(t, c.get(k(0), 3).is_some());
+    check!(t, !cached(&c, k(1)), "the least recently used entry stayed");
 }
 
 fn lru_eviction_order(t: &Test) {
@@ -295,6 +376,71 @@ fn lru_eviction_order(t: &Test) {
     check_eq!(t, stats(&c), (2, 6, 4, 4 * LEN));
     let present = [0, 1, 2, 3, 4, 5].map(|i| cached(&c, k(i)));
     check_eq!(t, present, [true, false, true, false, true, true]);
+}
+
+/// Keys of [`lru_matches_a_model`], and the size of key `i`'s buffer.
+const MODEL_KEYS: usize = 24;
+fn model_len(i: usize) -> usize {
+    [LEN / 2, LEN, 2 * LEN, 700][i % 4]
+}
+
+fn lru_matches_a_model(t: &Test) {
+    // One shard of 8 tables, and a naive LRU: per key, its last use (a
+    // counter) if cached; eviction takes the smallest, by scanning.
+    let cap = 8 * LEN;
+    let Some(c) = one_shard(t, cap) else {
+        return;
+    };
+    let mut model: [Option<u64>; MODEL_KEYS] = [None; MODEL_KEYS];
+    let (mut bytes, mut clock, mut x) = (0usize, 0u64, 12345u64);
+    let loads = AtomicUsize::new(0);
+    let mut mismatches = 0;
+    for step in 0..2000 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        // Skewed towards low keys, so there are hits and evictions.
+        let r = (x >> 33) as usize;
+        let i = if r % 3 == 0 { r % MODEL_KEYS } else { r % 10 };
+        let len = model_len(i);
+        clock += 1;
+        let hit = model[i].is_some();
+        if !hit {
+            while bytes + len > cap {
+                let oldest = (0..MODEL_KEYS)
+                    .filter(|&j| model[j].is_some())
+                    .min_by_key(|&j| model[j]);
+                let Some(j) = oldest else { break };
+                model[j] = None;
+                bytes -= model_len(j);
+            }
+            bytes += len;
+        }
+        model[i] = Some(clock);
+        let before = loads.load(Relaxed);
+        let Some(b) = t.ok(get(&c, k(i as u64), len, &loads)) else {
+            return;
+        };
+        let cache_hit = loads.load(Relaxed) == before;
+        let n = model.iter().filter(|m| m.is_some()).count();
+        let s = c.stats();
+        if cache_hit != hit || !valid(&b, k(i as u64), len) || (s.entries, s.bytes) != (n, bytes) {
+            mismatches += 1;
+            if mismatches <= 3 {
+                check!(
+                    t,
+                    false,
+                    "step {step}: key {i} hit {cache_hit} (model {hit}), {} entries, {} bytes (model {n}, {bytes})",
+                    s.entries,
+                    s.bytes
+                );
+            }
+        }
+    }
+    check_eq!(t, mismatches, 0);
+    // The cache holds exactly the model's keys.
+    let present = (0..MODEL_KEYS).filter(|&i| model[i].is_some() != cached(&c, k(i as u64)));
+    check_eq!(t, present.count(), 0);
 }
 
 fn byte_bound_at_every_step(t: &Test) {
@@ -443,6 +589,7 @@ fn clean_frees_idle_entries(t: &Test) {
 /// What the threads of a concurrent case share and record.
 struct Shared {
     cache: Cache,
+    reserve: Reserve,
     barrier: Barrier,
     /// Where the loads of [`collide`] wait for each other.
     gate: Barrier,
@@ -460,6 +607,7 @@ impl Shared {
     fn new(cache: Cache) -> Result<Arc<Self>> {
         let s = Self {
             cache,
+            reserve: Reserve::new(SMALL, alloc_every_other)?,
             barrier: Barrier::new()?,
             gate: Barrier::new()?,
             met: AtomicUsize::new(0),
@@ -491,13 +639,17 @@ const COLLIDE: u64 = (1 << 56) | 0x7ff_0000;
 /// while loading), so all but one find it cached after their load. Each
 /// must get the cached buffer, the same as a later hit returns.
 fn collide(s: &Shared, n: usize) {
-    let first = s.cache.get_or_load(COLLIDE, || {
-        s.loads.fetch_add(1, Relaxed);
-        if !s.gate.wait(n) {
-            s.bad.fetch_add(1, Relaxed);
+    let first = match s.cache.get(COLLIDE, 0) {
+        Some(b) => Ok(b),
+        None => {
+            s.loads.fetch_add(1, Relaxed);
+            if !s.gate.wait(n) {
+                s.bad.fetch_add(1, Relaxed);
+            }
+            contents(COLLIDE, SMALL)
+                .and_then(|d| s.cache.insert(COLLIDE, 0, d).map_err(|_| Error::Io(12)))
         }
-        contents(COLLIDE, SMALL)
-    });
+    };
     let again = get(&s.cache, COLLIDE, SMALL, &s.loads);
     match (first, again) {
         (Ok(a), Ok(b)) if Arc::ptr_eq(&a, &b) && valid(&a, COLLIDE, SMALL) => {}
@@ -630,19 +782,65 @@ fn concurrent_lookups_keep_the_bound(t: &Test) {
     );
 }
 
+fn concurrent_lookups_share_the_reserve(t: &Test) {
+    let Some(cache) = t.ok(Cache::new(MAX_SHARDS * SMALL, SMALL)) else {
+        return;
+    };
+    let Some(shared) = t.ok(Shared::new(cache)) else {
+        return;
+    };
+    run_threads(t, &shared, THREADS, |s, w| {
+        for i in 0..ROUNDS * KEYS {
+            // Every other miss has no memory for its buffer.
+            let kk = key(0, ((i + w as u64) % KEYS) << 16);
+            s.lookups.fetch_add(1, Relaxed);
+            let good = s.cache.with(
+                kk,
+                0,
+                SMALL,
+                &s.reserve,
+                |b| fill_for(kk, b),
+                |b| b.len() == SMALL && b.iter().enumerate().all(|(i, &x)| x == byte_of(kk, i)),
+            );
+            if good != Ok(true) {
+                s.bad.fetch_add(1, Relaxed);
+            }
+        }
+    });
+    check_eq!(t, shared.bad.load(Relaxed), 0);
+    let total = THREADS as u64 * ROUNDS * KEYS;
+    check_eq!(t, shared.lookups.load(Relaxed) as u64, total);
+    let s = shared.cache.stats();
+    // The reserve served the misses without memory, and only those.
+    check!(
+        t,
+        shared.reserve.uses() > 0 && shared.reserve.uses() <= s.misses,
+        "{} reserve uses, {} misses",
+        shared.reserve.uses(),
+        s.misses
+    );
+    check!(
+        t,
+        s.bytes <= MAX_SHARDS * SMALL && s.bytes == s.entries * SMALL
+    );
+}
+
 kunit_suite!(
     lff_qcow2_cache,
     [
         keys_and_hits,
         failed_load_is_not_cached,
-        prefixes_grow_in_place,
+        with_fills_once_then_hits,
+        reserve_serves_without_memory,
         tags_tell_items_apart,
         lru_eviction_order,
+        lru_matches_a_model,
         byte_bound_at_every_step,
         entries_of_any_size,
         budget_change_shrinks,
         clean_frees_idle_entries,
         concurrent_lookups_share_entries,
         concurrent_lookups_keep_the_bound,
+        concurrent_lookups_share_the_reserve,
     ]
 );

@@ -306,7 +306,7 @@ fn deflate_round_trip_64k(t: &Test) {
 }
 
 fn inflate_binding_statuses(t: &Test) {
-    let Some(mut z) = t.ok(Inflate::new()) else {
+    let Some(mut z) = t.ok(Inflate::new(GFP_KERNEL)) else {
         return;
     };
     let Some(mut out) = buffer(t, 2 * CLUSTER) else {
@@ -365,7 +365,7 @@ fn inflate_binding_statuses(t: &Test) {
 }
 
 fn zstd_binding_frames(t: &Test) {
-    let Some(mut z) = t.ok(ZstdDctx::new()) else {
+    let Some(mut z) = t.ok(ZstdDctx::new(GFP_KERNEL)) else {
         return;
     };
     let Some(mut out) = buffer(t, 2 * CLUSTER) else {
@@ -509,7 +509,11 @@ const ROUNDS: usize = 16;
 
 fn pool_decompresses_in_parallel(t: &Test) {
     // Fewer workers than threads: some wait for a worker.
-    let Some(pool) = t.ok(Pool::new(2, max_compressed_len(12))) else {
+    let Some(pool) = t.ok(Pool::new(
+        2,
+        max_compressed_len(12),
+        &[CompressionType::Deflate, CompressionType::Zstd],
+    )) else {
         return;
     };
     let Some(barrier) = t.ok(Barrier::new()) else {
@@ -548,16 +552,14 @@ fn pool_decompresses_in_parallel(t: &Test) {
                 out.fill(0);
                 // As the driver does: the compressed bytes are read into
                 // the worker's input buffer, then decompressed.
-                let ok = s.pool.with_worker(|worker| {
-                    let Ok((input, dec)) = worker.parts() else {
-                        return false;
-                    };
+                let ok = s.pool.with_worker(kind, |input, dec| {
                     let Some(dst) = input.get_mut(..v.len()) else {
                         return false;
                     };
                     dst.copy_from_slice(v);
                     decompress_cluster(dec, kind, dst, &mut out).is_ok()
-                }) && out.iter().enumerate().all(|(i, &b)| b == expected_byte(i));
+                }) == Ok(true)
+                    && out.iter().enumerate().all(|(i, &b)| b == expected_byte(i));
                 let n = if ok { &s.good } else { &s.bad };
                 n.fetch_add(1, Relaxed);
             }

@@ -25,7 +25,7 @@ use crate::wrappers::blk::{
     Attr, Disk, DiskOps, DiskParams, Group, Limits, Major, Op, OpenMutexHeld, QueueCell, Request,
 };
 use crate::wrappers::compat::{fmt, user_slice, CStrBytes};
-use crate::wrappers::file::{File, FileKind};
+use crate::wrappers::file::{File, FileKind, MappingNoIo};
 use crate::wrappers::format::{Instance, SysfsBuf, MAX_LAYERS};
 use crate::wrappers::{c_chars_as_bytes, capable_sys_admin, uapi};
 use core::fmt::Write;
@@ -62,6 +62,9 @@ const CORE_ATTRS: [&CStr; 8] = [
 struct Attached {
     inst: Instance,
     files: KVec<File>,
+    /// Keep the files' page cache from recursing into I/O (one guard per
+    /// file; released after the driver instance is dropped).
+    _noio: KVec<MappingNoIo>,
     flags: u32,
     block_size: u32,
     offset: u64,
@@ -348,6 +351,13 @@ impl Device {
         }
         size -= size % u64::from(block_size);
 
+        // As loop.c at configure: the backing files' page cache allocates
+        // without I/O while the device serves requests.
+        let mut noio = KVec::with_capacity(files.len(), GFP_KERNEL)?;
+        for f in files.iter() {
+            noio.push(MappingNoIo::new(&core.noio, f)?, GFP_KERNEL)?;
+        }
+
         let mut pathbuf = KVec::from_elem(0u8, 4096, GFP_KERNEL)?;
         let mut path = KVec::new();
         path.extend_from_slice(files[0].path(&mut pathbuf).unwrap_or(b"?"), GFP_KERNEL)?;
@@ -356,6 +366,7 @@ impl Device {
             Attached {
                 inst,
                 files,
+                _noio: noio,
                 flags,
                 block_size,
                 offset: cfg.offset,

@@ -23,7 +23,9 @@
 #include <linux/kdev_t.h>
 #include <linux/miscdevice.h>
 #include <linux/module.h>
+#include <linux/pagemap.h>
 #include <linux/sched.h>
+#include <linux/slab.h>
 #include <linux/uio.h>
 #include <linux/version.h>
 #include <linux/workqueue.h>
@@ -359,6 +361,49 @@ unsigned int lff_file_dio_align(struct file *file)
 		bdev_logical_block_size(inode->i_sb->s_bdev) : SECTOR_SIZE;
 }
 LFF_EXPORT_SYMBOL(lff_file_dio_align);
+
+/*
+ * A backing file's page cache must not recurse into I/O (loop.c's
+ * mapping_set_gfp_mask at configure): the mask, and setting it.
+ */
+unsigned int lff_file_mapping_gfp(struct file *file)
+{
+	return (__force unsigned int)mapping_gfp_mask(file->f_mapping);
+}
+LFF_EXPORT_SYMBOL(lff_file_mapping_gfp);
+
+void lff_file_set_mapping_gfp(struct file *file, unsigned int gfp)
+{
+	mapping_set_gfp_mask(file->f_mapping, (__force gfp_t)gfp);
+}
+LFF_EXPORT_SYMBOL(lff_file_set_mapping_gfp);
+
+/* The gfp bits a backing mapping must not have: no recursion into I/O. */
+unsigned int lff_gfp_io_fs(void)
+{
+	return (__force unsigned int)(__GFP_IO | __GFP_FS);
+}
+LFF_EXPORT_SYMBOL(lff_gfp_io_fs);
+
+/* The mapping, as an identity: two files may share one. */
+const void *lff_file_mapping(struct file *file)
+{
+	return file->f_mapping;
+}
+LFF_EXPORT_SYMBOL(lff_file_mapping);
+
+/* --- memory --- */
+
+/*
+ * kvzalloc() (a macro) that fails rather than wait indefinitely: bounded
+ * reclaim retries, no OOM killer (__GFP_RETRY_MAYFAIL). In a request's
+ * memalloc_noio scope GFP_KERNEL acts as GFP_NOIO.
+ */
+void *lff_kvzalloc_mayfail(size_t size)
+{
+	return kvzalloc(size, GFP_KERNEL | __GFP_RETRY_MAYFAIL | __GFP_NOWARN);
+}
+LFF_EXPORT_SYMBOL(lff_kvzalloc_mayfail);
 
 /* --- gendisk and queue --- */
 

@@ -9,6 +9,7 @@
 use crate::device::Device;
 use crate::wrappers::blk::Major;
 use crate::wrappers::compat::{fmt, CStrBytes};
+use crate::wrappers::file::NoIoMappings;
 use crate::wrappers::format::{DriverRef, PinnedDriver, RawDriver, SysfsBuf};
 use crate::wrappers::global::ModuleGlobal;
 use crate::wrappers::request_module;
@@ -33,16 +34,21 @@ pub(crate) struct Core {
     drivers: Mutex<Slots<DriverRef>>,
     #[pin]
     devices: Mutex<Slots<Arc<Device>>>,
+    /// The backing mappings masked against I/O recursion (see
+    /// `MappingNoIo`); a leaf lock.
+    pub(crate) noio: Arc<NoIoMappings>,
 }
 
 impl Core {
     pub(crate) fn new(_module: &'static ThisModule) -> Result<Pin<KBox<Self>>> {
         let major = Major::register(kernel::c_str!("lff"))?;
+        let noio = Arc::pin_init(NoIoMappings::new(), GFP_KERNEL)?;
         KBox::pin_init(
             try_pin_init!(Self {
                 major,
                 drivers <- new_mutex!(Slots(KVec::new())),
                 devices <- new_mutex!(Slots(KVec::new())),
+                noio,
             }),
             GFP_KERNEL,
         )

@@ -1,12 +1,18 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Decompression workers: a small pool of workspaces (an input buffer for
-//! the compressed bytes, a zlib and a zstd context, each allocated on first
-//! use), so several CPUs decompress different clusters at once.
+//! the compressed bytes, a zlib and a zstd context), so several CPUs
+//! decompress different clusters at once.
 //!
 //! [`Pool::with_worker`] claims a free worker (a lock-free scan of `busy`
 //! flags from a rotating start); when every worker is busy it waits for
-//! one. The format crate's `Decompressor` is implemented here with QEMU's
+//! worker 0. Worker 0 is the reserve: its buffer and the contexts of every
+//! compression type the image uses are allocated at attach. The others
+//! allocate theirs on first use, on the request path, with `GFP_NOWAIT`
+//! (never waiting for memory: see `cache.rs` on why a request must not);
+//! a worker that cannot get them leaves the request to worker 0, so
+//! decompression always progresses, one cluster at a time at worst. The
+//! format crate's `Decompressor` is implemented here with QEMU's
 //! semantics (`block/qcow2-threads.c`):
 //!
 //! - deflate: one raw deflate stream, accepted when it ends or when the
@@ -21,6 +27,7 @@ use crate::decompress::{DecompressError, Inflate, InflateStatus, ZstdDctx};
 use crate::qcow2fmt::{CompressionType, Decompressor, Error, Result};
 use core::pin::Pin;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use kernel::alloc::Flags;
 use kernel::prelude::*;
 use kernel::sync::{new_mutex, Mutex};
 
@@ -43,6 +50,20 @@ fn failed(_: DecompressError) -> Error {
 }
 
 impl Decoders {
+    /// Allocates the context for `kind` if missing, with `flags`.
+    fn prepare(&mut self, kind: CompressionType, flags: Flags) -> Result<()> {
+        match kind {
+            CompressionType::Deflate if self.zlib.is_none() => {
+                self.zlib = Some(Inflate::new(flags).map_err(|_| nomem())?);
+            }
+            CompressionType::Zstd if self.zstd.is_none() => {
+                self.zstd = Some(ZstdDctx::new(flags).map_err(|_| nomem())?);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     fn unzstd(dctx: &mut ZstdDctx, input: &[u8], output: &mut [u8]) -> Result<usize> {
         let (mut pos, mut produced) = (0usize, 0usize);
         // Each frame consumes at least one input byte.
@@ -70,9 +91,9 @@ impl Decompressor for Decoders {
     ) -> Result<usize> {
         match kind {
             CompressionType::Deflate => {
-                if self.zlib.is_none() {
-                    self.zlib = Some(Inflate::new().map_err(|_| nomem())?);
-                }
+                // The pool prepares its workers before calling us, so this
+                // allocates only for other users (the KUnit suite).
+                self.prepare(kind, GFP_KERNEL)?;
                 let z = self.zlib.as_mut().ok_or(Error::Internal)?;
                 match z.inflate(input, output).map_err(failed)? {
                     InflateStatus::StreamEnd(n) => Ok(n),
@@ -80,9 +101,7 @@ impl Decompressor for Decoders {
                 }
             }
             CompressionType::Zstd => {
-                if self.zstd.is_none() {
-                    self.zstd = Some(ZstdDctx::new().map_err(|_| nomem())?);
-                }
+                self.prepare(kind, GFP_KERNEL)?;
                 let z = self.zstd.as_mut().ok_or(Error::Internal)?;
                 Self::unzstd(z, input, output)
             }
@@ -91,19 +110,18 @@ impl Decompressor for Decoders {
 }
 
 /// One worker's state.
-pub(crate) struct Worker {
+struct Worker {
     input: KVVec<u8>,
-    input_len: usize,
     decoders: Decoders,
 }
 
 impl Worker {
-    /// The input buffer (allocated on first use) and the decoders.
-    pub(crate) fn parts(&mut self) -> Result<(&mut [u8], &mut Decoders)> {
-        if self.input.len() < self.input_len {
-            self.input = KVVec::from_elem(0u8, self.input_len, GFP_KERNEL).map_err(|_| nomem())?;
+    /// Allocates what decompressing `kind` needs, if missing, with `flags`.
+    fn prepare(&mut self, kind: CompressionType, input_len: usize, flags: Flags) -> Result<()> {
+        if self.input.len() < input_len {
+            self.input = KVVec::from_elem(0u8, input_len, flags).map_err(|_| nomem())?;
         }
-        Ok((&mut self.input, &mut self.decoders))
+        self.decoders.prepare(kind, flags)
     }
 }
 
@@ -112,22 +130,31 @@ pub(crate) struct Pool {
     workers: KVec<Pin<KBox<Mutex<Worker>>>>,
     busy: KVec<AtomicBool>,
     next: AtomicUsize,
+    input_len: usize,
 }
 
 impl Pool {
     /// A pool of `workers` workers (the caller passes the number of CPUs;
     /// at least 1, at most [`MAX_WORKERS`]) whose input buffers hold
-    /// `input_len` bytes.
-    pub(crate) fn new(workers: usize, input_len: usize) -> kernel::error::Result<Self> {
+    /// `input_len` bytes; worker 0 is prepared now for each of `kinds`.
+    pub(crate) fn new(
+        workers: usize,
+        input_len: usize,
+        kinds: &[CompressionType],
+    ) -> kernel::error::Result<Self> {
         let n = workers.clamp(1, MAX_WORKERS);
         let mut workers = KVec::with_capacity(n, GFP_KERNEL)?;
         let mut busy = KVec::with_capacity(n, GFP_KERNEL)?;
-        for _ in 0..n {
-            let w = Worker {
+        for i in 0..n {
+            let mut w = Worker {
                 input: KVVec::new(),
-                input_len,
                 decoders: Decoders::default(),
             };
+            if i == 0 {
+                for &kind in kinds {
+                    w.prepare(kind, input_len, GFP_KERNEL).map_err(|_| ENOMEM)?;
+                }
+            }
             workers.push(KBox::pin_init(new_mutex!(w), GFP_KERNEL)?, GFP_KERNEL)?;
             busy.push(AtomicBool::new(false), GFP_KERNEL)?;
         }
@@ -135,17 +162,24 @@ impl Pool {
             workers,
             busy,
             next: AtomicUsize::new(0),
+            input_len,
         })
     }
 
-    /// Runs `f` with a worker to itself.
-    pub(crate) fn with_worker<R>(&self, f: impl FnOnce(&mut Worker) -> R) -> R {
+    /// Runs `f` with a worker to itself, prepared for `kind`: its input
+    /// buffer (at least `input_len` bytes) and its decoders.
+    pub(crate) fn with_worker<R>(
+        &self,
+        kind: CompressionType,
+        f: impl FnOnce(&mut [u8], &mut Decoders) -> R,
+    ) -> Result<R> {
         let n = self.workers.len();
         let start = self
             .next
             .fetch_add(1, Ordering::Relaxed)
             .checked_rem(n)
             .unwrap_or(0);
+        let mut claimed = None;
         for i in Iterator::chain(start..n, 0..start) {
             if self.busy[i]
                 .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
@@ -153,12 +187,39 @@ impl Pool {
             {
                 // The flag only steers us to an idle worker; the mutex
                 // provides the exclusion.
-                let r = f(&mut self.workers[i].lock());
-                self.busy[i].store(false, Ordering::Release);
-                return r;
+                let mut w = self.workers[i].lock();
+                let flags = if i == 0 {
+                    GFP_KERNEL
+                } else {
+                    GFP_NOWAIT | __GFP_NOWARN
+                };
+                if w.prepare(kind, self.input_len, flags).is_ok() {
+                    claimed = Some((i, w));
+                } else {
+                    // No memory for this worker: the reserve's turn.
+                    drop(w);
+                    self.busy[i].store(false, Ordering::Release);
+                }
+                break;
             }
         }
-        // All busy: wait for ours.
-        f(&mut self.workers[start].lock())
+        let (index, mut w) = match claimed {
+            Some((i, w)) => (Some(i), w),
+            None => {
+                // All busy, or no memory: wait for worker 0, prepared at
+                // attach for every kind the image uses (so `prepare`
+                // allocates nothing).
+                let mut w = self.workers[0].lock();
+                w.prepare(kind, self.input_len, GFP_KERNEL)?;
+                (None, w)
+            }
+        };
+        let worker = &mut *w;
+        let r = f(&mut worker.input, &mut worker.decoders);
+        drop(w);
+        if let Some(i) = index {
+            self.busy[i].store(false, Ordering::Release);
+        }
+        Ok(r)
     }
 }

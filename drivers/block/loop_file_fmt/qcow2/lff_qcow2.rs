@@ -17,6 +17,12 @@
 //! - `CompressedClusters`: a decompressed-cluster [`cache::Cache`] filled
 //!   by a small pool of decompression workers ([`decomp::Pool`]) with zlib
 //!   and zstd workspaces;
+//! - memory: a request never waits indefinitely for memory (it may be
+//!   what reclaim waits for): buffers are allocated so that they fail
+//!   instead (`kvvec_zeroed_mayfail`), and then the request is served from
+//!   the device's [`cache::Reserve`], one buffer of the largest cluster
+//!   preallocated at attach, with decompression worker 0, also
+//!   preallocated (see `cache.rs` and `decomp.rs`);
 //! - a periodic job ([`periodic::Periodic`]) freeing cache entries unused
 //!   for `cache_clean_interval` seconds;
 //! - `Sink`: the request's pages (`IovIter`): uncompressed data is read
@@ -55,7 +61,7 @@ mod decomp;
 mod errno;
 
 use crate::wrappers::compat::{fmt, CStrBytes};
-use cache::Cache;
+use cache::{Cache, Reserve};
 use core::fmt::Write;
 use core::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use decomp::Pool;
@@ -119,6 +125,8 @@ struct Qcow2 {
     /// empty for raw layers.
     l1: KVec<KVVec<u8>>,
     caches: Arc<Caches>,
+    /// What a request uses when no memory can be had for a buffer.
+    reserve: Reserve,
     /// Frees cache entries unused for a clean interval.
     cleaner: Periodic<Caches>,
     pool: Pool,
@@ -323,6 +331,8 @@ impl Qcow2 {
         let mut format = Some(LayerFormat::Qcow2);
         let mut i = 0;
         let mut max_cluster = 512usize;
+        // The compression types of the chain (for the reserve worker).
+        let mut kinds = KVec::new();
         while let Some(f) = format.take() {
             let layer = match f {
                 LayerFormat::Raw => {
@@ -336,6 +346,9 @@ impl Qcow2 {
                     let (q, table, next) = Self::open_qcow2_layer(req, &files, i, snap)?;
                     l1.push(table, GFP_KERNEL)?;
                     max_cluster = max_cluster.max(q.geometry().cluster_len());
+                    if !kinds.contains(&q.compression()) {
+                        kinds.push(q.compression(), GFP_KERNEL)?;
+                    }
                     format = next;
                     Layer::Qcow2(q)
                 }
@@ -364,7 +377,10 @@ impl Qcow2 {
         let pool = Pool::new(
             wrappers::nr_cpu_ids() as usize,
             max_compressed_len(max_cluster.trailing_zeros()),
+            &kinds,
         )?;
+        // L2 tables and decompressed clusters are one cluster each.
+        let reserve = Reserve::new(max_cluster, wrappers::kvvec_zeroed_mayfail)?;
         let size = chain.virtual_size();
         let caches = Arc::new(
             Caches {
@@ -384,6 +400,7 @@ impl Qcow2 {
             chain,
             l1,
             caches,
+            reserve,
             cleaner,
             pool,
             log_window: AtomicI64::new(0),
@@ -453,12 +470,14 @@ impl Tables for ReqTables<'_> {
     ) -> qcow2fmt::Result<R> {
         let dev = self.0;
         let len = dev.cluster_len(layer)?;
-        let table = dev.caches.l2.get_or_load(cache::key(layer, offset), || {
-            let mut t = KVVec::from_elem(0u8, len, GFP_KERNEL).map_err(|_| ferr(ENOMEM))?;
-            Files(&dev.files).read_at(layer, &mut t, offset)?;
-            Ok(t)
-        })?;
-        Ok(f(&table))
+        dev.caches.l2.with(
+            cache::key(layer, offset),
+            0,
+            len,
+            &dev.reserve,
+            |t| Files(&dev.files).read_at(layer, t, offset),
+            f,
+        )
     }
 }
 
@@ -472,22 +491,19 @@ impl CompressedClusters for ReqClusters<'_> {
         f: F,
     ) -> qcow2fmt::Result<R> {
         let dev = self.0;
-        let need = req.prefix_len();
-        let key = cache::key(req.layer, req.host_offset);
-        let cluster =
-            dev.caches
-                .clusters
-                .get_or_load_prefix(key, req.len as u64, need, |cached_len| {
-                    let len = req.decode_len(cached_len);
-                    let mut out =
-                        KVVec::from_elem(0u8, len, GFP_KERNEL).map_err(|_| ferr(ENOMEM))?;
-                    dev.pool.with_worker(|w| {
-                        let (input, dec) = w.parts()?;
-                        req.load(&Files(&dev.files), dec, input, &mut out)
-                    })?;
-                    Ok(out)
-                })?;
-        Ok(f(&cluster))
+        // The compressed length tells apart descriptors sharing an offset.
+        dev.caches.clusters.with(
+            cache::key(req.layer, req.host_offset),
+            req.len as u64,
+            req.cluster_size,
+            &dev.reserve,
+            |out| {
+                dev.pool.with_worker(req.compression, |input, dec| {
+                    req.load(&Files(&dev.files), dec, input, out)
+                })?
+            },
+            f,
+        )
     }
 }
 
@@ -532,6 +548,7 @@ const ATTR_CLUSTER_CACHE_SIZE: usize = 1;
 const ATTR_CACHE_CLEAN_INTERVAL: usize = 2;
 const ATTR_L2_CACHE_STATS: usize = 3;
 const ATTR_CLUSTER_CACHE_STATS: usize = 4;
+const ATTR_RESERVE_USES: usize = 5;
 
 fn parse_u32(input: &[u8]) -> Result<u32> {
     let s = core::str::from_utf8(input).map_err(|_| EINVAL)?;
@@ -548,6 +565,7 @@ impl FormatDriver for Qcow2 {
         kernel::c_str!("cache_clean_interval"),
         kernel::c_str!("l2_cache_stats"),
         kernel::c_str!("cluster_cache_stats"),
+        kernel::c_str!("reserve_uses"),
     ];
 
     fn attach(req: &AttachRequest<'_>) -> Result<Attached<Self>> {
@@ -589,6 +607,7 @@ impl FormatDriver for Qcow2 {
             }
             ATTR_L2_CACHE_STATS => stats(&c.l2, buf),
             ATTR_CLUSTER_CACHE_STATS => stats(&c.clusters, buf),
+            ATTR_RESERVE_USES => writeln!(buf, "{}", self.reserve.uses()),
             _ => return Err(EINVAL),
         }
         .map_err(|_| EINVAL)

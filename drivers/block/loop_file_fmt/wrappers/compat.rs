@@ -93,29 +93,6 @@ pub fn now_ms() -> i64 {
     ns / 1_000_000
 }
 
-/// A cursor that can remove the entry it is on (6.12's `Cursor`, 7.x's
-/// `CursorMut`).
-#[cfg(not(lff_linux7))]
-pub type TreeCursorMut<'a, K, V> = kernel::rbtree::Cursor<'a, K, V>;
-/// A cursor that can remove the entry it is on (6.12's `Cursor`, 7.x's
-/// `CursorMut`).
-#[cfg(lff_linux7)]
-pub type TreeCursorMut<'a, K, V> = kernel::rbtree::CursorMut<'a, K, V>;
-
-/// A [`TreeCursorMut`] at the first entry of `tree`, if any.
-pub fn cursor_front_mut<K, V>(
-    tree: &mut kernel::rbtree::RBTree<K, V>,
-) -> Option<TreeCursorMut<'_, K, V>> {
-    #[cfg(not(lff_linux7))]
-    {
-        tree.cursor_front()
-    }
-    #[cfg(lff_linux7)]
-    {
-        tree.cursor_front_mut()
-    }
-}
-
 /// The `UserSlice` of `len` bytes at the user address `addr` (7.x wraps
 /// the address in a `UserPtr`).
 pub fn user_slice(addr: usize, len: usize) -> kernel::uaccess::UserSlice {

@@ -19,6 +19,7 @@
 //! [`include/linux/zstd.h`](srctree/include/linux/zstd.h)
 
 use core::ptr::NonNull;
+use kernel::alloc::Flags;
 use kernel::ffi::c_int;
 use kernel::prelude::*;
 
@@ -52,8 +53,8 @@ pub enum InflateStatus {
 }
 
 /// A workspace of 8-byte words (both libraries want 8-byte alignment).
-fn workspace(bytes: usize) -> Result<KVVec<u64>> {
-    Ok(KVVec::from_elem(0u64, bytes.div_ceil(8), GFP_KERNEL)?)
+fn workspace(bytes: usize, flags: Flags) -> Result<KVVec<u64>> {
+    Ok(KVVec::from_elem(0u64, bytes.div_ceil(8), flags)?)
 }
 
 /// A raw deflate decompressor with its own workspace.
@@ -62,12 +63,12 @@ pub struct Inflate {
 }
 
 impl Inflate {
-    /// Allocates the workspace (about 43 KiB).
-    pub fn new() -> Result<Self> {
+    /// Allocates the workspace (about 43 KiB) with `flags`.
+    pub fn new(flags: Flags) -> Result<Self> {
         // SAFETY: a pure function of the zlib configuration.
         let size = unsafe { lff_qcow2_inflate_workspace_size() };
         Ok(Self {
-            ws: workspace(size)?,
+            ws: workspace(size, flags)?,
         })
     }
 
@@ -124,11 +125,12 @@ unsafe impl Send for ZstdDctx {}
 unsafe impl Sync for ZstdDctx {}
 
 impl ZstdDctx {
-    /// Allocates the workspace (about 160 KiB) and initialises a context.
-    pub fn new() -> Result<Self> {
+    /// Allocates the workspace (about 160 KiB) with `flags` and
+    /// initialises a context.
+    pub fn new(flags: Flags) -> Result<Self> {
         // SAFETY: a pure function of the zstd build.
         let size = unsafe { zstd_dctx_workspace_bound() };
-        let mut ws = workspace(size)?;
+        let mut ws = workspace(size, flags)?;
         // SAFETY: `ws` is writable for at least `size` bytes, 8-byte
         // aligned, and outlives the context (both live in `Self`).
         let dctx = unsafe { zstd_init_dctx(ws.as_mut_ptr().cast(), size) };

@@ -12,6 +12,8 @@ use core::ptr::NonNull;
 use kernel::bindings;
 use kernel::error::{to_result, Error, Result};
 use kernel::prelude::*;
+use kernel::rbtree::{RBTree, RBTreeNode};
+use kernel::sync::Arc;
 
 /// What kind of inode a file is.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -277,4 +279,107 @@ pub mod falloc {
     pub const PUNCH_HOLE: i32 = 0x02;
     /// Make the range read as zeros, keeping it allocated.
     pub const ZERO_RANGE: i32 = 0x10;
+}
+
+/// The `__GFP_IO | __GFP_FS` bits of a gfp mask, as `lff_file_mapping_gfp`
+/// returns it.
+fn gfp_io_fs() -> u32 {
+    // SAFETY: a constant.
+    unsafe { sys::lff_gfp_io_fs() }
+}
+
+/// One backing mapping whose gfp mask the core masked.
+struct Masked {
+    /// Guards holding it.
+    users: usize,
+    /// The bits of [`gfp_io_fs`] that were set and that we cleared.
+    cleared: u32,
+}
+
+/// The backing mappings masked by [`MappingNoIo`] guards, with a count of
+/// the guards on each: several devices (or layers) can use one file, and
+/// the mask must stay until the last of them is gone.
+#[pin_data]
+pub struct NoIoMappings {
+    #[pin]
+    /// By mapping address (an identity only).
+    list: kernel::sync::Mutex<RBTree<usize, Masked>>,
+}
+
+impl NoIoMappings {
+    /// An empty registry.
+    pub fn new() -> impl PinInit<Self> {
+        pin_init!(Self {
+            list <- kernel::new_mutex!(RBTree::new()),
+        })
+    }
+}
+
+/// Keeps the page cache of a backing file from recursing into I/O while
+/// the device uses it: clears `__GFP_IO | __GFP_FS` in its mapping's gfp
+/// mask, as loop.c does at configure (`mapping_set_gfp_mask(mapping,
+/// lo->old_gfp_mask & ~(__GFP_IO | __GFP_FS))`). Page cache allocations
+/// for the backing file (a read of a cluster, readahead, a write) then
+/// never wait on I/O that may be queued behind the request doing them.
+///
+/// Unlike loop.c, which saves the whole mask and writes it back at
+/// teardown (wrong when two devices share a file: the first detach
+/// unmasks the file under the second), the guards of one mapping are
+/// counted in a [`NoIoMappings`]: the first guard clears the bits that
+/// were set, the last drop sets back only those bits, keeping any other
+/// change made to the mask meanwhile. A mapping another driver masked
+/// (a loop device on the same file) is left to that driver, which may
+/// restore it under us: a documented limit, as in loop.c.
+pub struct MappingNoIo {
+    reg: Arc<NoIoMappings>,
+    /// Keeps the mapping alive (it is the file's inode's).
+    file: File,
+}
+
+impl MappingNoIo {
+    /// Masks the mapping of `file` until the guard is dropped.
+    pub fn new(reg: &Arc<NoIoMappings>, file: &File) -> Result<Self> {
+        let file = file.try_clone()?;
+        // SAFETY: the file is valid by the type invariant of `File`.
+        let mapping = unsafe { sys::lff_file_mapping(file.as_ptr()) } as usize;
+        let mut list = reg.list.lock();
+        if let Some(m) = list.get_mut(&mapping) {
+            m.users += 1;
+        } else {
+            // SAFETY: as above.
+            let gfp = unsafe { sys::lff_file_mapping_gfp(file.as_ptr()) };
+            let cleared = gfp & gfp_io_fs();
+            let node = RBTreeNode::new(mapping, Masked { users: 1, cleared }, GFP_KERNEL)?;
+            // SAFETY: as above; the registry's mutex serialises our
+            // read-modify-write of the mask with every other guard's.
+            unsafe { sys::lff_file_set_mapping_gfp(file.as_ptr(), gfp & !gfp_io_fs()) };
+            list.insert(node);
+        }
+        drop(list);
+        Ok(Self {
+            reg: reg.clone(),
+            file,
+        })
+    }
+}
+
+impl Drop for MappingNoIo {
+    fn drop(&mut self) {
+        // SAFETY: the file is valid by the type invariant of `File`.
+        let mapping = unsafe { sys::lff_file_mapping(self.file.as_ptr()) } as usize;
+        let mut list = self.reg.list.lock();
+        let Some(m) = list.get_mut(&mapping) else {
+            return;
+        };
+        m.users -= 1;
+        if m.users == 0 {
+            let cleared = m.cleared;
+            // SAFETY: as above; serialised by the registry's mutex.
+            unsafe {
+                let gfp = sys::lff_file_mapping_gfp(self.file.as_ptr());
+                sys::lff_file_set_mapping_gfp(self.file.as_ptr(), gfp | cleared);
+            }
+            list.remove(&mapping);
+        }
+    }
 }

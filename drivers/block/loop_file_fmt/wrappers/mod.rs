@@ -86,3 +86,30 @@ pub fn c_chars_as_bytes(chars: &[core::ffi::c_char]) -> &[u8] {
     // bit pattern is valid for both.
     unsafe { core::slice::from_raw_parts(chars.as_ptr().cast::<u8>(), chars.len()) }
 }
+
+/// A zeroed `KVVec` of `n` elements, or `None` when the memory cannot be
+/// had after a bounded effort: `kvzalloc` with `__GFP_RETRY_MAYFAIL` (no
+/// OOM killer, a bounded number of reclaim retries), so a request never
+/// waits indefinitely for memory that only its own progress could free.
+/// In a request's `memalloc_noio` scope, reclaim does no I/O.
+pub fn kvvec_zeroed_mayfail<T: compat::Zeroable>(n: usize) -> Option<kernel::alloc::KVVec<T>> {
+    use kernel::alloc::KVVec;
+    let size = core::mem::size_of::<T>();
+    // kvmalloc memory is aligned to at least 8 bytes.
+    if n == 0 || size == 0 || core::mem::align_of::<T>() > 8 {
+        return None;
+    }
+    let bytes = n.checked_mul(size).filter(|&b| b <= isize::MAX as usize)?;
+    // SAFETY: any size may be asked for; the result is NULL or `bytes`
+    // zeroed bytes from kvmalloc.
+    let ptr = unsafe { sys::lff_kvzalloc_mayfail(bytes) }.cast::<T>();
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: `ptr` is a kvmalloc allocation (which `KVVec`'s allocator,
+    // `KVmalloc`, frees with `kvfree` and resizes with `kvrealloc`) of
+    // `n * size_of::<T>()` bytes, no more than `isize::MAX`, aligned for
+    // `T` (checked above); its `n` elements are initialised, since all-zero
+    // bytes are a valid `T` (`Zeroable`).
+    Some(unsafe { KVVec::from_raw_parts(ptr, n, n) })
+}
