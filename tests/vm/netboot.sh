@@ -12,7 +12,12 @@
 BOOT=$ROOT/scripts/netboot/netboot
 SUMMARY=$(mktemp)
 STORE=$(mktemp -d)
-trap 'rm -rf "$BOOT_LOG" "$SUMMARY" "$STORE"' EXIT
+# The servers' state directories go under a directory of this run, so
+# that the leftover check sees only this run's servers, not those of
+# another netboot running on the machine at the same time.
+NB_TMP=$(mktemp -d)
+export TMPDIR=$NB_TMP
+trap 'rm -rf "$BOOT_LOG" "$SUMMARY" "$STORE" "$NB_TMP"' EXIT
 
 # nb_run NAME [netboot options]: like boot_run, and the summary line.
 nb_run() {
@@ -29,7 +34,7 @@ nb_summary_expect() { # description ERE
 # No server of this test may outlive its run.
 nb_none_left() {
 	local left
-	left=$(pgrep -a -f 'lff-netboot\.' || true)
+	left=$(pgrep -a -f "$NB_TMP/lff-netboot\\." || true)
 	[ -z "$left" ] && boot_ok "no server left running" || boot_bad "left running: $left"
 }
 pxe_checks() {
