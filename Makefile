@@ -78,7 +78,7 @@ $(GEN_UAPI): $(UAPI_H) drivers/block/loop_file_fmt/uapi_numbers.h
 		--use-core --no-doc-comments --no-prepend-enum-name \
 		--default-enum-style consts \
 		--allowlist-type 'lff_.*' --allowlist-var 'LFF_.*' \
-		-o $@ -- -Iinclude/uapi
+		-o $@ -- -Iinclude
 
 # Objects built against one kernel tree are not all rebuilt when KDIR
 # names another (seen: modules for a tree with a different config read
