@@ -109,7 +109,7 @@ fmt:
 	@cargo fmt
 
 boot: deps
-	@scripts/qemu-boot/boot $(BOOT_ARGS)
+	@scripts/qemu-boot/boot $(if $(filter 1,$(BUILTIN)),--builtin) $(BOOT_ARGS)
 
 SOURCE ?= nfs
 netboot: deps
