@@ -33,16 +33,16 @@ mkrepo() { # DIR: a git repo of DIR's files
 }
 cp -r "$t/base" "$t/k612" && mkrepo "$t/k612" || exit 1
 
-check "series is written (4 patches)" \
-	bash -c '"$0" "$1" "$2" >/dev/null && [ "$(ls "$2"/*.patch | wc -l)" = 4 ]' "$MS" "$t/k612" "$t/series"
+check "series is written (5 patches)" \
+	bash -c '"$0" "$1" "$2" >/dev/null && [ "$(ls "$2"/*.patch | wc -l)" = 5 ]' "$MS" "$t/k612" "$t/series"
 check "git am applies it" git -C "$t/k612" am -q "$t/series"/*.patch
-check "4 commits, each signed off" bash -c \
-	'[ "$(git -C "$0" log --format=%b HEAD~4..HEAD | grep -c "^Signed-off-by: $(git config user.name) ")" = 4 ]' "$t/k612"
+check "5 commits, each signed off" bash -c \
+	'[ "$(git -C "$0" log --format=%b HEAD~5..HEAD | grep -c "^Signed-off-by: $(git config user.name) ")" = 5 ]' "$t/k612"
 kc=$t/k612/drivers/block/loop_file_fmt/Kconfig
-check "Kconfig: the three tristates, RUST && BLK_DEV, zlib/zstd selects" bash -c '
+check "Kconfig: the three drivers and the KUnit tests tristate, RUST && BLK_DEV, zlib/zstd selects" bash -c '
 	for s in BLK_DEV_LOOP_FILE_FMT BLK_DEV_LOOP_FILE_FMT_RAW BLK_DEV_LOOP_FILE_FMT_QCOW2; do
 		grep -q "^config $s\$" "$0" || exit 1; done
-	[ "$(grep -c "^	tristate" "$0")" = 3 ] && grep -q "depends on RUST && BLK_DEV" "$0" &&
+	[ "$(grep -c "^	tristate" "$0")" = 4 ] && grep -q "depends on RUST && BLK_DEV" "$0" &&
 	grep -q "select ZLIB_INFLATE" "$0" && grep -q "select ZSTD_DECOMPRESS" "$0"' "$kc"
 check "drivers/block: source line and obj line" bash -c '
 	grep -qx "source \"drivers/block/loop_file_fmt/Kconfig\"" "$0/drivers/block/Kconfig" &&
@@ -52,6 +52,21 @@ check "drivers/block: source line and obj line" bash -c '
 	grep -q "^F:	drivers/block/loop_file_fmt/" "$0/MAINTAINERS" &&
 	grep -q "#\[path = \"format/mod.rs\"\]" "$0/drivers/block/loop_file_fmt/qcow2/lff_qcow2.rs" &&
 	[ -f "$0/drivers/block/loop_file_fmt/qcow2/format/mod.rs" ]' "$t/k612"
+check "KUnit: Kconfig symbol, Makefile, #[path]s inside the driver directory" bash -c '
+	d=$0/drivers/block/loop_file_fmt
+	grep -q "^config BLK_DEV_LOOP_FILE_FMT_KUNIT_TEST\$" "$d/Kconfig" &&
+	grep -q "depends on KUNIT && BLK_DEV_LOOP_FILE_FMT_QCOW2" "$d/Kconfig" &&
+	grep -q "^obj-\$(CONFIG_BLK_DEV_LOOP_FILE_FMT_KUNIT_TEST) += kunit/" "$d/Makefile" &&
+	grep -q "^obj-\$(CONFIG_BLK_DEV_LOOP_FILE_FMT_KUNIT_TEST) += lff_kunit_cache.o" "$d/kunit/Makefile" &&
+	! grep -q "obj-m\|\.\./\.\./include" "$d/kunit/Makefile" &&
+	[ -f "$d/kunit/vectors/cluster4k.zst" ] && [ -f "$d/kunit/wrappers/kunit.rs" ] &&
+	! grep -h "#\[path" "$d"/kunit/*.rs | grep -q "formats/\|drivers/" &&
+	# Top-level #[path]s are relative to kunit/, nested ones to a
+	# directory below it: "../../x" and "../x" both mean the driver dir.
+	for p in $(sed -n "s/.*#\[path = \"\([^\"]*\)\"\].*/\1/p" "$d"/kunit/*.rs | sort -u); do
+		case $p in ../../*) f=$d/${p#../../} ;; ../*) f=$d/${p#../} ;; *) f=$d/kunit/$p ;; esac
+		[ -f "$f" ] || { echo "# #[path] $p: no $f"; exit 1; }
+	done' "$t/k612"
 check "no build products in the series" bash -c \
 	'! grep -h "^+++ b/" "$0"/*.patch | grep -E "\.(o|a|cmd|ko|mod|mod\.c)\$|/generated/"' "$t/series"
 
