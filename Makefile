@@ -78,7 +78,7 @@ $(GEN_UAPI): $(UAPI_H) drivers/block/loop_file_fmt/uapi_numbers.h
 		--use-core --no-doc-comments --no-prepend-enum-name \
 		--default-enum-style consts \
 		--allowlist-type 'lff_.*' --allowlist-var 'LFF_.*' \
-		-o $@ -- -Iinclude/uapi
+		-o $@ -- -Iinclude
 
 # Objects built against one kernel tree are not all rebuilt when KDIR
 # names another (seen: modules for a tree with a different config read
@@ -109,7 +109,7 @@ fmt:
 	@cargo fmt
 
 boot: deps
-	@scripts/qemu-boot/boot $(BOOT_ARGS)
+	@scripts/qemu-boot/boot $(if $(filter 1,$(BUILTIN)),--builtin) $(BOOT_ARGS)
 
 SOURCE ?= nfs
 netboot: deps

@@ -48,6 +48,18 @@ lff_log() {
 	echo "lff: [$_up] $*"
 }
 
+# The control node's list of registered formats (space separated).
+LFF_FORMATS=/sys/class/misc/loop-file-fmt-control/formats
+# lff_have_format FMT: the core is there and FMT is registered (auto: both
+# raw and qcow2, what auto would load).
+lff_have_format() {
+	[ -r "$LFF_FORMATS" ] || return 1
+	case $1 in auto) set -- raw qcow2 ;; esac
+	for _f; do
+		case " $(cat "$LFF_FORMATS") " in *" $_f "*) ;; *) return 1 ;; esac
+	done
+}
+
 # Records a failed step; always returns 1.
 lff_fail() { # step message
 	LFF_STEP=$1
@@ -183,8 +195,12 @@ lff_attach() {
 		[ -e "$_img" ] || { lff_fail "image" "image file $_img not found"; return 1; }
 	fi
 
-	# The core comes along by dependency; with auto, load what exists.
-	if [ "$LFF_FORMAT" = auto ]; then
+	# Drivers built into the kernel (or loaded already) are used as they
+	# are: modprobe runs only for what is missing. Otherwise the core
+	# comes along by dependency; with auto, load what exists.
+	if lff_have_format "$LFF_FORMAT"; then
+		lff_log "drivers present (formats: $(cat "$LFF_FORMATS")); $(wc -l </proc/modules) modules loaded"
+	elif [ "$LFF_FORMAT" = auto ]; then
 		modprobe -q loop_file_fmt_qcow2 2>/dev/null
 		modprobe -q loop_file_fmt_raw 2>/dev/null
 		modprobe loop_file_fmt 2>"$LFF_RUN/modprobe.err" ||

@@ -2,9 +2,11 @@
 /*
  * Input of bindgen for the Rust modules: the UAPI header, plus its ioctl
  * numbers as enum constants (bindgen cannot expand _IOW(), but clang
- * evaluates enum initialisers), so that no number is typed twice.
+ * evaluates enum initialisers), so that no number is typed twice. The
+ * uapi/ prefix keeps it the UAPI header in a kernel tree too, where
+ * <linux/loop_file_fmt.h> is the format driver ABI.
  */
-#include <linux/loop_file_fmt.h>
+#include <uapi/linux/loop_file_fmt.h>
 
 enum lff_ioctl_numbers {
 	LFF_NR_CONFIGURE	= LFF_CONFIGURE,

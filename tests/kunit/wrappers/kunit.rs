@@ -85,6 +85,28 @@ impl Test {
         }
     }
 
+    /// Marks the case skipped, with `why` as its KTAP comment, as
+    /// `kunit_mark_skipped()` does; the case should return after it.
+    pub fn skip(&self, why: &str) {
+        // SAFETY: `self.raw` is the running case's `struct kunit` (type
+        // invariant), written only by the thread running the case until it
+        // returns; `status_comment` is a byte array inside it.
+        unsafe {
+            let comment = &mut (*self.raw).status_comment;
+            let n = why.len().min(comment.len() - 1);
+            for (dst, src) in comment.iter_mut().zip(why.bytes().take(n)) {
+                *dst = src as c_char;
+            }
+            if let Some(end) = comment.get_mut(n) {
+                *end = 0;
+            }
+            core::ptr::write_volatile(
+                core::ptr::addr_of_mut!((*self.raw).status),
+                bindings::kunit_status_KUNIT_SKIPPED,
+            );
+        }
+    }
+
     fn fail_at(&self, loc: &Location<'_>, what: fmt::Arguments<'_>) {
         // Indented like the `KUNIT_EXPECT_*` messages.
         self.report(loc, format_args!("    {what}"));

@@ -190,8 +190,11 @@ pub fn register_malformed(kind: Malformed, name: &'static CStr) -> Result {
     r
 }
 
-/// The reference count of `module` (`module_refcount`).
-pub fn module_refcount(module: &'static ThisModule) -> i32 {
-    // SAFETY: `module` is a live module (ours).
-    unsafe { bindings::module_refcount(module.as_ptr()) }
+/// The reference count of `module` (`module_refcount`), or `None` for
+/// code built into the kernel, which has no `struct module` to count.
+pub fn module_refcount(module: &'static ThisModule) -> Option<i32> {
+    let m = module.as_ptr();
+    // SAFETY: a non-NULL `m` is a live module (the caller's own, which
+    // cannot be unloaded while its code runs).
+    (!m.is_null()).then(|| unsafe { bindings::module_refcount(m) })
 }

@@ -456,8 +456,8 @@ impl BlockFops {
     /// # Safety
     ///
     /// `owner` must be the `struct module` of the module that holds the
-    /// table (its `__this_module`): the block layer pins it while the disk
-    /// is open.
+    /// table (its `__this_module`), or NULL when that code is built into
+    /// the kernel: the block layer pins it while the disk is open.
     pub const unsafe fn new<T: DiskOps>(owner: *mut bindings::module) -> Self {
         Self(bindings::block_device_operations {
             owner,
@@ -474,7 +474,8 @@ impl BlockFops {
 }
 
 /// Defines `static $name: BlockFops` for disks of `$t`, owned by the
-/// module that expands it.
+/// module that expands it (no owner when it is built into the kernel, as
+/// `THIS_MODULE` is NULL in C).
 #[macro_export]
 macro_rules! block_fops {
     ($name:ident, $t:ty) => {
@@ -482,13 +483,20 @@ macro_rules! block_fops {
         static $name: $crate::wrappers::blk::BlockFops = {
             // `struct module` holds structs that are empty in some
             // configurations; only its address is used.
+            #[cfg(MODULE)]
             #[allow(improper_ctypes)]
             extern "C" {
                 static __this_module: kernel::types::Opaque<kernel::bindings::module>;
             }
             // SAFETY: `__this_module` is the module expanding this macro,
             // whose static holds the table; only its address is taken.
-            unsafe { $crate::wrappers::blk::BlockFops::new::<$t>(__this_module.get()) }
+            #[cfg(MODULE)]
+            let owner = unsafe { __this_module.get() };
+            #[cfg(not(MODULE))]
+            let owner = core::ptr::null_mut();
+            // SAFETY: `owner` is the expanding module's `struct module`, or
+            // NULL for code built into the kernel, which is never unloaded.
+            unsafe { $crate::wrappers::blk::BlockFops::new::<$t>(owner) }
         };
     };
 }
