@@ -1,7 +1,7 @@
 #!/bin/bash
 # The drivers built into the kernel (scripts/qemu-boot/build-builtin: the
 # series of scripts/intree/make-series applied to the test kernel, all
-# three and the KUnit suites =y): `make boot BUILTIN=1` boots the
+# format drivers and the KUnit suites =y): `make boot BUILTIN=1` boots the
 # zstd-compressed qcow2 root through an initramfs that holds no module and
 # loads none, and the KUnit suites, run at boot, report on the console
 # (loglevel=7), parsed here as KTAP: one TAP line per case.
@@ -57,9 +57,15 @@ boot_done
 BOOT_NAME="built-in initramfs"
 kdir=$("$ROOT/scripts/qemu-boot/build-builtin" --path)
 ramfs=$(KDIR=$kdir "$ROOT/scripts/qemu-boot/build-initramfs" --no-build 2>/dev/null)
-kos=$(zcat "$ramfs" | cpio -t --quiet 2>/dev/null | grep -c '\.ko$')
-[ "$kos" = 0 ] && boot_ok "$(basename "$ramfs") holds no .ko" || boot_bad "$(basename "$ramfs") holds $kos .ko files"
-n=$(grep -cE '/loop_file_fmt/loop_file_fmt(_raw|_qcow2)?\.ko$' "$kdir/modules.builtin")
-[ "$n" = 3 ] && boot_ok "modules.builtin lists the three drivers" ||
-	boot_bad "modules.builtin lists $n of the three drivers"
+if [ ! -f "$ramfs" ]; then
+	boot_bad "no initramfs for $kdir ('$ramfs')"
+elif ! list=$(zcat "$ramfs" | cpio -t --quiet) || ! grep -qx init <<<"$list"; then
+	boot_bad "$(basename "$ramfs") cannot be listed, or has no /init"
+else
+	kos=$(grep -c '\.ko$' <<<"$list")
+	[ "$kos" = 0 ] && boot_ok "$(basename "$ramfs") holds no .ko" || boot_bad "$(basename "$ramfs") holds $kos .ko files"
+fi
+n=$(grep -cE '/loop_file_fmt/loop_file_fmt(_raw|_qcow2|_vdi)?\.ko$' "$kdir/modules.builtin")
+[ "$n" = 4 ] && boot_ok "modules.builtin lists the core and the three format drivers" ||
+	boot_bad "modules.builtin lists $n of the core and the three format drivers"
 boot_finish

@@ -41,6 +41,8 @@ pub enum Format {
     Raw,
     /// qcow2, possibly with a backing file.
     Qcow2,
+    /// VirtualBox VDI: its driver reads the file alone (no chain).
+    Vdi,
 }
 
 impl Format {
@@ -49,6 +51,7 @@ impl Format {
         match self {
             Format::Raw => "raw",
             Format::Qcow2 => "qcow2",
+            Format::Vdi => "vdi",
         }
     }
 }
@@ -95,9 +98,16 @@ fn magic_format(first_bytes: &[u8]) -> Format {
 }
 
 /// Detects the format by its magic: qcow2 if the file starts with
-/// "QFI\xfb", raw otherwise.
+/// "QFI\xfb", VDI with its signature at byte 64, raw otherwise.
 pub fn probe(file: &File) -> io::Result<Format> {
-    Ok(magic_format(&read_prefix(file, 4)?))
+    // The VDI signature ends at byte 68.
+    let first = read_prefix(file, 68)?;
+    let format = magic_format(&first);
+    Ok(if format == Format::Raw && vdi_format::header::has_signature(&first) {
+        Format::Vdi
+    } else {
+        format
+    })
 }
 
 /// Why a qcow2 header could not be read.
@@ -459,6 +469,7 @@ pub fn resolve_chain(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
     use std::process::Command;
 
     fn qemu_img(dir: &Path, args: &[&str]) {
@@ -694,6 +705,15 @@ mod tests {
         assert_eq!(probe(&r).unwrap(), Format::Raw);
         let empty = tempfile::tempfile().unwrap();
         assert_eq!(probe(&empty).unwrap(), Format::Raw);
+        qemu_img(d.path(), &["create", "-q", "-f", "vdi", "a.vdi", "1M"]);
+        let v = File::open(d.path().join("a.vdi")).unwrap();
+        assert_eq!(probe(&v).unwrap(), Format::Vdi);
+        // The signature alone, anywhere but at byte 64, is raw.
+        let mut f = tempfile::tempfile().unwrap();
+        let mut bytes = vec![0u8; 512];
+        bytes[60..64].copy_from_slice(&0xbeda_107fu32.to_le_bytes());
+        f.write_all(&bytes).unwrap();
+        assert_eq!(probe(&f).unwrap(), Format::Raw);
     }
 
     #[test]

@@ -263,12 +263,15 @@ impl Cx<'_> {
                 return 1;
             }
         };
-        if s.format == FileFmt::Default && chain::probe(&top).ok() == Some(Format::Qcow2) {
-            self.warn(format!(
-                "{}: Warning: file has the qcow2 magic but is attached as raw; \
-                 use --file-fmt qcow2 (or auto) to read it as qcow2",
-                file.display()
-            ));
+        if s.format == FileFmt::Default {
+            if let Ok(f @ (Format::Qcow2 | Format::Vdi)) = chain::probe(&top) {
+                self.warn(format!(
+                    "{}: Warning: file has the {f} magic but is attached as raw; \
+                     use --file-fmt {f} (or auto) to read it as {f}",
+                    file.display(),
+                    f = f.name()
+                ));
+            }
         }
         let (format, mut layers) = match resolve_layers(file, top, &s.format) {
             Ok(x) => x,
@@ -582,8 +585,8 @@ fn resolve_layers(
             chain::probe(&top).map_err(|e| format!("{}: {}", path.display(), strerror(&e)))?
         }
     };
-    if format == Format::Raw {
-        return Ok(single("raw", top, Format::Raw));
+    if format != Format::Qcow2 {
+        return Ok(single(format.name(), top, format));
     }
     let layers =
         chain::resolve_chain(path, top, format, &mut SystemOpener).map_err(|e| e.to_string())?;

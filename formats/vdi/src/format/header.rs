@@ -152,7 +152,7 @@ impl Header {
             return Err(Error::DiskSizeBeyondBlocks { disk_size, room });
         }
         // uuid_link (424) and uuid_parent (440) must be null.
-        if buf.get(424..456).is_none_or(|u| u.iter().any(|&b| b != 0)) {
+        if !matches!(buf.get(424..456), Some(u) if u.iter().all(|&b| b == 0)) {
             return Err(Error::ParentUnsupported);
         }
         // blocks_in_image <= 2^23: no overflow.
