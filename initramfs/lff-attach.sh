@@ -60,6 +60,14 @@ lff_have_format() {
 	done
 }
 
+# lff_wanted: the command line asks for a boot from an image (lff.image=,
+# or an NBD source, whose export is the image).
+lff_wanted() {
+	[ -n "$LFF_IMAGE" ] && return 0
+	case $LFF_SRC in nbd:*) return 0 ;; esac
+	return 1
+}
+
 # Records a failed step; always returns 1.
 lff_fail() { # step message
 	LFF_STEP=$1

@@ -5,7 +5,7 @@
 # (multi-user.target) from real servers on 127.0.0.1:
 # nfs-ganesha (NFSv4.1), smbd (SMB 3.1.1) and qemu-nbd (the image's raw
 # bytes). Then a qcow2 overlay whose backing file lies beside it on the
-# NFS share, NFS through the initramfs-tools hook, and the failures, each
+# NFS share, NFS and NBD through the initramfs-tools hook, and the failures, each
 # at its named step within its timeout: server down, export missing, image missing, wrong SMB password, wrong NBD
 # export name, no DHCP answer.
 . "$(dirname "$0")/lib/boot.sh"
@@ -89,6 +89,17 @@ if itr=$("$ROOT/scripts/qemu-boot/gen-initramfs" initramfs-tools --no-build); th
 	boot_expect "systemd reached multi-user.target" '^LFF-INIT: systemd reached active multi-user.target; 0 failed units'
 	boot_root_expect "format=qcow2" "backing=/run/lff/src/root.qcow2"
 	nb_summary_expect "the summary" '^netboot: OK: nfs, qcow2 image root\.qcow2 on /dev/lff[0-9]+ .*init systemd'
+	nb_none_left
+	boot_done
+	# NBD through the same hook: nbd-client came along, the kernel owns
+	# the connection after switch_root.
+	nb_run "initramfs-tools nbd" --no-build --initrd "$itr" --source nbd --init demo
+	[ $BOOT_RC = 0 ] && boot_ok "netboot exits 0" || boot_bad "netboot exits $BOOT_RC"
+	boot_expect "its ipconfig got the lease" '^IP-Config: [a-z0-9]+ complete \(dhcp from 10\.0\.2\.2\)'
+	boot_expect "the hook connected the NBD export" '^lff: \[[0-9.]+\] connected /dev/nbd0: [0-9]+ MiB from 10\.0\.2\.2:[0-9]+ export root$'
+	boot_expect "and nbd-client exited" '^lff: \[[0-9.]+\] nbd-client has exited: the kernel holds the connection'
+	boot_root_expect "format=qcow2" "backing=/dev/nbd0"
+	nb_summary_expect "the summary" '^netboot: OK: nbd, qcow2 image root\.qcow2 on /dev/lff[0-9]+ '
 	nb_none_left
 	boot_done
 else

@@ -1,10 +1,10 @@
 #!/bin/sh
-# dracut cmdline hook (sourced): with lff.image=, the root is the image
+# dracut cmdline hook (sourced): with lff.image= (or lff.src=nbd:...), the root is the image
 # (root=lff, or no root= at all). The attach runs from the initqueue
 # (lff-attach-job), the mount from the mount hook (lff-mount.sh).
 . /lib/lff/lff-attach.sh
 lff_parse_cmdline
-if [ -n "$LFF_IMAGE" ]; then
+if lff_wanted; then
     [ -n "$root" ] || root=lff
     if [ "$root" = lff ]; then
         rootok=1

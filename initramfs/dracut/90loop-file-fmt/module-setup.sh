@@ -27,9 +27,13 @@ installkernel() {
     # network/shared file systems a source may need, where they are modules.
     local _mods
     _mods=$(find "${srcmods:?}" -name 'loop_file_fmt*.ko*' -printf '%f\n' | sed 's/\.ko.*//')
-    [[ $_mods ]] || { derror "loop-file-fmt: no loop_file_fmt modules in $srcmods"; return 1; }
-    # shellcheck disable=SC2086
-    hostonly='' instmods $_mods
+    if [[ $_mods ]]; then
+        # shellcheck disable=SC2086
+        hostonly='' instmods $_mods
+    elif ! grep -q '/loop_file_fmt\.ko$' "$srcmods/modules.builtin" 2>/dev/null; then
+        derror "loop-file-fmt: no loop_file_fmt modules in $srcmods, and not built in"
+        return 1
+    fi
     hostonly='' instmods overlay 9p 9pnet_virtio nfs nfsv4 cifs
     return 0
 }
@@ -40,7 +44,7 @@ install() {
     _losetup=${LFF_LOSETUP_FMT:-$(command -v losetup-fmt || echo /usr/local/sbin/losetup-fmt)}
     inst_binary "$_losetup" /usr/sbin/losetup-fmt || return 1
     inst_multiple cat sed sleep mkdir mount
-    inst_multiple -o blkid findfs mount.nfs mount.cifs
+    inst_multiple -o blkid findfs mount.nfs mount.cifs nbd-client
     inst_simple "$moddir/lff-attach.sh" /lib/lff/lff-attach.sh
     inst_script "$moddir/lff-attach-job.sh" /sbin/lff-attach-job
     inst_hook cmdline 90 "$moddir/lff-parse.sh"
