@@ -29,7 +29,8 @@ case $KVER in
 	LFF_KSRC_PKG=linux-source-6.12
 	LFF_KSRC_TARBALL=${LFF_KSRC_TARBALL:-/usr/src/linux-source-6.12.tar.xz}
 	LFF_LLVM=1 LFF_KCONFIG_RENAMES=
-	LFF_LIBCLANG_DIR=/usr/lib/llvm-$(clang -dumpversion 2>/dev/null | cut -d. -f1)/lib
+	# bookworm's clang is 14; before `make deps` has installed it, say so.
+	LFF_LIBCLANG_DIR=/usr/lib/llvm-$( (clang -dumpversion 2>/dev/null || echo 14) | cut -d. -f1)/lib
 	;;
 7.3)
 	LFF_KSRC_PKG=linux-source-7.3
