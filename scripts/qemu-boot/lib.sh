@@ -121,3 +121,26 @@ lff_kdir_llvm() {
 		echo 1
 	fi
 }
+
+# The supported kernel that KVER is not (the second kernel `make test`
+# runs a subset of the suites on).
+lff_other_kver() {
+	local v
+	for v in $LFF_KVERS; do [ "$v" = "$KVER" ] || { echo "$v"; return; }; done
+}
+
+# lff_tree_copy NAME: a copy of the work tree's sources in the cache
+# (~/.cache/loop-file-fmt/NAME-tree-<hash of the work tree's path>), for
+# building the modules against another kernel: Kbuild builds external
+# modules inside their source tree, and the work tree's own .ko files stay
+# as they are. Build products in the copy are kept for incremental builds;
+# target/release/losetup-fmt is the work tree's (it does not depend on the
+# kernel). Prints the copy's path.
+lff_tree_copy() {
+	local tree
+	tree=$LFF_CACHE/$1-tree-$(echo "$LFF_ROOT" | sha256sum | cut -c1-12)
+	mkdir -p "$tree/target/release"
+	rsync -a --delete --exclude=/.git --exclude=/target/ --filter=':- .gitignore' "$LFF_ROOT/" "$tree/"
+	ln -sfn "$LFF_ROOT/target/release/losetup-fmt" "$tree/target/release/losetup-fmt"
+	echo "$tree"
+}
