@@ -68,6 +68,14 @@ lff_wanted() {
 	return 1
 }
 
+# lff_net_source: the source is reached over the network (NFS, CIFS/SMB,
+# NBD), so the initramfs must bring the network up before the attach.
+lff_net_source() {
+	case $LFF_SRCFSTYPE in nfs|nfs4|cifs|smb3) return 0 ;; esac
+	case $LFF_SRC in nbd:*) return 0 ;; esac
+	return 1
+}
+
 # Records a failed step; always returns 1.
 lff_fail() { # step message
 	LFF_STEP=$1
@@ -260,8 +268,13 @@ lff_overlay() { # lower target
 
 lff_is_ipv4() { # string
 	case $1 in ''|*[!0-9.]*|*..*|.*|*.) return 1 ;; esac
-	# shellcheck disable=SC2046,SC2086
-	[ $(echo "$1" | tr '.' ' ' | wc -w) = 4 ]
+	# Four parts (shell only: dracut's image has no wc).
+	_oifs=$IFS
+	IFS=.
+	# shellcheck disable=SC2086
+	set -- $1
+	IFS=$_oifs
+	[ $# = 4 ]
 }
 
 # Connects lff.src=nbd:HOST[:PORT][/EXPORT] to a free /dev/nbdN, read-only,
@@ -333,7 +346,13 @@ lff_net_up() {
 		lff_fail "network" "no DHCP answer on $_if within ${LFF_TIMEOUT}s: $(tail -2 "$LFF_RUN/dhcp.log" | tr '\n' ' ')"
 		return 1
 	fi
-	lff_log "network: $(ip -4 -o addr show dev "$_if" | awk '{print $4}') on $_if, via $(ip route | awk '/^default/ {print $3}')"
+	lff_net_report
+}
+
+# Logs the IPv4 addresses and the default gateway the network came up with
+# (whoever brought it up: udhcpc above, or dracut's network module).
+lff_net_report() {
+	lff_log "network: $(ip -4 -o addr show | awk '$2 != "lo" { printf "%s%s on %s", n++ ? ", " : "", $4, $2 }'), via $(ip route | awk '/^default/ { print $3; exit }')"
 }
 
 # Prints the file system type on a device, or nothing (then mount probes;

@@ -106,6 +106,33 @@ else
 	BOOT_NAME="initramfs-tools nfs"; boot_bad "gen-initramfs initramfs-tools failed"
 fi
 
+# NFS through the dracut module: dracut's network module brings the
+# network up (dhclient for ip=dhcp), our attach job waits in its online
+# queue; a NIC nothing answers on ends at step 'network' through our
+# timeout hook (rd.retry=30: after about 20 s), not dracut's generic
+# "Could not boot".
+if drc=$("$ROOT/scripts/qemu-boot/gen-initramfs" dracut --no-build); then
+	nb_run "dracut nfs" --no-build --initrd "$drc" --source nfs --init demo
+	[ $BOOT_RC = 0 ] && boot_ok "netboot exits 0" || boot_bad "netboot exits $BOOT_RC"
+	boot_expect "dracut's network module got the lease before the job ran" '^lff: \[[0-9.]+\] network: 10\.0\.2\.15/24 on eth0, via 10\.0\.2\.2$'
+	boot_expect "the job mounted the NFS store" '^lff: \[[0-9.]+\] mounting source 10\.0\.2\.2:/img \(nfs4\) on /run/lff/src'
+	boot_expect "the switched-to root printed its marker" '^=== switched to the image root: LFF-BOOT-MARKER'
+	boot_root_expect "format=qcow2" "backing=/run/lff/src/root.qcow2"
+	nb_summary_expect "the summary" '^netboot: OK: nfs, qcow2 image root\.qcow2 on /dev/lff[0-9]+ '
+	nb_none_left
+	boot_done
+	nb_run "dracut no DHCP answer" --no-build --initrd "$drc" --source nfs --no-dhcp --append "rd.retry=30"
+	[ $BOOT_RC = 1 ] && boot_ok "netboot exits 1" || boot_bad "netboot exits $BOOT_RC, wanted 1"
+	boot_expect "fails at step 'network'" "^lff: \*\*\* boot from the image FAILED at step 'network' \*\*\*"
+	boot_expect "with the reason" 'no network interface came up for ip=dhcp'
+	boot_expect "and powers off" '^lff: lff\.rescue=poweroff: powering off'
+	[ $BOOT_SECS -le 200 ] && boot_ok "within 200s (${BOOT_SECS}s)" || boot_bad "took ${BOOT_SECS}s, more than 200s"
+	nb_none_left
+	boot_done
+else
+	BOOT_NAME="dracut nfs"; boot_bad "gen-initramfs dracut failed"
+fi
+
 # Failures: the named step, well within the timeout, the servers gone.
 fail_case() { # name step reason-ERE max-seconds netboot-options...
 	local name=$1 stepname=$2 reason=$3 max=$4

@@ -17,8 +17,10 @@ if [ "$root" = lff ]; then
     if [ -e "$LFF_RUN/failed" ]; then
         lff_report_failure
         case $LFF_RESCUE in
-        poweroff) echo "lff: lff.rescue=poweroff: powering off"; sync; poweroff -f ;;
-        reboot) echo "lff: lff.rescue=reboot: rebooting"; sync; reboot -f ;;
+        # -f twice: at once, without a service manager (systemd's
+        # poweroff would otherwise ask PID 1, which is dracut's shell).
+        poweroff) echo "lff: lff.rescue=poweroff: powering off"; sync; poweroff -f -f ;;
+        reboot) echo "lff: lff.rescue=reboot: rebooting"; sync; reboot -f -f ;;
         esac
         die "loop-file-fmt: boot from the image failed at step '$LFF_STEP'"
     fi

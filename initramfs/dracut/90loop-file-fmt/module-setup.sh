@@ -44,7 +44,9 @@ install() {
     _losetup=${LFF_LOSETUP_FMT:-$(command -v losetup-fmt || echo /usr/local/sbin/losetup-fmt)}
     inst_binary "$_losetup" /usr/sbin/losetup-fmt || return 1
     inst_multiple cat sed sleep mkdir mount
-    inst_multiple -o blkid findfs mount.nfs mount.cifs nbd-client
+    inst_multiple -o blkid findfs mount.nfs mount.nfs4 mount.cifs nbd-client
+    # lff.rescue=poweroff|reboot (dracut's base image has neither)
+    inst_multiple -o sync poweroff reboot
     inst_simple "$moddir/lff-attach.sh" /lib/lff/lff-attach.sh
     inst_script "$moddir/lff-attach-job.sh" /sbin/lff-attach-job
     inst_hook cmdline 90 "$moddir/lff-parse.sh"
