@@ -23,7 +23,7 @@ trap 'rm -rf "$BOOT_LOG" "$SUMMARY" "$STORE" "$NB_TMP"' EXIT
 nb_run() {
 	BOOT_NAME=$1; shift
 	local t0=$SECONDS
-	"$BOOT" --quiet --timeout 150 --log "$BOOT_LOG" "$@" >"$SUMMARY" 2>&1
+	"$BOOT" --quiet --timeout "${NB_TIMEOUT:-150}" --log "$BOOT_LOG" "$@" >"$SUMMARY" 2>&1
 	BOOT_RC=$?
 	BOOT_SECS=$((SECONDS - t0))
 	echo "# $BOOT_NAME: exit $BOOT_RC in ${BOOT_SECS}s: $(tail -1 "$SUMMARY")"
@@ -109,8 +109,10 @@ fi
 # NFS through the dracut module: dracut's network module brings the
 # network up (dhclient for ip=dhcp), our attach job waits in its online
 # queue; a NIC nothing answers on ends at step 'network' through our
-# timeout hook (rd.retry=30: after about 20 s), not dracut's generic
-# "Could not boot".
+# timeout hook, not dracut's generic "Could not boot". The hook runs in
+# dracut's main loop, which each dhclient attempt blocks for its 60 s
+# (Debian's dhclient has no --timeout, so rd.net.timeout.dhcp does
+# nothing): eth0 twice and sit0 make it about 170 s on an idle machine.
 if drc=$("$ROOT/scripts/qemu-boot/gen-initramfs" dracut --no-build); then
 	nb_run "dracut nfs" --no-build --initrd "$drc" --source nfs --init demo
 	[ $BOOT_RC = 0 ] && boot_ok "netboot exits 0" || boot_bad "netboot exits $BOOT_RC"
@@ -121,12 +123,12 @@ if drc=$("$ROOT/scripts/qemu-boot/gen-initramfs" dracut --no-build); then
 	nb_summary_expect "the summary" '^netboot: OK: nfs, qcow2 image root\.qcow2 on /dev/lff[0-9]+ '
 	nb_none_left
 	boot_done
-	nb_run "dracut no DHCP answer" --no-build --initrd "$drc" --source nfs --no-dhcp --append "rd.retry=30"
+	NB_TIMEOUT=330 nb_run "dracut no DHCP answer" --no-build --initrd "$drc" --source nfs --no-dhcp --append "rd.retry=30"
 	[ $BOOT_RC = 1 ] && boot_ok "netboot exits 1" || boot_bad "netboot exits $BOOT_RC, wanted 1"
 	boot_expect "fails at step 'network'" "^lff: \*\*\* boot from the image FAILED at step 'network' \*\*\*"
 	boot_expect "with the reason" 'no network interface came up for ip=dhcp'
 	boot_expect "and powers off" '^lff: lff\.rescue=poweroff: powering off'
-	[ $BOOT_SECS -le 200 ] && boot_ok "within 200s (${BOOT_SECS}s)" || boot_bad "took ${BOOT_SECS}s, more than 200s"
+	[ $BOOT_SECS -le 300 ] && boot_ok "within 300s (${BOOT_SECS}s)" || boot_bad "took ${BOOT_SECS}s, more than 300s"
 	nb_none_left
 	boot_done
 else
