@@ -61,7 +61,7 @@ endif
 GEN_UAPI := drivers/block/loop_file_fmt/generated/uapi.rs
 UAPI_H := include/uapi/linux/loop_file_fmt.h
 
-.PHONY: all bench lab fuzz boot netboot deps kernel modules tools test test-host test-guest test-debug kunit clippy clippy-modules fmt clean
+.PHONY: all bench lab fuzz boot netboot deps kernel modules tools test test-host test-guest test-debug kunit clippy clippy-modules fmt clean install
 
 all: modules tools
 
@@ -108,6 +108,11 @@ clippy: clippy-modules
 clippy-modules: kernel $(GEN_UAPI)
 	$(same_tree)
 	@PATH="$$HOME/.cargo/bin:$$PATH" $(MAKE) -s -C $(KDIR) $(KMAKE_FLAGS) CLIPPY=1 modules
+
+# losetup-fmt, its man page, and the modules if built for the running
+# kernel (scripts/install; DESTDIR=DIR stages under DIR).
+install: tools
+	@scripts/install $(if $(DESTDIR),--prefix $(DESTDIR))
 
 fmt:
 	@rustfmt --config-path $(KDIR)/.rustfmt.toml $$(find drivers tests -name '*.rs' -not -path '*/generated/*')
