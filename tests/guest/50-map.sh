@@ -126,6 +126,9 @@ check_fails "vdi: map refused with EOPNOTSUPP" \
 check "the refusal is logged with the device name" \
 	sh -c "dmesg | grep -q '${dev#/dev/}: map: format .vdi. does not report its mapping'"
 losetup-fmt -d "$dev"
+# The vdi driver is this suite's own load: leave the module set as the
+# later suites expect it (95-stress unloads raw, qcow2 and the core).
+check "rmmod loop_file_fmt_vdi" rmmod loop_file_fmt_vdi
 
 dev=$(losetup-fmt --file-fmt qcow2 -r -f --show plain-64k.qcow2)
 size=$(blockdev --getsize64 "$dev")
