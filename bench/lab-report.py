@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import md_table, read_env  # noqa: E402
+from report import md_table, order, read_env  # noqa: E402
 
 KIND_LABEL = {
     "zstd": "qcow2, zstd",
@@ -58,10 +58,6 @@ def parse(d):
     return rows
 
 
-def order(seq, known):
-    return sorted(set(seq), key=lambda x: (known.index(x) if x in known else len(known), x))
-
-
 def build(d):
     env = read_env(d)
     rows = parse(d)
@@ -71,9 +67,9 @@ def build(d):
         w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
         w.writeheader()
         w.writerows(rows)
-    rates = order((r["rate"] for r in rows), env.get("rates", "").split())
-    sources = order((r["source"] for r in rows), ["nfs", "nbd", "cifs"])
-    kinds = order((r["kind"] for r in rows), list(KIND_LABEL))
+    rates = order({r["rate"] for r in rows}, env.get("rates", "").split())
+    sources = order({r["source"] for r in rows}, ["nfs", "nbd", "cifs"])
+    kinds = order({r["kind"] for r in rows}, list(KIND_LABEL))
     ns = sorted({r["clients"] for r in rows})
     sel = lambda **k: [r for r in rows if all(r[a] == v for a, v in k.items())]
 

@@ -217,8 +217,7 @@ lff_attach() {
 	fi
 	case $LFF_COPY in
 	'') ;;
-	ram) lff_copy_to_ram "$_img" || return 1; _img=$LFF_RUN/ram/${LFF_IMAGE##*/}
-		[ -n "$LFF_IMAGE" ] || _img=$LFF_RUN/ram/image ;;
+	ram) lff_copy_to_ram "$_img" || return 1; _img=$LFF_COPY_TO ;;
 	*) lff_fail "parameters" "lff.copy=$LFF_COPY: the one copy mode is lff.copy=ram"; return 1 ;;
 	esac
 
@@ -250,7 +249,8 @@ lff_attach() {
 }
 
 # lff.copy=ram: copies the image (a file in the source, or the NBD
-# device's bytes) into a tmpfs of its size at $LFF_RUN/ram.
+# device's bytes) into a tmpfs of its size at $LFF_RUN/ram: sets
+# LFF_COPY_TO, the copy.
 lff_copy_to_ram() { # image
 	_bytes=$(stat -L -c %s "$1" 2>/dev/null) || _bytes=0
 	case $1 in /dev/*) _bytes=$(( $(cat "/sys/block/${1#/dev/}/size") * 512 )) ;; esac
@@ -265,14 +265,14 @@ lff_copy_to_ram() { # image
 	[ "$_bytes" = 0 ] || _size=,size=$((_mib + 1))m
 	mount -t tmpfs -o "mode=0700$_size" lff-ram "$LFF_RUN/ram" 2>"$LFF_RUN/mount.err" ||
 		{ lff_fail "copy" "cannot mount a tmpfs of $_mib MiB: $(cat "$LFF_RUN/mount.err")"; return 1; }
-	_to=$LFF_RUN/ram/${LFF_IMAGE##*/}
-	[ -n "$LFF_IMAGE" ] || _to=$LFF_RUN/ram/image
+	LFF_COPY_TO=$LFF_RUN/ram/${LFF_IMAGE##*/}
+	[ -n "$LFF_IMAGE" ] || LFF_COPY_TO=$LFF_RUN/ram/image
 	lff_log "lff.copy=ram: copying $1 ($_mib MiB) into RAM"
 	_t0=$(cut -d' ' -f1 /proc/uptime)
-	cat "$1" >"$_to" 2>"$LFF_RUN/copy.err" ||
+	cat "$1" >"$LFF_COPY_TO" 2>"$LFF_RUN/copy.err" ||
 		{ lff_fail "copy" "copying $1 into RAM: $(cat "$LFF_RUN/copy.err")"; umount "$LFF_RUN/ram"; return 1; }
 	_t1=$(cut -d' ' -f1 /proc/uptime)
-	lff_log "copied $(stat -c %s "$_to") bytes into RAM in $(awk -v a="$_t0" -v b="$_t1" 'BEGIN { printf "%.1f", b - a }') s"
+	lff_log "copied $(stat -c %s "$LFF_COPY_TO") bytes into RAM in $(awk -v a="$_t0" -v b="$_t1" 'BEGIN { printf "%.1f", b - a }') s"
 }
 
 # After a copy-first attach: the source is no longer needed.
