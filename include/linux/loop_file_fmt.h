@@ -123,6 +123,11 @@ struct lff_format_attr {
  *                merged where they can be; fewer than @nr must cover the
  *                whole range. Return the number filled or a negative
  *                errno. NULL: the core answers LFF_GET_MAP with EOPNOTSUPP.
+ * @size:         store the image's virtual size as it is now in *@size
+ *                (LFF_SET_CAPACITY: for a raw image, the file's size).
+ *                Return 0 or a negative errno. NULL: the size is fixed at
+ *                attach (it lives in the image's header), and the core
+ *                answers LFF_SET_CAPACITY with EOPNOTSUPP.
  */
 struct lff_format_ops {
 	int (*attach)(struct lff_attach_info *info, void **priv);
@@ -136,14 +141,16 @@ struct lff_format_ops {
 	unsigned int nr_attrs;
 	int (*map)(void *priv, u64 pos, u64 len, struct lff_extent *ext,
 		   unsigned int nr);
+	int (*size)(void *priv, u64 *size);
 };
 
 /*
  * Version of this interface: every struct here, and what the core and the
  * drivers may expect of each other. Bumped on any change a driver built
- * against another version could misread (2: lff_format_ops.map).
+ * against another version could misread (2: lff_format_ops.map; 3:
+ * lff_format_ops.size).
  */
-#define LFF_FORMAT_ABI_VERSION	2
+#define LFF_FORMAT_ABI_VERSION	3
 
 /**
  * struct lff_format_driver - a registered format

@@ -15,6 +15,7 @@ int main(void) {
 	printf("LFF_CONFIGURE=%lu\nLFF_CLR_FD=%lu\nLFF_GET_STATUS=%lu\nLFF_GET_MAP=%lu\n",
 	       (unsigned long)LFF_CONFIGURE, (unsigned long)LFF_CLR_FD, (unsigned long)LFF_GET_STATUS,
 	       (unsigned long)LFF_GET_MAP);
+	printf("LFF_SET_CAPACITY=%lu\n", (unsigned long)LFF_SET_CAPACITY);
 	printf("LFF_CTL_ADD=%lu\nLFF_CTL_REMOVE=%lu\nLFF_CTL_GET_FREE=%lu\n",
 	       (unsigned long)LFF_CTL_ADD, (unsigned long)LFF_CTL_REMOVE, (unsigned long)LFF_CTL_GET_FREE);
 	return 0;

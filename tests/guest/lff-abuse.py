@@ -42,6 +42,7 @@ def ioc(direction, nr, size):
 
 CONFIGURE = ioc(1, 0xA0, CONFIG.size)
 CLR_FD = ioc(0, 0xA1, 0)
+SET_CAPACITY = ioc(0, 0xA4, 0)
 GET_STATUS = ioc(2, 0xA2, STATUS.size)
 CTL_ADD = ioc(0, 0xA8, 0)
 CTL_REMOVE = ioc(0, 0xA9, 0)
@@ -166,6 +167,7 @@ def root_round(run, index, raw, qcow2, dirfd, rw_q):
         E("qcow2 extra layer", {errno.EINVAL}, cfg([qcow2, raw], fmt=b"qcow2", flags=1))
         E("clear unattached", {errno.ENXIO}, lambda: fcntl.ioctl(d, CLR_FD, 0))
         E("status unattached", {errno.ENXIO}, lambda: fcntl.ioctl(d, GET_STATUS, bytes(STATUS.size)))
+        E("set capacity unattached", {errno.ENXIO}, lambda: fcntl.ioctl(d, SET_CAPACITY, 0))
         E("unknown ioctl", {errno.ENOTTY}, lambda: fcntl.ioctl(d, ioc(0, 0xAF, 0), 0))
         E("configure, wrong size", {errno.ENOTTY}, lambda: fcntl.ioctl(d, ioc(1, 0xA0, 8), bytes(8)))
         # Attached: calls that need a configured device.
@@ -176,6 +178,7 @@ def root_round(run, index, raw, qcow2, dirfd, rw_q):
             for p in BAD_PTRS:
                 E(f"status to {p:#x}", {errno.EFAULT}, lambda: ptr_ioctl(d, GET_STATUS, p))
             E("configure attached", {errno.EBUSY}, cfg([raw]))
+            E("set capacity of qcow2", {errno.EOPNOTSUPP}, lambda: fcntl.ioctl(d, SET_CAPACITY, 0))
             c = opennode(CONTROL, os.O_RDWR)
             try:
                 E("ctl remove attached", {errno.EBUSY}, lambda: fcntl.ioctl(c, CTL_REMOVE, index))
@@ -237,6 +240,7 @@ def unprivileged_round(run, devs):
               lambda: fcntl.ioctl(d, CONFIGURE, config([0])))
             E(f"unprivileged configure NULL {dev}", {errno.EPERM}, lambda: fcntl.ioctl(d, CONFIGURE, 0))
             E(f"unprivileged clear {dev}", {errno.EPERM}, lambda: fcntl.ioctl(d, CLR_FD, 0))
+            E(f"unprivileged set capacity {dev}", {errno.EPERM}, lambda: fcntl.ioctl(d, SET_CAPACITY, 0))
             for p in BAD_PTRS:
                 E(f"unprivileged status to {p:#x} {dev}", {errno.EFAULT, errno.ENXIO},
                   lambda: ptr_ioctl(d, GET_STATUS, p))

@@ -12,6 +12,7 @@ and exits 1):
             [--block-size N] [--offset N] [--sizelimit N] [--options S]
             [--nr-fds N] [--reserved N]
   lffctl.py clear DEV
+  lffctl.py set-capacity DEV [--write]   (opened read-only unless --write)
   lffctl.py status DEV            (prints key=value lines)
   lffctl.py ctl add|remove|get-free [N]
   lffctl.py cycle DEV FILE COUNT  (attach/detach COUNT times)
@@ -43,6 +44,7 @@ LFF_CONFIGURE = _ioc(1, 0xA0, CONFIG.size)
 LFF_CLR_FD = _ioc(0, 0xA1, 0)
 LFF_GET_STATUS = _ioc(2, 0xA2, STATUS.size)
 LFF_GET_MAP = _ioc(3, 0xA3, MAP.size)
+LFF_SET_CAPACITY = _ioc(0, 0xA4, 0)
 LFF_CTL_ADD = _ioc(0, 0xA8, 0)
 LFF_CTL_REMOVE = _ioc(0, 0xA9, 0)
 LFF_CTL_GET_FREE = _ioc(0, 0xAA, 0)
@@ -62,6 +64,11 @@ def configure(dev, fmt, fds, flags=0, block_size=0, offset=0, sizelimit=0,
 def clear(dev):
     with open(dev, "rb") as d:
         fcntl.ioctl(d, LFF_CLR_FD, 0)
+
+
+def set_capacity(dev, write=False):
+    with open(dev, "r+b" if write else "rb") as d:
+        fcntl.ioctl(d, LFF_SET_CAPACITY, 0)
 
 
 def status(dev):
@@ -102,7 +109,7 @@ def main(argv):
     cmd = argv[1]
     if cmd == "numbers":
         for k in ("LFF_CONFIGURE", "LFF_CLR_FD", "LFF_GET_STATUS",
-                  "LFF_GET_MAP", "LFF_CTL_ADD", "LFF_CTL_REMOVE", "LFF_CTL_GET_FREE"):
+                  "LFF_GET_MAP", "LFF_SET_CAPACITY", "LFF_CTL_ADD", "LFF_CTL_REMOVE", "LFF_CTL_GET_FREE"):
             print(f"{k}={globals()[k]}")
         return 0
     if cmd == "ctl":
@@ -110,6 +117,9 @@ def main(argv):
         return 0
     if cmd == "clear":
         clear(argv[2])
+        return 0
+    if cmd == "set-capacity":
+        set_capacity(argv[2], write="--write" in argv[3:])
         return 0
     if cmd == "status":
         for k, v in status(argv[2]).items():

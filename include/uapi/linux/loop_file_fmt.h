@@ -194,6 +194,13 @@ struct lff_map {
  * bad argument, EFAULT for a bad pointer. Needs only the device open.
  */
 #define LFF_GET_MAP	_IOWR(LFF_IOC_MAGIC, 0xA3, struct lff_map)
+/*
+ * Re-read the size of the image, as LOOP_SET_CAPACITY does after the
+ * backing file grew or shrank, and resize the device (offset, size limit
+ * and block size still apply); ENXIO if not attached, EOPNOTSUPP if the
+ * format keeps its size in the image (its driver has no size op).
+ */
+#define LFF_SET_CAPACITY	_IO(LFF_IOC_MAGIC, 0xA4)
 
 /* Control node ioctls, on /dev/loop-file-fmt-control; the argument is an int. */
 /* Add device N (or the first free number if the argument is -1); returns N. */

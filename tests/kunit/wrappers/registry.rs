@@ -147,6 +147,7 @@ pub fn register_malformed(kind: Malformed, name: &'static CStr) -> Result {
             attrs: ptr::null(),
             nr_attrs: 0,
             map: None,
+            size: None,
         },
         GFP_KERNEL,
     )?;

@@ -46,6 +46,8 @@ pub struct Setup {
     pub options: String,
     /// `--show`.
     pub show: bool,
+    /// `-L`: reuse a device already attached to the same file and range.
+    pub nooverlap: bool,
 }
 
 /// How to print device lists.
@@ -92,6 +94,8 @@ pub enum Action {
     Detach(Vec<OsString>),
     /// `-D`.
     DetachAll,
+    /// `-c DEVICE`: re-read the size of the device's image.
+    SetCapacity(OsString),
 }
 
 /// A command line error; printed as `PROG: MESSAGE` followed by
@@ -138,6 +142,8 @@ enum Opt {
     FileFmt,
     FmtOption,
     Snapshot,
+    SetCapacity,
+    NoOverlap,
 }
 
 /// (long name, short letter, argument, option)
@@ -166,20 +172,39 @@ const OPTIONS: &[(&str, Option<u8>, HasArg, Opt)] = &[
     ("file-fmt", None, HasArg::Required, Opt::FileFmt),
     ("fmt-option", None, HasArg::Required, Opt::FmtOption),
     ("snapshot", None, HasArg::Required, Opt::Snapshot),
+    (
+        "set-capacity",
+        Some(b'c'),
+        HasArg::Required,
+        Opt::SetCapacity,
+    ),
+    ("nooverlap", Some(b'L'), HasArg::No, Opt::NoOverlap),
 ];
 
-/// Groups of mutually exclusive options (util-linux's `excl[]`, without
-/// `-c`).
+/// Groups of mutually exclusive options (util-linux's `excl[]`).
 const EXCLUSIVE: &[&[Opt]] = &[
     &[
         Opt::DetachAll,
         Opt::All,
+        Opt::SetCapacity,
         Opt::Detach,
         Opt::Find,
         Opt::Associated,
     ],
-    &[Opt::DetachAll, Opt::Detach, Opt::Find, Opt::List],
-    &[Opt::DetachAll, Opt::Detach, Opt::Find, Opt::Output],
+    &[
+        Opt::DetachAll,
+        Opt::SetCapacity,
+        Opt::Detach,
+        Opt::Find,
+        Opt::List,
+    ],
+    &[
+        Opt::DetachAll,
+        Opt::SetCapacity,
+        Opt::Detach,
+        Opt::Find,
+        Opt::Output,
+    ],
     &[Opt::Json, Opt::Raw],
 ];
 
@@ -323,8 +348,11 @@ pub fn parse(args: &[OsString]) -> Result<Action, UsageError> {
         FindFree,
         Detach,
         DetachAll,
+        SetCapacity,
     }
     let mut act: Option<Act> = None;
+    let mut capacity_of: Option<OsString> = None;
+    let mut nooverlap = false;
     let mut detach: Vec<OsString> = Vec::new();
     let mut associated: Option<OsString> = None;
     let mut list = false;
@@ -375,6 +403,11 @@ pub fn parse(args: &[OsString]) -> Result<Action, UsageError> {
                 detach.push(value);
             }
             Opt::DetachAll => act = Some(Act::DetachAll),
+            Opt::SetCapacity => {
+                act = Some(Act::SetCapacity);
+                capacity_of = Some(value);
+            }
+            Opt::NoOverlap => nooverlap = true,
             Opt::Find => act = Some(Act::FindFree),
             Opt::Help => return Ok(Action::Help),
             Opt::Version => return Ok(Action::Version),
@@ -561,6 +594,7 @@ pub fn parse(args: &[OsString]) -> Result<Action, UsageError> {
             format,
             options,
             show,
+            nooverlap,
         }));
     }
     if let Some(device) = show_one {
@@ -578,6 +612,7 @@ pub fn parse(args: &[OsString]) -> Result<Action, UsageError> {
         Some(Act::FindFree) => Action::FindFree,
         Some(Act::Detach) => Action::Detach(detach),
         Some(Act::DetachAll) => Action::DetachAll,
+        Some(Act::SetCapacity) => Action::SetCapacity(capacity_of.unwrap_or_default()),
         None => return err("no loop device specified"),
     })
 }
@@ -618,6 +653,7 @@ mod tests {
             format: FileFmt::Default,
             options: String::new(),
             show: false,
+            nooverlap: false,
         }
     }
 
@@ -654,6 +690,28 @@ mod tests {
             s
         );
         assert_eq!(setup(&["-f", "--show", "-r", "-P", "--", "img"]), s);
+    }
+
+    #[test]
+    fn set_capacity_and_nooverlap() {
+        assert_eq!(
+            p(&["-c", "/dev/lff0"]),
+            Ok(Action::SetCapacity("/dev/lff0".into()))
+        );
+        assert_eq!(
+            p(&["--set-capacity=lff3"]),
+            Ok(Action::SetCapacity("lff3".into()))
+        );
+        assert_eq!(e(&["-c"]), "option requires an argument -- 'c'");
+        assert_eq!(e(&["-c", "lff0", "img"]), "unexpected arguments");
+        assert!(e(&["-c", "lff0", "-d", "lff1"]).starts_with("mutually exclusive arguments:"));
+        assert!(e(&["-c", "lff0", "-f"]).starts_with("mutually exclusive arguments:"));
+        assert!(e(&["-c", "lff0", "-l"]).starts_with("mutually exclusive arguments:"));
+        let mut s = base(None, "img");
+        s.nooverlap = true;
+        s.show = true;
+        assert_eq!(setup(&["-fL", "--show", "img"]), s);
+        assert_eq!(setup(&["--nooverlap", "--find", "--show", "img"]), s);
     }
 
     #[test]
@@ -826,7 +884,7 @@ mod tests {
         );
         assert_eq!(
             e(&["--s", "x"]),
-            "option '--s' is ambiguous; possibilities: '--sector-size' '--show' '--sizelimit' '--snapshot'"
+            "option '--s' is ambiguous; possibilities: '--sector-size' '--show' '--sizelimit' '--snapshot' '--set-capacity'"
         );
         // "--v" is ambiguous between --verbose and --version.
         assert!(e(&["--v"]).starts_with("option '--v' is ambiguous"));
@@ -834,17 +892,17 @@ mod tests {
 
     #[test]
     fn conflicts() {
-        let msg = "mutually exclusive arguments: --detach-all --all --detach --find --associated";
+        let msg = "mutually exclusive arguments: --detach-all --all --set-capacity --detach --find --associated";
         assert_eq!(e(&["-a", "-D"]), msg);
         assert_eq!(e(&["-f", "-d", "x"]), msg);
         assert_eq!(e(&["-a", "-j", "x"]), msg);
         assert_eq!(
             e(&["-l", "-f"]),
-            "mutually exclusive arguments: --detach-all --detach --find --list"
+            "mutually exclusive arguments: --detach-all --set-capacity --detach --find --list"
         );
         assert_eq!(
             e(&["-d", "x", "-O", "NAME"]),
-            "mutually exclusive arguments: --detach-all --detach --find --output"
+            "mutually exclusive arguments: --detach-all --set-capacity --detach --find --output"
         );
         assert_eq!(
             e(&["-J", "--raw"]),

@@ -103,11 +103,13 @@ pub fn probe(file: &File) -> io::Result<Format> {
     // The VDI signature ends at byte 68.
     let first = read_prefix(file, 68)?;
     let format = magic_format(&first);
-    Ok(if format == Format::Raw && vdi_format::header::has_signature(&first) {
-        Format::Vdi
-    } else {
-        format
-    })
+    Ok(
+        if format == Format::Raw && vdi_format::header::has_signature(&first) {
+            Format::Vdi
+        } else {
+            format
+        },
+    )
 }
 
 /// Why a qcow2 header could not be read.

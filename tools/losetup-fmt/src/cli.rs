@@ -174,6 +174,21 @@ impl Cx<'_> {
                 rc
             }
             Action::DetachAll => self.detach_all(),
+            Action::SetCapacity(d) => {
+                let (path, _) = self.env.roots.resolve_device(&d);
+                match Device::open_best(&path).and_then(|dev| dev.set_capacity()) {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        let why = if errno(&e) == Some(libc::EOPNOTSUPP) {
+                            "the format keeps its size in the image; detach and attach again to use a new size".to_string()
+                        } else {
+                            strerror(&e)
+                        };
+                        self.warn(format!("{}: set capacity failed: {why}", path.display()));
+                        1
+                    }
+                }
+            }
         }
     }
 
@@ -325,6 +340,29 @@ impl Cx<'_> {
         if let Err(e) = config.to_raw() {
             self.warn(format!("{}: {e}", file.display()));
             return 1;
+        }
+        if s.nooverlap {
+            let ro = flags & uapi::FLAG_READ_ONLY != 0;
+            let Ok(meta) = layers[0].file.metadata() else {
+                self.warn("failed to inspect loop devices");
+                return 1;
+            };
+            match find_overlap(&self.attached(), &meta, s, &format, ro) {
+                Overlap::None => {}
+                Overlap::Reuse(path) => {
+                    if s.show {
+                        self.print(format!("{}\n", path.display()));
+                    }
+                    return 0;
+                }
+                Overlap::Clash(what) => {
+                    self.warn(format!(
+                        "{}: overlapping {what}loop device exists",
+                        file.display()
+                    ));
+                    return 1;
+                }
+            }
         }
 
         let mut attempts = 0;
@@ -598,6 +636,50 @@ fn resolve_layers(
     Ok((format.name().to_string(), layers))
 }
 
+/// What `-L` found among the attached devices.
+enum Overlap {
+    /// No device uses the file's range.
+    None,
+    /// A device with the same file, format, offset and size limit.
+    Reuse(PathBuf),
+    /// A device that uses part of the range differently ("" or
+    /// "read-only ", as util-linux names it).
+    Clash(&'static str),
+}
+
+/// util-linux's overlap search (`loopcxt_find_overlap`): the devices on the
+/// same file (st_dev and st_ino) whose ranges meet `s`'s. Unlike loop, the
+/// same file read through two formats is a clash whatever the ranges (the
+/// offsets are in different virtual disks). A device that would do but is
+/// read-only where `s` wants to write cannot be reused.
+fn find_overlap(
+    attached: &[DeviceInfo],
+    file: &fs::Metadata,
+    s: &Setup,
+    format: &str,
+    read_only: bool,
+) -> Overlap {
+    for info in attached {
+        if info.back_dev != Some(file.dev()) || info.back_ino != Some(file.ino()) {
+            continue;
+        }
+        let (offset, limit) = (info.offset.unwrap_or(0), info.sizelimit.unwrap_or(0));
+        let same_format = info.format.as_deref() == Some(format);
+        if same_format && offset == s.offset && limit == s.sizelimit {
+            if info.ro == Some(true) && !read_only {
+                return Overlap::Clash("read-only ");
+            }
+            return Overlap::Reuse(info.path.clone());
+        }
+        let before = limit != 0 && s.offset >= offset.saturating_add(limit);
+        let after = s.sizelimit != 0 && s.offset.saturating_add(s.sizelimit) <= offset;
+        if !same_format || !(before || after) {
+            return Overlap::Clash("");
+        }
+    }
+    Overlap::None
+}
+
 fn detach(path: &Path) -> io::Result<()> {
     Device::open_best(path)?.clear()
 }
@@ -648,6 +730,9 @@ Options:
  -D, --detach-all              detach all used devices
  -f, --find                    find first unused device
  -j, --associated <file>       list all devices associated with <file>
+ -c, --set-capacity <loopdev>  re-read the image's size and resize the device
+ -L, --nooverlap               reuse a device already set up for the same
+                                 file and range; refuse one that overlaps it
 
  -o, --offset <num>            start at offset <num> into the virtual disk
      --sizelimit <num>         device is limited to <num> bytes
@@ -692,6 +777,54 @@ Available output columns:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overlap_ranges() {
+        let file = fs::metadata(std::env::current_exe().unwrap()).unwrap();
+        let on = |offset, sizelimit, format: &str, ro| DeviceInfo {
+            path: "/dev/lff7".into(),
+            format: Some(format.into()),
+            offset: Some(offset),
+            sizelimit: Some(sizelimit),
+            ro: Some(ro),
+            back_dev: Some(file.dev()),
+            back_ino: Some(file.ino()),
+            ..Default::default()
+        };
+        let want = |offset, sizelimit, read_only| {
+            let Ok(Action::Setup(mut s)) = args::parse(&["-f".into(), "img".into()]) else {
+                panic!("-f img is not a setup");
+            };
+            s.offset = offset;
+            s.sizelimit = sizelimit;
+            (s, read_only)
+        };
+        let kind = |devs: &[DeviceInfo], (s, ro): (Setup, bool), format: &str| match find_overlap(
+            devs, &file, &s, format, ro,
+        ) {
+            Overlap::None => "none".to_string(),
+            Overlap::Reuse(p) => format!("reuse {}", p.display()),
+            Overlap::Clash(w) => format!("clash {w}"),
+        };
+        let mib = 1 << 20;
+        // [1 MiB, 2 MiB) of the file as raw.
+        let devs = [on(mib, mib, "raw", false)];
+        assert_eq!(kind(&devs, want(mib, mib, false), "raw"), "reuse /dev/lff7");
+        assert_eq!(kind(&devs, want(0, mib, false), "raw"), "none");
+        assert_eq!(kind(&devs, want(2 * mib, 0, false), "raw"), "none");
+        assert_eq!(kind(&devs, want(0, mib + 512, false), "raw"), "clash ");
+        assert_eq!(kind(&devs, want(mib + 512, 512, false), "raw"), "clash ");
+        assert_eq!(kind(&devs, want(0, 0, false), "raw"), "clash ");
+        assert_eq!(kind(&devs, want(0, mib, false), "qcow2"), "clash ");
+        // A read-only device is reused only by a read-only request.
+        let devs = [on(0, 0, "qcow2", true)];
+        assert_eq!(kind(&devs, want(0, 0, true), "qcow2"), "reuse /dev/lff7");
+        assert_eq!(kind(&devs, want(0, 0, false), "qcow2"), "clash read-only ");
+        // Another file is no concern.
+        let mut other = on(0, 0, "raw", false);
+        other.back_ino = Some(file.ino() + 1);
+        assert_eq!(kind(&[other], want(0, 0, false), "raw"), "none");
+    }
 
     #[test]
     fn program_names() {

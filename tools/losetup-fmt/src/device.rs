@@ -251,6 +251,16 @@ impl Device {
         check(ret).map(drop)
     }
 
+    /// `LFF_SET_CAPACITY`: the kernel reads the image's size again and
+    /// resizes the device; `ENXIO` if unattached, `EOPNOTSUPP` if the
+    /// format keeps its size in the image.
+    pub fn set_capacity(&self) -> io::Result<()> {
+        // SAFETY: LFF_SET_CAPACITY takes no argument and touches no user
+        // memory.
+        let ret = unsafe { libc::ioctl(self.file.as_raw_fd(), uapi::LFF_SET_CAPACITY, 0) };
+        check(ret).map(drop)
+    }
+
     /// `LFF_GET_STATUS`: reads the configuration; `ENXIO` if unattached.
     pub fn status(&self) -> io::Result<Status> {
         let mut raw = uapi::lff_status::default();

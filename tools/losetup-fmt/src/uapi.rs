@@ -81,6 +81,8 @@ mod requests {
     pub const LFF_GET_STATUS: libc::Ioctl = generated::LFF_GET_STATUS as libc::Ioctl;
     /// `LFF_GET_MAP`: the driver's runs (`_IOWR(0xBB, 0xA3, struct lff_map)`).
     pub const LFF_GET_MAP: libc::Ioctl = generated::LFF_GET_MAP as libc::Ioctl;
+    /// `LFF_SET_CAPACITY`: re-read the image's size (`_IO(0xBB, 0xA4)`).
+    pub const LFF_SET_CAPACITY: libc::Ioctl = generated::LFF_SET_CAPACITY as libc::Ioctl;
     /// `LFF_CTL_ADD`: add device N (`_IO(0xBB, 0xA8)`).
     pub const LFF_CTL_ADD: libc::Ioctl = generated::LFF_CTL_ADD as libc::Ioctl;
     /// `LFF_CTL_REMOVE`: remove device N (`_IO(0xBB, 0xA9)`).
@@ -122,6 +124,7 @@ mod tests {
             generated::LFF_GET_MAP,
             ioc(3, 0xA3, core::mem::size_of::<lff_map>())
         );
+        assert_eq!(generated::LFF_SET_CAPACITY, ioc(0, 0xA4, 0));
         assert_eq!(generated::LFF_CTL_ADD, ioc(0, 0xA8, 0));
         assert_eq!(generated::LFF_CTL_REMOVE, ioc(0, 0xA9, 0));
         assert_eq!(generated::LFF_CTL_GET_FREE, ioc(0, 0xAA, 0));
@@ -137,6 +140,7 @@ mod tests {
             generated::LFF_CLR_FD,
             generated::LFF_GET_STATUS,
             generated::LFF_GET_MAP,
+            generated::LFF_SET_CAPACITY,
             generated::LFF_CTL_ADD,
             generated::LFF_CTL_REMOVE,
             generated::LFF_CTL_GET_FREE,

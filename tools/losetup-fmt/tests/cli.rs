@@ -505,11 +505,61 @@ fn detach_errors() {
 }
 
 #[test]
+fn set_capacity_errors() {
+    let t = Tree::new();
+    fs::write(t.env.roots.dev.join("lff0"), "").unwrap();
+    for (dev, why) in [
+        ("lff0", "Inappropriate ioctl for device"),
+        ("lff3", "No such file or directory"),
+    ] {
+        let (code, out, err) = t.run(&["-c", dev]);
+        assert_eq!((code, out.as_str()), (1, ""));
+        assert_eq!(
+            err,
+            format!("losetup-fmt: {}: set capacity failed: {why}\n", t.dev(dev))
+        );
+    }
+}
+
+/// `-L` against the populated tree: lff0 is a.img as raw from 0 to its end,
+/// lff2 is images/root.qcow2 as qcow2 from 1 MiB, read-only.
+#[test]
+fn nooverlap_reuses_or_refuses() {
+    let t = Tree::new();
+    let (a, b) = t.populated();
+    let (a, b) = (a.display().to_string(), b.display().to_string());
+    // Same file, format and range: lff0 is reused, nothing is attached (the
+    // tree has no control node, so finding a free device would fail).
+    let (code, out, err) = t.run(&["-f", "-L", "--show", &a]);
+    assert_eq!((code, err.as_str()), (0, ""), "{err}");
+    assert_eq!(out, format!("{}\n", t.dev("lff0")));
+    // Inside lff0's range, or the same bytes through another format.
+    for args in [
+        &["-f", "-L", "-o", "512", &a][..],
+        &["-f", "-L", "--sizelimit", "1024", &a][..],
+        &["-f", "-L", "--sizelimit", "512", &b][..],
+    ] {
+        let (code, out, err) = t.run(args);
+        let file = args.last().unwrap();
+        assert_eq!((code, out.as_str()), (1, ""), "{args:?}");
+        assert_eq!(
+            err,
+            format!("losetup-fmt: {file}: overlapping loop device exists\n"),
+            "{args:?}"
+        );
+    }
+    // Without -L the same command goes on to look for a free device.
+    let (code, _, err) = t.run(&["-f", "--show", &a]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot find an unused loop device"), "{err}");
+}
+
+#[test]
 fn usage_errors() {
     let t = Tree::new();
     for (args, msg) in [
         (&["--bogus"][..], "unrecognized option '--bogus'"),
-        (&["-a", "-d", "lff0"][..], "mutually exclusive arguments: --detach-all --all --detach --find --associated"),
+        (&["-a", "-d", "lff0"][..], "mutually exclusive arguments: --detach-all --all --set-capacity --detach --find --associated"),
         (&["-r", "-a"][..], "the options --{sizelimit,partscan,read-only,show,direct-io,sector-size,file-fmt,fmt-option,snapshot} are allowed during loop device setup only"),
         (&["-o", "abc", "-f", "x"][..], "failed to parse offset: 'abc'"),
     ] {

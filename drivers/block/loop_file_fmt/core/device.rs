@@ -30,6 +30,7 @@ use crate::wrappers::file::{File, FileKind, MappingNoIo};
 use crate::wrappers::format::{Extent, Instance, SysfsBuf, MAX_LAYERS};
 use crate::wrappers::{c_chars_as_bytes, capable_sys_admin, uapi};
 use core::fmt::Write;
+use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::prelude::*;
 use kernel::str::{CStr, CString};
 use kernel::sync::{new_mutex, new_spinlock, Arc, Mutex, SpinLock};
@@ -58,8 +59,9 @@ const CORE_ATTRS: [&CStr; 8] = [
 ];
 
 /// What a configured device serves: the format driver instance and the
-/// configuration. Immutable once published; dropped (detaching the driver)
-/// when the last request or sysfs read using it is done.
+/// configuration. Immutable once published, but for `size`, which
+/// `LFF_SET_CAPACITY` changes with the queue frozen; dropped (detaching the
+/// driver) when the last request or sysfs read using it is done.
 struct Attached {
     inst: Instance,
     files: KVec<File>,
@@ -70,13 +72,20 @@ struct Attached {
     block_size: u32,
     offset: u64,
     sizelimit: u64,
-    /// Bytes exposed by the device.
-    size: u64,
+    /// Bytes exposed by the device; see [`Attached::size`].
+    size: AtomicU64,
     /// Path of the image, for sysfs and `LFF_GET_STATUS`.
     path: KVec<u8>,
 }
 
 impl Attached {
+    /// Bytes exposed by the device. Stored only under `cfg` with the queue
+    /// frozen, so a request sees one value from start to end; relaxed,
+    /// because freezing and unfreezing the queue order it against them.
+    fn size(&self) -> u64 {
+        self.size.load(Ordering::Relaxed)
+    }
+
     fn read_only(&self) -> bool {
         self.flags & uapi::LFF_FLAGS_READ_ONLY != 0
     }
@@ -105,6 +114,16 @@ pub(crate) struct Device {
     /// The same, for sysfs.
     #[pin]
     shown: SpinLock<Option<Arc<Attached>>>,
+}
+
+/// The bytes a device exposes of an image of `image` bytes: from `offset`
+/// (at most `image`), at most `sizelimit` (0: no limit), whole blocks.
+fn exposed_size(image: u64, offset: u64, sizelimit: u64, block_size: u32) -> u64 {
+    let mut size = image.saturating_sub(offset);
+    if sizelimit != 0 {
+        size = size.min(sizelimit);
+    }
+    size - size % u64::from(block_size)
 }
 
 fn cstr_field(bytes: &[core::ffi::c_char]) -> Result<&CStr> {
@@ -346,11 +365,7 @@ impl Device {
             );
             return Err(EINVAL);
         }
-        let mut size = out.size - cfg.offset;
-        if cfg.sizelimit != 0 {
-            size = size.min(cfg.sizelimit);
-        }
-        size -= size % u64::from(block_size);
+        let size = exposed_size(out.size, cfg.offset, cfg.sizelimit, block_size);
 
         // As loop.c at configure: the backing files' page cache allocates
         // without I/O while the device serves requests.
@@ -372,7 +387,7 @@ impl Device {
                 block_size,
                 offset: cfg.offset,
                 sizelimit: cfg.sizelimit,
-                size,
+                size: AtomicU64::new(size),
                 path,
             },
             GFP_KERNEL,
@@ -509,7 +524,7 @@ impl Device {
             nr_layers: att.files.len() as u32,
             offset: att.offset,
             sizelimit: att.sizelimit,
-            size: att.size,
+            size: att.size(),
             device: 0,
             inode: 0,
             format: [0; 32],
@@ -525,6 +540,46 @@ impl Device {
         user_slice(arg, core::mem::size_of::<uapi::lff_status>())
             .writer()
             .write(&s)
+    }
+
+    /// `LFF_SET_CAPACITY`: reads the image's size again, as
+    /// `LOOP_SET_CAPACITY` does after the backing file changed, and resizes
+    /// the device (offset, size limit and block size applied as at
+    /// configure; an offset past the new end leaves 0 bytes, like loop).
+    fn set_capacity(&self) -> Result {
+        let st = self.cfg.lock();
+        let att = match &st.attached {
+            Some(att) if !st.rundown => att.clone(),
+            _ => return Err(ENXIO),
+        };
+        let disk = st.disk.clone().ok_or(ENXIO)?;
+        let image = att.inst.size().inspect_err(|&e| {
+            if e == crate::wrappers::eopnotsupp() {
+                pr_err!(
+                    "{}: set capacity: format '{}' keeps its size in the image header; detach and attach again to use a new size\n",
+                    self.name(),
+                    att.inst.name()
+                );
+            } else {
+                pr_err!(
+                    "{}: set capacity: format '{}' could not read the size: {:?}\n",
+                    self.name(),
+                    att.inst.name(),
+                    e
+                );
+            }
+        })?;
+        let old = att.size();
+        let size = exposed_size(image, att.offset, att.sizelimit, att.block_size);
+        if size != old {
+            {
+                let _frozen = disk.freeze();
+                att.size.store(size, Ordering::Relaxed);
+            }
+            disk.set_capacity(size / SECTOR);
+            pr_info!("{}: capacity {} bytes (was {})\n", self.name(), size, old);
+        }
+        Ok(())
     }
 
     /// `LFF_GET_MAP`: the format driver's runs of the device, from a
@@ -561,16 +616,17 @@ impl Device {
             );
             return Err(crate::wrappers::eopnotsupp());
         }
-        if m.start > att.size {
+        let size = att.size();
+        if m.start > size {
             pr_err_ratelimited!(
                 "{}: map: start {} is beyond the device size {}\n",
                 self.name(),
                 m.start,
-                att.size
+                size
             );
             return Err(EINVAL);
         }
-        let rest = att.size - m.start;
+        let rest = size - m.start;
         let len = if m.length == 0 {
             rest
         } else {
@@ -640,7 +696,7 @@ impl Device {
         let Some(end) = pos.checked_add(len) else {
             return Err(EIO);
         };
-        if end > att.size {
+        if end > att.size() {
             return Err(EIO);
         }
         let fpos = att.offset + pos;
@@ -726,6 +782,13 @@ impl DiskOps for Device {
             }
             uapi::LFF_NR_GET_MAP => {
                 self.get_map(arg)?;
+                Ok(0)
+            }
+            uapi::LFF_NR_SET_CAPACITY => {
+                if !capable_sys_admin() {
+                    return Err(EPERM);
+                }
+                self.set_capacity()?;
                 Ok(0)
             }
             _ => Err(ENOTTY),

@@ -7,7 +7,8 @@
 //! discard punches a hole and write-zeroes zeroes a range, like loop.c.
 //! `LFF_GET_MAP` reports the whole range as data at the same file offset:
 //! finding holes would need `SEEK_DATA`, which moves the file position of
-//! the open file userspace passed (shared with it).
+//! the open file userspace passed (shared with it). The size is the
+//! file's, read again by `LFF_SET_CAPACITY` after the file changed.
 
 // Only the wrappers (and, in the core, the entry points C calls) may
 // use `unsafe`.
@@ -89,6 +90,10 @@ impl FormatDriver for Raw {
         };
         out.push(pos, len, kind);
         Ok(())
+    }
+
+    fn size(&self) -> Result<u64> {
+        Ok(self.file.size())
     }
 }
 

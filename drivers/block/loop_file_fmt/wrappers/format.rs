@@ -88,6 +88,8 @@ pub struct RawOps {
     pub nr_attrs: c_uint,
     /// See the C header.
     pub map: Option<unsafe extern "C" fn(*mut c_void, u64, u64, *mut Extent, c_uint) -> c_int>,
+    /// See the C header.
+    pub size: Option<unsafe extern "C" fn(*mut c_void, *mut u64) -> c_int>,
 }
 
 /// `LFF_FORMAT_ABI_VERSION`: the version of the interface this file mirrors
@@ -111,7 +113,7 @@ pub struct RawDriver {
 
 const _: () = assert!(core::mem::size_of::<RawAttachInfo>() == 56);
 const _: () = assert!(core::mem::size_of::<RawAttr>() == 24);
-const _: () = assert!(core::mem::size_of::<RawOps>() == 80);
+const _: () = assert!(core::mem::size_of::<RawOps>() == 88);
 const _: () = assert!(core::mem::size_of::<RawDriver>() == 32);
 const _: () = assert!(core::mem::offset_of!(RawDriver, name) == 8);
 
@@ -349,6 +351,13 @@ pub trait FormatDriver: Sized + Send + Sync + 'static {
     fn map(&self, _pos: u64, _len: u64, _out: &mut Extents<'_>) -> Result {
         kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
+
+    /// The image's virtual size as it is now (`LFF_SET_CAPACITY`); only
+    /// for formats whose size can change under an attached device, such
+    /// as raw, whose size is the file's.
+    fn size(&self) -> Result<u64> {
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
+    }
 }
 
 /// Builds the C ops table of a [`FormatDriver`].
@@ -527,6 +536,21 @@ impl<T: FormatDriver> VTable<T> {
         })
     }
 
+    /// # Safety
+    ///
+    /// Only called by the core, through the C vtable, with a live state
+    /// and `size` writable for the call.
+    unsafe extern "C" fn size(p: *mut c_void, size: *mut u64) -> c_int {
+        // SAFETY: the core passes a live state.
+        let s = unsafe { Self::state(p) };
+        from_result(|| {
+            let n = s.size()?;
+            // SAFETY: by the caller's contract, `size` is writable.
+            unsafe { size.write(n) };
+            Ok(0)
+        })
+    }
+
     const fn attr<const I: usize>() -> RawAttr {
         if I < T::ATTRS.len() {
             RawAttr {
@@ -583,6 +607,7 @@ impl<T: FormatDriver> VTable<T> {
             attrs: core::ptr::from_ref(&Self::ATTRS).cast::<RawAttr>(),
             nr_attrs: T::ATTRS.len() as c_uint,
             map: if T::HAS_MAP { Some(Self::map) } else { None },
+            size: if T::HAS_SIZE { Some(Self::size) } else { None },
         }
     };
 
@@ -927,6 +952,17 @@ impl Instance {
         let pos = i64::try_from(pos).map_err(|_| EINVAL)?;
         // SAFETY: `state` is live by the type invariant.
         to_result(unsafe { f(self.state, pos, len, may_unmap) })
+    }
+
+    /// The image's virtual size as the driver reads it now; `EOPNOTSUPP`
+    /// when the format's size is fixed at attach (no `size` op).
+    pub fn size(&self) -> Result<u64> {
+        let f = self.drv.ops().size.ok_or_else(super::eopnotsupp)?;
+        let mut size = 0u64;
+        // SAFETY: `state` is live by the type invariant; `size` is a local
+        // the driver may write for the call.
+        to_result(unsafe { f(self.state, &mut size) })?;
+        Ok(size)
     }
 
     /// Whether the driver reports its mapping (`LFF_GET_MAP`).
