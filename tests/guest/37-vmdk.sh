@@ -171,17 +171,17 @@ refused() {
 }
 bad() { cp sparse.vmdk "bad-$1.vmdk"; echo "bad-$1.vmdk"; }
 f=$(bad cowd); put "$f" 0 0x44574f43 4
-refused "the COWD magic" EINVAL "bad magic" "$f"
+refused "the COWD magic" EINVAL "not a VMDK sparse extent (bad magic)" "$f"
 f=$(bad version); put "$f" 4 4 4
-refused "version 4" ENOTSUP "version" "$f"
+refused "version 4" ENOTSUP "unsupported VMDK sparse extent version: 4" "$f"
 f=$(bad newline); put "$f" 73 0x0a0a0a0a 4
 refused "a damaged newline check" EINVAL "" "$f"
 f=$(bad compression); put "$f" 77 2 2
 refused "compression algorithm 2" ENOTSUP "" "$f"
 f=$(bad grain); put "$f" 20 3 8
-refused "a grain of 3 sectors" EINVAL "grain" "$f"
+refused "a grain of 3 sectors" EINVAL "invalid grain size: 3 sectors" "$f"
 f=$(bad grain-huge); put "$f" 20 4096 8
-refused "a grain of 2 MiB" EINVAL "grain" "$f"
+refused "a grain of 2 MiB" EINVAL "invalid grain size: 4096 sectors" "$f"
 f=$(bad gtes-zero); put "$f" 44 0 4
 refused "no entries per grain table" EINVAL "" "$f"
 f=$(bad gtes-many); put "$f" 44 513 4
@@ -207,7 +207,7 @@ refused "a twoGbMaxExtentSparse descriptor" ENOTSUP "twoGbMaxExtentSparse descri
 qemu-img create -q -f vmdk -o subformat=twoGbMaxExtentFlat splitflat.vmdk 4M
 refused "a twoGbMaxExtentFlat descriptor" ENOTSUP "twoGbMaxExtentFlat descriptor files" splitflat.vmdk
 qemu-img create -q -f vmdk -b sparse.vmdk -F vmdk child.vmdk
-refused "a parent link" ENOTSUP "parent" child.vmdk
+refused "a parent link" ENOTSUP "delta links (parent images) are not supported" child.vmdk
 check_eq "losetup-fmt: a descriptor file is refused too" 1 \
 	"$(losetup-fmt --file-fmt vmdk -r -f --show flat.vmdk >/dev/null 2>&1; echo $?)"
 
