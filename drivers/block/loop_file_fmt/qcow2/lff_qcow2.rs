@@ -73,11 +73,14 @@ use qcow2fmt::compressed::max_compressed_len;
 use qcow2fmt::header::HEADER_READ_LEN;
 use qcow2fmt::{
     find_snapshot, Chain, CompressedClusters, CompressedRead, Error as FmtError, Header, Layer,
-    LayerFormat, Qcow2Layer, Sink, SnapshotSelector, Storage, Tables,
+    LayerFormat, Qcow2Layer, Sink, SnapshotSelector, StatusKind, Storage, Tables,
 };
 use wrappers::file::File;
-use wrappers::format::{AttachRequest, Attached, FormatDriver, Registration, SysfsBuf};
+use wrappers::format::{
+    AttachRequest, Attached, ExtentKind, Extents, FormatDriver, Registration, SysfsBuf,
+};
 use wrappers::iov::IovIter;
+use wrappers::uapi;
 
 // The format logic's errors are shown in log lines.
 crate::kernel_display!(FmtError);
@@ -445,6 +448,45 @@ impl Qcow2 {
         }
     }
 
+    /// `LFF_GET_MAP`: the chain's block status ([`Chain::status`]) from
+    /// `pos` until `len` bytes are covered or `out` is full.
+    fn map_extents(&self, pos: u64, len: u64, out: &mut Extents<'_>) -> Result {
+        let end = pos.checked_add(len).ok_or(EINVAL)?;
+        let mut at = pos;
+        while at < end {
+            let st = self
+                .chain
+                .status(&mut ReqTables(self), at, end - at)
+                .map_err(|e| {
+                    pr_err!("{}: qcow2: map at {} failed: {}\n", &*self.name, at, e);
+                    EIO
+                })?;
+            let (flags, host_offset) = match st.kind {
+                StatusKind::Data { host_offset } => (uapi::LFF_EXTENT_DATA, Some(host_offset)),
+                StatusKind::Compressed => {
+                    (uapi::LFF_EXTENT_DATA | uapi::LFF_EXTENT_COMPRESSED, None)
+                }
+                StatusKind::Zero => (uapi::LFF_EXTENT_ZERO, None),
+                StatusKind::Unallocated => (uapi::LFF_EXTENT_ZERO, None),
+            };
+            let present = if st.kind == StatusKind::Unallocated {
+                0
+            } else {
+                uapi::LFF_EXTENT_PRESENT
+            };
+            let kind = ExtentKind {
+                flags: flags | present,
+                depth: st.depth as u32,
+                host_offset,
+            };
+            if !out.push(at, st.len, kind) {
+                break;
+            }
+            at += st.len;
+        }
+        Ok(())
+    }
+
     fn cluster_len(&self, layer: usize) -> qcow2fmt::Result<usize> {
         match self.chain.layer(layer) {
             Some(Layer::Qcow2(q)) => Ok(q.geometry().cluster_len()),
@@ -591,6 +633,10 @@ impl FormatDriver for Qcow2 {
                 Err(EIO)
             }
         }
+    }
+
+    fn map(&self, pos: u64, len: u64, out: &mut Extents<'_>) -> Result {
+        self.map_extents(pos, len, out)
     }
 
     fn show_attr(&self, index: usize, buf: &mut SysfsBuf<'_>) -> Result {
