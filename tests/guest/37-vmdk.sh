@@ -18,32 +18,10 @@
 #   EOPNOTSUPP naming the subformat; a grain past the end of the file or a
 #   corrupt deflate stream fails only the reads that touch that grain (EIO).
 . "$(dirname "$0")/lib.sh"
-HERE=$(cd "$(dirname "$0")" && pwd)
-CTL=(/usr/bin/python3 "$HERE/lffctl.py")
-[ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
+FMT=vmdk
+. "$(dirname "$0")/imgfmt.sh"
 cd "$WORK" || exit 1
 
-attach() { losetup-fmt --file-fmt vmdk -r -f --show "$@"; }
-detach() { losetup-fmt -d "$1"; }
-sysfs() { cat "/sys/block/${1#/dev/}/loop_file_fmt/$2"; }
-io() {
-	local img=$1; shift
-	local a=()
-	for c in "$@"; do a+=(-c "$c"); done
-	qemu-io -f vmdk "${a[@]}" "$img" >/dev/null
-}
-# same DEV IMAGE: the device has the size and bytes of qemu-img's view.
-same() {
-	qemu-img convert -f vmdk -O raw "$2" "$2.raw" || return 1
-	local want got
-	want=$(stat -c %s "$2.raw")
-	got=$(blockdev --getsize64 "$1")
-	[ "$got" = "$want" ] || { echo "size $got, expected $want"; return 1; }
-	cmp -n "$want" "$1" "$2.raw"
-}
-same_direct() {
-	cmp -n "$(stat -c %s "$2.raw")" <(dd if="$1" bs=4k iflag=direct status=none) "$2.raw"
-}
 # same_range DEV RAW MIB-OFFSET MIB-COUNT: direct reads of that range.
 same_range() {
 	cmp <(dd if="$1" bs=1M skip="$3" count="$4" iflag=direct status=none) \
@@ -81,7 +59,6 @@ grep -qw vmdk /sys/class/misc/loop-file-fmt-control/formats &&
 	ok "the control node lists vmdk" || fail "the control node does not list vmdk"
 
 # --- the corpus -----------------------------------------------------------
-M=1048576
 ms() { qemu-img create -q -f vmdk -o subformat=monolithicSparse "$@"; }
 ms empty.vmdk 64M
 ms sparse.vmdk 64M
@@ -100,15 +77,7 @@ qemu-img convert -q -f raw -O vmdk -o subformat=streamOptimized mixed.raw stream
 qemu-img convert -q -f vmdk -O vmdk -o subformat=streamOptimized sparse.vmdk stream-sparse.vmdk
 qemu-img convert -q -f vmdk -O vmdk -o subformat=streamOptimized odd.vmdk stream-odd.vmdk
 qemu-img create -q -f vmdk -o subformat=streamOptimized stream-empty.vmdk 32M
-for img in empty sparse converted compat6 zeroed odd stream stream-sparse stream-odd stream-empty; do
-	if ! dev=$(attach "$img.vmdk" 2>&1); then
-		fail "$img: attach: $dev"
-		continue
-	fi
-	check "$img: equals qemu-img convert (buffered)" same "$dev" "$img.vmdk"
-	check "$img: equals qemu-img convert (4 KiB direct)" same_direct "$dev" "$img.vmdk"
-	check "$img: detach" detach "$dev"
-done
+compare_corpus empty sparse converted compat6 zeroed odd stream stream-sparse stream-odd stream-empty
 check "zeroed: the zeroed grains really read as zeros" \
 	cmp -n $((128 * 1024)) <(dd if=zeroed.vmdk.raw bs=64k skip=4 count=2 status=none) /dev/zero
 z=$(get32 zeroed.vmdk "$(gte zeroed.vmdk 4)")
@@ -138,38 +107,10 @@ detach "$dev"
 dev=$(losetup-fmt --file-fmt auto -r -f --show stream.vmdk)
 check_eq "sysfs vmdk_subformat: streamOptimized" streamOptimized "$(sysfs "$dev" vmdk_subformat)"
 detach "$dev"
-out=$(losetup-fmt -r -f --show sparse.vmdk 2>&1 >/dev/null)
-dev=$(losetup-fmt -j sparse.vmdk | cut -d: -f1)
-check_eq "a plain attach stays raw" raw "$(sysfs "$dev" format)"
-[[ "$out" == *"has the vmdk magic but is attached as raw"* ]] &&
-	ok "and warns that the file has the vmdk magic" || fail "no vmdk magic warning: '$out'"
-detach "$dev"
-dmesg -C
-check_fails "read-write attach refused with EROFS" "Read-only file system" \
-	losetup-fmt --file-fmt vmdk -f --show sparse.vmdk
-check "the refusal is logged with the device name" \
-	sh -c 'dmesg | grep -q "lff[0-9]*: vmdk: writing is not supported; attach read-only"'
-check_fails "direct I/O refused with EINVAL" "Invalid argument" \
-	losetup-fmt --file-fmt vmdk -r --direct-io=on -f --show sparse.vmdk
-check_eq "nothing left attached" "" "$(losetup-fmt -j sparse.vmdk)"
+losetup_refusals sparse.vmdk
 
 # --- malformed and unsupported images ---------------------------------------
-D=/dev/lff$("${CTL[@]}" ctl get-free)
-[ -b "$D" ] || { fail "no free device"; finish; }
-NMARK=0
-mark() { NMARK=$((NMARK + 1)); MARK="lff-vmdk-mark-$NMARK"; echo "$MARK" >/dev/kmsg; }
-logged() { dmesg | sed -n "/$MARK\$/,\$p" | grep -qF -- "$1"; }
-kattach() { "${CTL[@]}" configure "$D" vmdk --flags 1 --file "$1" --ro; }
-# refused NAME ERRNO LOG FILE: the raw ioctl fails with ERRNO (lffctl.py
-# names errno 95 ENOTSUP), "lffN: vmdk: LOG" is logged, the device is free.
-refused() {
-	local name=$1 want=$2 log=$3 f=$4
-	mark
-	check_fails "refused with $want: $name" "$want" kattach "$f"
-	check "logged: $name" logged "$(basename "$D"): vmdk: $log"
-	check_eq "free after: $name" "" "$(cat "/sys/block/$(basename "$D")/loop_file_fmt/format" 2>/dev/null)"
-}
-bad() { cp sparse.vmdk "bad-$1.vmdk"; echo "bad-$1.vmdk"; }
+use_free_device
 f=$(bad cowd); put "$f" 0 0x44574f43 4
 refused "the COWD magic" EINVAL "not a VMDK sparse extent (bad magic)" "$f"
 f=$(bad version); put "$f" 4 4 4
