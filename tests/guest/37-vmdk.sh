@@ -16,7 +16,8 @@
 #   and a log line naming the device, leaving it free; descriptor files
 #   (monolithicFlat, twoGbMaxExtent*) and parents are refused with
 #   EOPNOTSUPP naming the subformat; a grain past the end of the file or a
-#   corrupt deflate stream fails only the reads that touch that grain (EIO).
+#   corrupt deflate stream fails only the reads that touch that grain (EIO);
+# - losetup-fmt map of every corpus image equals qemu-img map.
 . "$(dirname "$0")/lib.sh"
 FMT=vmdk
 . "$(dirname "$0")/imgfmt.sh"
@@ -82,6 +83,25 @@ check "zeroed: the zeroed grains really read as zeros" \
 	cmp -n $((128 * 1024)) <(dd if=zeroed.vmdk.raw bs=64k skip=4 count=2 status=none) /dev/zero
 z=$(get32 zeroed.vmdk "$(gte zeroed.vmdk 4)")
 check_eq "zeroed: grain 4 is a zeroed-grain entry (GTE 1)" 1 "$z"
+
+# losetup-fmt map: the grain tables' view against qemu-img map (data with
+# its file offset, compressed grains, zeroed grains, unallocated runs).
+for img in empty sparse converted compat6 zeroed odd stream stream-sparse stream-odd stream-empty; do
+	if ! dev=$(attach "$img.vmdk" 2>&1); then
+		fail "$img: attach for map: $dev"
+		continue
+	fi
+	if losetup-fmt map --json "$dev" >"$img.map" 2>"$img.map.err" &&
+		qemu-img map -f vmdk --output=json "$img.vmdk" >"$img.qmap"; then
+		check "$img: map equals qemu-img map" /usr/bin/python3 "$HERE/map-compare.py" \
+			"$img.map" "$img.qmap" "$(blockdev --getsize64 "$dev")"
+	else
+		fail "$img: map: $(cat "$img.map.err")"
+	fi
+	detach "$dev"
+done
+check "zeroed: map shows a present zero run (the zeroed grains)" \
+	grep -q '"present": *true, *"zero": *true' zeroed.map
 
 # A 5 GiB image: its grain directory spans many tables; read where data is.
 ms big.vmdk 5G

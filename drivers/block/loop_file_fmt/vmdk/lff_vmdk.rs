@@ -73,11 +73,14 @@ use vmdkfmt::grain::max_compressed_len;
 use vmdkfmt::header::{classify, FileKind, HEADER_LEN};
 use vmdkfmt::{
     read_sparse_header, CompressedGrains, CreateType, Decompressor, Descriptor, Disk,
-    Error as FmtError, Extent, GrainRead, Sink, SparseExtent, Storage, Tables,
+    Error as FmtError, Extent, GrainRead, MappingKind, Sink, SparseExtent, Storage, Tables,
 };
 use wrappers::file::File;
-use wrappers::format::{AttachRequest, Attached, FormatDriver, Registration, SysfsBuf};
+use wrappers::format::{
+    AttachRequest, Attached, ExtentKind, Extents, FormatDriver, Registration, SysfsBuf,
+};
 use wrappers::iov::IovIter;
+use wrappers::uapi;
 
 // The format logic's errors are shown in log lines.
 crate::kernel_display!(FmtError);
@@ -247,6 +250,8 @@ struct VmdkImage {
     name: CString,
     file: File,
     disk: Disk,
+    /// The disk's one extent, for `map`.
+    sparse: SparseExtent,
     subformat: CreateType,
     /// The grain directory as on disk (little-endian `u32` entries).
     gd: KVVec<u8>,
@@ -258,6 +263,16 @@ struct VmdkImage {
 }
 
 impl VmdkImage {
+    /// The engine's `Tables` over this image's directory and cache.
+    fn tables(&self) -> TablesRef<'_> {
+        TablesRef {
+            file: &self.file,
+            gd: &self.gd,
+            gt_len: self.gt_len,
+            cache: &self.tables,
+        }
+    }
+
     /// Logs `e` as the reason the image is refused and turns it into its
     /// errno.
     fn refuse(name: &CStr, e: FmtError) -> kernel::error::Error {
@@ -379,6 +394,7 @@ impl VmdkImage {
             name: CString::try_from_fmt(fmt!("{}", name))?,
             file,
             disk,
+            sparse,
             subformat,
             gd,
             gt_len,
@@ -411,12 +427,7 @@ impl FormatDriver for VmdkImage {
 
     fn read(&self, to: &mut IovIter<'_>, pos: u64) -> Result<usize> {
         let len = to.count();
-        let mut tables = TablesRef {
-            file: &self.file,
-            gd: &self.gd,
-            gt_len: self.gt_len,
-            cache: &self.tables,
-        };
+        let mut tables = self.tables();
         let mut grains = GrainsRef {
             file: &self.file,
             cache: self.grains.as_deref(),
@@ -435,6 +446,47 @@ impl FormatDriver for VmdkImage {
                 Err(EIO)
             }
         }
+    }
+
+    /// The grain tables' view of `[pos, pos + len)`, as `qemu-img map`
+    /// reports a VMDK image: allocated grains are present data (with their
+    /// file offset unless compressed), zeroed grains present zeros,
+    /// unallocated grains zeros.
+    fn map(&self, pos: u64, len: u64, out: &mut Extents<'_>) -> Result {
+        let end = pos.checked_add(len).ok_or(EINVAL)?;
+        let mut tables = self.tables();
+        let mut at = pos;
+        while at < end {
+            let m = self
+                .sparse
+                .map(&mut tables, 0, at, end - at)
+                .map_err(|e| {
+                    pr_err!("{}: vmdk: map at {} failed: {}\n", &*self.name, at, e);
+                    EIO
+                })?;
+            let present = uapi::LFF_EXTENT_PRESENT;
+            let (flags, host_offset) = match m.kind {
+                MappingKind::Data { host_offset } => {
+                    (uapi::LFF_EXTENT_DATA | present, Some(host_offset))
+                }
+                MappingKind::Compressed { .. } => (
+                    uapi::LFF_EXTENT_DATA | uapi::LFF_EXTENT_COMPRESSED | present,
+                    None,
+                ),
+                MappingKind::Zero => (uapi::LFF_EXTENT_ZERO | present, None),
+                MappingKind::Unallocated => (uapi::LFF_EXTENT_ZERO, None),
+            };
+            let kind = ExtentKind {
+                flags,
+                depth: 0,
+                host_offset,
+            };
+            if !out.push(at, m.len, kind) {
+                break;
+            }
+            at += m.len;
+        }
+        Ok(())
     }
 
     fn show_attr(&self, index: usize, buf: &mut SysfsBuf<'_>) -> Result {
