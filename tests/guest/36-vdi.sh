@@ -13,32 +13,10 @@
 #   and a log line naming the device, leaving it free; a block pointing
 #   past the end of the file fails only the reads that touch it (EIO).
 . "$(dirname "$0")/lib.sh"
-HERE=$(cd "$(dirname "$0")" && pwd)
-CTL=(/usr/bin/python3 "$HERE/lffctl.py")
-[ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
+FMT=vdi
+. "$(dirname "$0")/imgfmt.sh"
 cd "$WORK" || exit 1
 
-attach() { losetup-fmt --file-fmt vdi -r -f --show "$@"; }
-detach() { losetup-fmt -d "$1"; }
-sysfs() { cat "/sys/block/${1#/dev/}/loop_file_fmt/$2"; }
-io() {
-	local img=$1; shift
-	local a=()
-	for c in "$@"; do a+=(-c "$c"); done
-	qemu-io -f vdi "${a[@]}" "$img" >/dev/null
-}
-# same DEV IMAGE: the device has the size and bytes of qemu-img's view.
-same() {
-	qemu-img convert -f vdi -O raw "$2" "$2.raw" || return 1
-	local want got
-	want=$(stat -c %s "$2.raw")
-	got=$(blockdev --getsize64 "$1")
-	[ "$got" = "$want" ] || { echo "size $got, expected $want"; return 1; }
-	cmp -n "$want" "$1" "$2.raw"
-}
-same_direct() {
-	cmp -n "$(stat -c %s "$2.raw")" <(dd if="$1" bs=4k iflag=direct status=none) "$2.raw"
-}
 # hdr FILE OFFSET [VALUE]: reads (or writes) the little-endian u32 at OFFSET.
 hdr() {
 	/usr/bin/python3 - "$@" <<'PY'
@@ -62,7 +40,6 @@ grep -qw vdi /sys/class/misc/loop-file-fmt-control/formats &&
 	ok "the control node lists vdi" || fail "the control node does not list vdi"
 
 # --- the corpus -----------------------------------------------------------
-M=1048576
 qemu-img create -q -f vdi empty.vdi 64M
 qemu-img create -q -f vdi sparse.vdi 64M
 io sparse.vdi "write -P 0xaa 0 4k" "write -P 0xbb 1020k 8k" "write -P 0xcc 40M 1M" \
@@ -77,15 +54,7 @@ io odd.vdi "write -P 0x77 $((3 * M - 4096)) 4096" "write -P 0x78 $((3 * M)) 512"
 cp sparse.vdi zero-entry.vdi
 bmap=$(hdr zero-entry.vdi 340)
 hdr zero-entry.vdi $((bmap + 40 * 4)) 0xfffffffe
-for img in empty sparse converted static-converted static odd zero-entry; do
-	if ! dev=$(attach "$img.vdi" 2>&1); then
-		fail "$img: attach: $dev"
-		continue
-	fi
-	check "$img: equals qemu-img convert (buffered)" same "$dev" "$img.vdi"
-	check "$img: equals qemu-img convert (4 KiB direct)" same_direct "$dev" "$img.vdi"
-	check "$img: detach" detach "$dev"
-done
+compare_corpus empty sparse converted static-converted static odd zero-entry
 check "zero-entry: block 40 really reads as zeros" \
 	cmp -n $M <(dd if=zero-entry.vdi.raw bs=1M skip=40 count=1 status=none) /dev/zero
 
@@ -97,38 +66,10 @@ detach "$dev"
 dev=$(losetup-fmt --file-fmt auto -r -f --show static.vdi)
 check_eq "sysfs vdi_type: static" static "$(sysfs "$dev" vdi_type)"
 detach "$dev"
-out=$(losetup-fmt -r -f --show sparse.vdi 2>&1 >/dev/null)
-dev=$(losetup-fmt -j sparse.vdi | cut -d: -f1)
-check_eq "a plain attach stays raw" raw "$(sysfs "$dev" format)"
-[[ "$out" == *"has the vdi magic but is attached as raw"* ]] &&
-	ok "and warns that the file has the vdi magic" || fail "no vdi magic warning: '$out'"
-detach "$dev"
-dmesg -C
-check_fails "read-write attach refused with EROFS" "Read-only file system" \
-	losetup-fmt --file-fmt vdi -f --show sparse.vdi
-check "the refusal is logged with the device name" \
-	sh -c 'dmesg | grep -q "lff[0-9]*: vdi: writing is not supported; attach read-only"'
-check_fails "direct I/O refused with EINVAL" "Invalid argument" \
-	losetup-fmt --file-fmt vdi -r --direct-io=on -f --show sparse.vdi
-check_eq "nothing left attached" "" "$(losetup-fmt -j sparse.vdi)"
+losetup_refusals sparse.vdi
 
 # --- malformed images -----------------------------------------------------
-D=/dev/lff$("${CTL[@]}" ctl get-free)
-[ -b "$D" ] || { fail "no free device"; finish; }
-NMARK=0
-mark() { NMARK=$((NMARK + 1)); MARK="lff-vdi-mark-$NMARK"; echo "$MARK" >/dev/kmsg; }
-logged() { dmesg | sed -n "/$MARK\$/,\$p" | grep -qF -- "$1"; }
-kattach() { "${CTL[@]}" configure "$D" vdi --flags 1 --file "$1" --ro; }
-# refused NAME ERRNO LOG FILE: the raw ioctl fails with ERRNO (lffctl.py
-# names errno 95 ENOTSUP), "lffN: vdi: LOG" is logged, the device is free.
-refused() {
-	local name=$1 want=$2 log=$3 f=$4
-	mark
-	check_fails "refused with $want: $name" "$want" kattach "$f"
-	check "logged: $name" logged "$(basename "$D"): vdi: $log"
-	check_eq "free after: $name" "" "$(cat "/sys/block/$(basename "$D")/loop_file_fmt/format" 2>/dev/null)"
-}
-bad() { cp sparse.vdi "bad-$1.vdi"; echo "bad-$1.vdi"; }
+use_free_device
 # The field offsets are those of formats/vdi/src/format/header.rs.
 f=$(bad signature); hdr "$f" 64 0xbeda107e
 refused "bad signature" EINVAL "" "$f"

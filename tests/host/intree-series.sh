@@ -33,16 +33,16 @@ mkrepo() { # DIR: a git repo of DIR's files
 }
 cp -r "$t/base" "$t/k612" && mkrepo "$t/k612" || exit 1
 
-check "series is written (6 patches)" \
-	bash -c '"$0" "$1" "$2" >/dev/null && [ "$(ls "$2"/*.patch | wc -l)" = 6 ]' "$MS" "$t/k612" "$t/series"
+check "series is written (7 patches)" \
+	bash -c '"$0" "$1" "$2" >/dev/null && [ "$(ls "$2"/*.patch | wc -l)" = 7 ]' "$MS" "$t/k612" "$t/series"
 check "git am applies it" git -C "$t/k612" am -q "$t/series"/*.patch
-check "6 commits, each signed off" bash -c \
-	'[ "$(git -C "$0" log --format=%b HEAD~6..HEAD | grep -c "^Signed-off-by: $(git config user.name) ")" = 6 ]' "$t/k612"
+check "7 commits, each signed off" bash -c \
+	'[ "$(git -C "$0" log --format=%b HEAD~7..HEAD | grep -c "^Signed-off-by: $(git config user.name) ")" = 7 ]' "$t/k612"
 kc=$t/k612/drivers/block/loop_file_fmt/Kconfig
-check "Kconfig: the four drivers and the KUnit tests tristate, RUST && BLK_DEV, zlib/zstd selects" bash -c '
-	for s in BLK_DEV_LOOP_FILE_FMT BLK_DEV_LOOP_FILE_FMT_RAW BLK_DEV_LOOP_FILE_FMT_QCOW2 BLK_DEV_LOOP_FILE_FMT_VDI; do
+check "Kconfig: the five drivers and the KUnit tests tristate, RUST && BLK_DEV, zlib/zstd selects" bash -c '
+	for s in BLK_DEV_LOOP_FILE_FMT BLK_DEV_LOOP_FILE_FMT_RAW BLK_DEV_LOOP_FILE_FMT_QCOW2 BLK_DEV_LOOP_FILE_FMT_VDI BLK_DEV_LOOP_FILE_FMT_VMDK; do
 		grep -q "^config $s\$" "$0" || exit 1; done
-	[ "$(grep -c "^	tristate" "$0")" = 5 ] && grep -q "depends on RUST && BLK_DEV" "$0" &&
+	[ "$(grep -c "^	tristate" "$0")" = 6 ] && grep -q "depends on RUST && BLK_DEV" "$0" &&
 	grep -q "select ZLIB_INFLATE" "$0" && grep -q "select ZSTD_DECOMPRESS" "$0"' "$kc"
 check "drivers/block: source line and obj line" bash -c '
 	grep -qx "source \"drivers/block/loop_file_fmt/Kconfig\"" "$0/drivers/block/Kconfig" &&

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * lff_kunit_compress uses loop_file_fmt_qcow2's test exports (symbol namespace LOOP_FILE_FMT);
+ * lff_kunit_compress uses the core's lff_inflate export (symbol namespace LOOP_FILE_FMT);
  * the 6.12 Rust module! macro cannot import a namespace, so this C object
  * of the module does.
  */

@@ -28,8 +28,8 @@ pub mod qcow2fmt;
 #[path = "wrappers/deflate.rs"]
 pub mod deflate;
 
-/// The driver's bindings (the inflate call goes through the driver
-/// module's C helper, exported for tests).
+/// The driver's bindings (the inflate call goes through the core's C
+/// helper `lff_inflate`).
 #[allow(unsafe_code)]
 #[path = "../../drivers/block/loop_file_fmt/wrappers/decompress.rs"]
 pub mod decompress;
@@ -44,7 +44,7 @@ pub mod decomp;
 
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use decomp::Pool;
-use decompress::{DecompressError, Inflate, InflateStatus, ZstdDctx};
+use decompress::{DecompressError, Inflate, InflateStatus, Wrapping, ZstdDctx};
 use kernel::alloc::KVVec;
 use kernel::prelude::*;
 use kernel::sync::Arc;
@@ -306,7 +306,7 @@ fn deflate_round_trip_64k(t: &Test) {
 }
 
 fn inflate_binding_statuses(t: &Test) {
-    let Some(mut z) = t.ok(Inflate::new(GFP_KERNEL)) else {
+    let Some(mut z) = t.ok(Inflate::new(GFP_KERNEL, Wrapping::Raw)) else {
         return;
     };
     let Some(mut out) = buffer(t, 2 * CLUSTER) else {

@@ -65,7 +65,7 @@ else
 	kos=$(grep -c '\.ko$' <<<"$list")
 	[ "$kos" = 0 ] && boot_ok "$(basename "$ramfs") holds no .ko" || boot_bad "$(basename "$ramfs") holds $kos .ko files"
 fi
-n=$(grep -cE '/loop_file_fmt/loop_file_fmt(_raw|_qcow2|_vdi)?\.ko$' "$kdir/modules.builtin")
-[ "$n" = 4 ] && boot_ok "modules.builtin lists the core and the three format drivers" ||
-	boot_bad "modules.builtin lists $n of the core and the three format drivers"
+n=$(grep -cE '/loop_file_fmt/loop_file_fmt(_raw|_qcow2|_vdi|_vmdk)?\.ko$' "$kdir/modules.builtin")
+[ "$n" = 5 ] && boot_ok "modules.builtin lists the core and the four format drivers" ||
+	boot_bad "modules.builtin lists $n of the core and the four format drivers"
 boot_finish

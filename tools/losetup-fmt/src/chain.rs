@@ -43,6 +43,8 @@ pub enum Format {
     Qcow2,
     /// VirtualBox VDI: its driver reads the file alone (no chain).
     Vdi,
+    /// VMDK (monolithicSparse, streamOptimized): one file, no chain.
+    Vmdk,
 }
 
 impl Format {
@@ -52,6 +54,7 @@ impl Format {
             Format::Raw => "raw",
             Format::Qcow2 => "qcow2",
             Format::Vdi => "vdi",
+            Format::Vmdk => "vmdk",
         }
     }
 }
@@ -98,18 +101,22 @@ fn magic_format(first_bytes: &[u8]) -> Format {
 }
 
 /// Detects the format by its magic: qcow2 if the file starts with
-/// "QFI\xfb", VDI with its signature at byte 64, raw otherwise.
+/// "QFI\xfb", VDI with its signature at byte 64, VMDK with the sparse
+/// extent magic "KDMV", raw otherwise. (A VMDK descriptor file is text:
+/// it probes as raw, as its driver refuses it.)
 pub fn probe(file: &File) -> io::Result<Format> {
     // The VDI signature ends at byte 68.
     let first = read_prefix(file, 68)?;
     let format = magic_format(&first);
-    Ok(
-        if format == Format::Raw && vdi_format::header::has_signature(&first) {
-            Format::Vdi
-        } else {
-            format
-        },
-    )
+    Ok(if format != Format::Raw {
+        format
+    } else if vdi_format::header::has_signature(&first) {
+        Format::Vdi
+    } else if vmdk_format::header::has_magic(&first) {
+        Format::Vmdk
+    } else {
+        format
+    })
 }
 
 /// Why a qcow2 header could not be read.
@@ -710,6 +717,15 @@ mod tests {
         qemu_img(d.path(), &["create", "-q", "-f", "vdi", "a.vdi", "1M"]);
         let v = File::open(d.path().join("a.vdi")).unwrap();
         assert_eq!(probe(&v).unwrap(), Format::Vdi);
+        for sub in ["monolithicSparse", "streamOptimized"] {
+            let opt = format!("subformat={sub}");
+            qemu_img(
+                d.path(),
+                &["create", "-q", "-f", "vmdk", "-o", &opt, "a.vmdk", "1M"],
+            );
+            let v = File::open(d.path().join("a.vmdk")).unwrap();
+            assert_eq!(probe(&v).unwrap(), Format::Vmdk, "{sub}");
+        }
         // The signature alone, anywhere but at byte 64, is raw.
         let mut f = tempfile::tempfile().unwrap();
         let mut bytes = vec![0u8; 512];

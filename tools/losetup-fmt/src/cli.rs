@@ -284,7 +284,7 @@ impl Cx<'_> {
             }
         };
         if s.format == FileFmt::Default {
-            if let Ok(f @ (Format::Qcow2 | Format::Vdi)) = chain::probe(&top) {
+            if let Ok(f @ (Format::Qcow2 | Format::Vdi | Format::Vmdk)) = chain::probe(&top) {
                 self.warn(format!(
                     "{}: Warning: file has the {f} magic but is attached as raw; \
                      use --file-fmt {f} (or auto) to read it as {f}",

@@ -5,9 +5,12 @@
 //! more errors are not logged, so a damaged image cannot flood the log.
 //!
 //! Safe Rust, shared by the format drivers' crates (`vdi/`, `vmdk/`) with
-//! `#[path = "../common/readlog.rs"]`; it uses the core wrappers' clock.
+//! `#[path = "../common/readlog.rs"]`; it uses the core wrappers' clock and
+//! logs the errors of the crate's format tree (`crate::fmtlogic`).
 
 use core::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use kernel::prelude::*;
+use kernel::str::CStr;
 
 /// Read errors logged per [`LOG_WINDOW_MS`], per device.
 pub(crate) const LOG_BURST: u32 = 10;
@@ -58,5 +61,33 @@ impl ReadLog {
     /// [`ReadLog::admit_at`] now.
     pub(crate) fn admit(&self) -> Verdict {
         self.admit_at(crate::wrappers::compat::now_ms())
+    }
+
+    /// Logs, within the rate limit, that the read of `len` bytes at `pos`
+    /// of device `name` (format `format`) failed with `e`.
+    pub(crate) fn report(
+        &self,
+        name: &CStr,
+        format: &str,
+        pos: u64,
+        len: usize,
+        e: &crate::fmtlogic::Error,
+    ) {
+        match self.admit() {
+            Verdict::Log => pr_err!(
+                "{}: {}: read of {} bytes at {} failed: {}\n",
+                name,
+                format,
+                len,
+                pos,
+                e
+            ),
+            Verdict::LogSuppressed => pr_err!(
+                "{}: {}: more read errors, not logged for a few seconds\n",
+                name,
+                format
+            ),
+            Verdict::Silent => {}
+        }
     }
 }

@@ -8,7 +8,9 @@
  * - one-line wrappers for static inline functions and macros (requests,
  *   iov_iter, files, gendisk, queue limits), exported for the format driver
  *   modules, whose Rust wrappers (../wrappers/sys.rs) declare them;
- * - the control misc device, whose struct is not in the 6.12 Rust bindings.
+ * - the control misc device, whose struct is not in the 6.12 Rust bindings;
+ * - zlib_inflate for the qcow2 and VMDK drivers (struct z_stream is not in
+ *   the Rust bindings either).
  *
  * No logic lives here: each function is one expression of the kernel API.
  */
@@ -29,6 +31,7 @@
 #include <linux/uio.h>
 #include <linux/version.h>
 #include <linux/workqueue.h>
+#include <linux/zlib.h>
 #include <linux/loop_file_fmt.h>
 #include <uapi/linux/loop.h>
 #include <uapi/linux/loop_file_fmt.h>
@@ -517,6 +520,44 @@ unsigned int lff_feat_write_cache(void)
 	return BLK_FEAT_WRITE_CACHE | BLK_FEAT_FUA;
 }
 LFF_EXPORT_SYMBOL(lff_feat_write_cache);
+
+size_t lff_inflate_workspace_size(void)
+{
+	return zlib_inflate_workspacesize();
+}
+LFF_EXPORT_SYMBOL(lff_inflate_workspace_size);
+
+/*
+ * One deflate stream from @in into @out with the caller's workspace @ws
+ * (lff_inflate_workspace_size() bytes), for the qcow2 and VMDK drivers
+ * (../wrappers/decompress.rs): @window_bits is zlib's, -15 for raw deflate
+ * (qcow2), 15 for a zlib-wrapped stream whose Adler-32 is checked (VMDK).
+ * zlib_inflateInit2() then a single zlib_inflate(Z_FINISH), which runs until
+ * the stream ends, the output is full or the input is used up. Returns the
+ * zlib status; *@produced is the number of bytes written.
+ */
+int lff_inflate(void *ws, int window_bits, const void *in, size_t in_len,
+		void *out, size_t out_len, size_t *produced)
+{
+	struct z_stream_s s = { .workspace = ws };
+	int ret;
+
+	*produced = 0;
+	if (in_len > UINT_MAX || out_len > UINT_MAX)
+		return Z_BUF_ERROR;
+	ret = zlib_inflateInit2(&s, window_bits);
+	if (ret != Z_OK)
+		return ret;
+	s.next_in = in;
+	s.avail_in = in_len;
+	s.next_out = out;
+	s.avail_out = out_len;
+	ret = zlib_inflate(&s, Z_FINISH);
+	*produced = s.total_out;
+	zlib_inflateEnd(&s);
+	return ret;
+}
+LFF_EXPORT_SYMBOL(lff_inflate);
 
 /*
  * Freezing returns the memalloc flags to restore at unfreeze since 6.14

@@ -78,6 +78,9 @@ unsigned int lff_major(u32 dev);
 bool lff_ratelimit(void);
 struct queue_limits lff_queue_limits_start_update(struct request_queue *q);
 unsigned int lff_feat_write_cache(void);
+size_t lff_inflate_workspace_size(void);
+int lff_inflate(void *ws, int window_bits, const void *in, size_t in_len,
+		void *out, size_t out_len, size_t *produced);
 unsigned int lff_freeze_queue(struct request_queue *q);
 void lff_unfreeze_queue(struct request_queue *q, unsigned int memflags);
 

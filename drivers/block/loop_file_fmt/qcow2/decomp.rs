@@ -23,7 +23,7 @@
 //!   a frame that would overflow the cluster, or input that ends before the
 //!   cluster is full, is an error.
 
-use crate::decompress::{DecompressError, Inflate, InflateStatus, ZstdDctx};
+use crate::decompress::{DecompressError, Inflate, InflateStatus, Wrapping, ZstdDctx};
 use crate::qcow2fmt::{CompressionType, Decompressor, Error, Result};
 use core::pin::Pin;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -54,7 +54,7 @@ impl Decoders {
     fn prepare(&mut self, kind: CompressionType, flags: Flags) -> Result<()> {
         match kind {
             CompressionType::Deflate if self.zlib.is_none() => {
-                self.zlib = Some(Inflate::new(flags).map_err(|_| nomem())?);
+                self.zlib = Some(Inflate::new(flags, Wrapping::Raw).map_err(|_| nomem())?);
             }
             CompressionType::Zstd if self.zstd.is_none() => {
                 self.zstd = Some(ZstdDctx::new(flags).map_err(|_| nomem())?);

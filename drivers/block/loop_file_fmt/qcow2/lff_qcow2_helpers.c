@@ -7,16 +7,16 @@
  *   ../wrappers/params.rs;
  * - INIT_DELAYED_WORK and mod_delayed_work for the cache cleaner
  *   (../wrappers/periodic.rs);
- * - raw deflate through the kernel's zlib_inflate, whose struct z_stream is
- *   not in the Rust bindings (../wrappers/decompress.rs calls it; zstd is
- *   declared there directly, its API takes plain pointers and sizes).
+ * (zlib_inflate, whose struct z_stream is not in the Rust bindings, is
+ * reached through the core's lff_inflate, shared with the VMDK driver; zstd
+ * is declared in ../wrappers/decompress.rs directly, its API takes plain
+ * pointers and sizes.)
  *
  * No policy lives here: the Rust side interprets every return code.
  */
 #include <linux/module.h>
 #include <linux/moduleparam.h>
 #include <linux/workqueue.h>
-#include <linux/zlib.h>
 #include <linux/loop_file_fmt.h>
 
 #include "lff_qcow2_helpers.h"
@@ -65,43 +65,3 @@ void lff_qcow2_mod_delayed_work(struct delayed_work *dw, unsigned int ms)
 {
 	mod_delayed_work(system_wq, dw, msecs_to_jiffies(ms));
 }
-
-size_t lff_qcow2_inflate_workspace_size(void)
-{
-	return zlib_inflate_workspacesize();
-}
-
-/*
- * One raw deflate stream (no zlib header, windowBits -15) from @in into @out
- * with the caller's workspace @ws (lff_qcow2_inflate_workspace_size()
- * bytes): zlib_inflateInit2() then a single zlib_inflate(Z_FINISH), which
- * runs until the stream ends, the output is full or the input is used up.
- * Returns the zlib status; *@produced is the number of bytes written.
- */
-int lff_qcow2_inflate(void *ws, const void *in, size_t in_len, void *out,
-		      size_t out_len, size_t *produced)
-{
-	struct z_stream_s s = { .workspace = ws };
-	int ret;
-
-	*produced = 0;
-	if (in_len > UINT_MAX || out_len > UINT_MAX)
-		return Z_BUF_ERROR;
-	ret = zlib_inflateInit2(&s, -MAX_WBITS);
-	if (ret != Z_OK)
-		return ret;
-	s.next_in = in;
-	s.avail_in = in_len;
-	s.next_out = out;
-	s.avail_out = out_len;
-	ret = zlib_inflate(&s, Z_FINISH);
-	*produced = s.total_out;
-	zlib_inflateEnd(&s);
-	return ret;
-}
-
-#if IS_ENABLED(CONFIG_KUNIT)
-/* For tests/kunit/lff_kunit_compress, which tests ../wrappers/decompress.rs. */
-LFF_EXPORT_SYMBOL(lff_qcow2_inflate_workspace_size);
-LFF_EXPORT_SYMBOL(lff_qcow2_inflate);
-#endif

@@ -20,8 +20,7 @@ unsigned int lff_qcow2_param_cluster_cache_size(void);
 unsigned int lff_qcow2_param_cache_clean_interval(void);
 void lff_qcow2_init_delayed_work(struct delayed_work *dw, work_func_t fn);
 void lff_qcow2_mod_delayed_work(struct delayed_work *dw, unsigned int ms);
-size_t lff_qcow2_inflate_workspace_size(void);
-int lff_qcow2_inflate(void *ws, const void *in, size_t in_len, void *out,
-		      size_t out_len, size_t *produced);
+/* zlib_inflate for decompress.rs, in the core (shared with the VMDK driver). */
+#include "../core/lff_helpers.h"
 
 #endif /* LFF_QCOW2_HELPERS_H */

@@ -31,6 +31,8 @@ pub mod vdifmt;
 /// The format tree under the name the shared `common/` files use.
 pub(crate) use vdifmt as fmtlogic;
 
+#[path = "../common/attach.rs"]
+mod attach;
 #[path = "../common/errno.rs"]
 mod errno;
 #[path = "../common/iovsink.rs"]
@@ -38,11 +40,11 @@ mod iovsink;
 #[path = "../common/readlog.rs"]
 mod readlog;
 
-use crate::wrappers::compat::{fmt, CStrBytes};
+use crate::wrappers::compat::fmt;
 use errno::{fmt_error, kernel_error};
 use kernel::prelude::*;
 use kernel::str::{CStr, CString};
-use readlog::{ReadLog, Verdict};
+use readlog::ReadLog;
 use vdifmt::header::HEADER_LEN;
 use vdifmt::{BlockMap, Error as FmtError, Header, ImageType, Sink, Vdi};
 use wrappers::file::File;
@@ -109,21 +111,7 @@ impl VdiImage {
 
     fn attach(req: &AttachRequest<'_>) -> Result<Attached<Self>> {
         let name = req.disk_name();
-        if !req.read_only() {
-            pr_err!(
-                "{}: vdi: writing is not supported; attach read-only\n",
-                name
-            );
-            return Err(EROFS);
-        }
-        if req.direct_io() {
-            pr_err!("{}: vdi: direct I/O is not supported\n", name);
-            return Err(EINVAL);
-        }
-        if !req.options().to_byte_slice().is_empty() {
-            pr_err!("{}: vdi: the format has no options\n", name);
-            return Err(EINVAL);
-        }
+        attach::check_read_only(req, "vdi")?;
         let file = req.file(0)?;
         let file_len = file.size();
         let mut first = [0u8; HEADER_LEN];
@@ -153,23 +141,6 @@ impl VdiImage {
             nr_files_used: 1,
         })
     }
-
-    fn log_read_error(&self, pos: u64, len: usize, e: &FmtError) {
-        match self.log.admit() {
-            Verdict::Log => pr_err!(
-                "{}: vdi: read of {} bytes at {} failed: {}\n",
-                &*self.name,
-                len,
-                pos,
-                e
-            ),
-            Verdict::LogSuppressed => pr_err!(
-                "{}: vdi: more read errors, not logged for a few seconds\n",
-                &*self.name
-            ),
-            Verdict::Silent => {}
-        }
-    }
 }
 
 /// Index of the sysfs attribute `vdi_type` (`loop_file_fmt/vdi_type`).
@@ -194,7 +165,7 @@ impl FormatDriver for VdiImage {
         match self.vdi.read(&mut Map(&self.map), pos, len, &mut sink) {
             Ok(()) => Ok(len),
             Err(e) => {
-                self.log_read_error(pos, len, &e);
+                self.log.report(&self.name, "vdi", pos, len, &e);
                 Err(EIO)
             }
         }

@@ -4,16 +4,17 @@
 //! `flate2` and `zstd` crates: an object owns its workspace and
 //! decompresses one buffer into another, never writing past the output.
 //!
-//! - [`Inflate`]: a raw deflate stream (RFC 1951, no zlib header, window
-//!   up to 32 KiB) through `zlib_inflate` (via the C helper
-//!   `lff_qcow2_inflate`, since `struct z_stream` is not in the Rust
-//!   bindings);
+//! - [`Inflate`]: a deflate stream (window up to 32 KiB), raw (RFC 1951,
+//!   qcow2) or zlib-wrapped (RFC 1950, VMDK; its Adler-32 is checked),
+//!   through `zlib_inflate` (via the core's C helper `lff_inflate`, since
+//!   `struct z_stream` is not in the Rust bindings);
 //! - [`ZstdDctx`]: zstd frames through `zstd_decompress_dctx`, which
 //!   decompresses straight into the output (no window buffer), plus
 //!   `zstd_find_frame_compressed_size` to find where a frame ends.
 //!
-//! Used by `loop_file_fmt_qcow2` only; its crate root includes this file
-//! (and `qcow2_sys.rs`, the generated declarations of the C functions).
+//! Used by `loop_file_fmt_qcow2` and `loop_file_fmt_vmdk`; their crate roots
+//! include this file (and `qcow2_sys.rs`, the generated declarations of the
+//! C functions).
 //!
 //! C headers: [`include/linux/zlib.h`](srctree/include/linux/zlib.h),
 //! [`include/linux/zstd.h`](srctree/include/linux/zstd.h)
@@ -24,7 +25,7 @@ use kernel::ffi::c_int;
 use kernel::prelude::*;
 
 use crate::qcow2_sys::{
-    lff_qcow2_inflate, lff_qcow2_inflate_workspace_size, zstd_dctx, zstd_dctx_workspace_bound,
+    lff_inflate, lff_inflate_workspace_size, zstd_dctx, zstd_dctx_workspace_bound,
     zstd_decompress_dctx, zstd_find_frame_compressed_size, zstd_init_dctx, zstd_is_error,
 };
 
@@ -57,23 +58,45 @@ fn workspace(bytes: usize, flags: Flags) -> Result<KVVec<u64>> {
     Ok(KVVec::from_elem(0u64, bytes.div_ceil(8), flags)?)
 }
 
-/// A raw deflate decompressor with its own workspace.
+/// How a deflate stream is wrapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wrapping {
+    /// Raw deflate, no header or checksum (qcow2).
+    Raw,
+    /// The zlib header and Adler-32 trailer around it (VMDK grains).
+    Zlib,
+}
+
+impl Wrapping {
+    /// zlib's `windowBits` for the 32 KiB window.
+    fn window_bits(self) -> c_int {
+        match self {
+            Wrapping::Raw => -15,
+            Wrapping::Zlib => 15,
+        }
+    }
+}
+
+/// A deflate decompressor with its own workspace.
 pub struct Inflate {
     ws: KVVec<u64>,
+    wrapping: Wrapping,
 }
 
 impl Inflate {
-    /// Allocates the workspace (about 43 KiB) with `flags`.
-    pub fn new(flags: Flags) -> Result<Self> {
+    /// Allocates the workspace (about 43 KiB) with `flags`, for streams
+    /// wrapped as `wrapping` says.
+    pub fn new(flags: Flags, wrapping: Wrapping) -> Result<Self> {
         // SAFETY: a pure function of the zlib configuration.
-        let size = unsafe { lff_qcow2_inflate_workspace_size() };
+        let size = unsafe { lff_inflate_workspace_size() };
         Ok(Self {
             ws: workspace(size, flags)?,
+            wrapping,
         })
     }
 
-    /// Inflates the raw deflate stream at the start of `input` into
-    /// `output`. Input after the end of the stream is ignored.
+    /// Inflates the deflate stream at the start of `input` into `output`.
+    /// Input after the end of the stream is ignored.
     pub fn inflate(
         &mut self,
         input: &[u8],
@@ -85,8 +108,9 @@ impl Inflate {
         // `output` writable for their lengths; `produced` is a live local.
         // The helper writes at most `output.len()` bytes.
         let ret = unsafe {
-            lff_qcow2_inflate(
+            lff_inflate(
                 self.ws.as_mut_ptr().cast(),
+                self.wrapping.window_bits(),
                 input.as_ptr().cast(),
                 input.len(),
                 output.as_mut_ptr().cast(),

@@ -23,6 +23,7 @@
 use super::disk::{Disk, ExtentKind};
 use super::error::{Error, Result, Structure};
 use super::grain::GrainRead;
+use super::le;
 use super::sparse::{MappingKind, SparseExtent};
 
 /// Byte access to the files of a disk's extents.
@@ -173,8 +174,9 @@ impl Disk {
             MappingKind::Compressed { grain_offset } => {
                 let grain_len = s.grain_len();
                 let g = grain_len as u64;
-                let grain_start = rel - rel % g;
-                let start = to_usize(rel % g)?;
+                let (_, in_grain) = le::div_rem(rel, g).ok_or(Error::Internal)?;
+                let grain_start = rel - in_grain;
+                let start = to_usize(in_grain)?;
                 let stop = start.checked_add(n).ok_or(Error::Internal)?;
                 let needed = to_usize(g.min(s.size() - grain_start))?;
                 if stop > needed {

@@ -22,3 +22,11 @@ pub(super) fn u64_at(buf: &[u8], off: usize) -> Option<u64> {
     let b: [u8; 8] = buf.get(off..end)?.try_into().ok()?;
     Some(u64::from_le_bytes(b))
 }
+
+/// `(a / b, a % b)`, or `None` if `b` is 0. The engine's divisors are never
+/// 0 (validated geometry), but the compiler cannot know it: this keeps the
+/// division panics (which the kernel's objtool does not all recognise) out
+/// of the request path.
+pub(super) fn div_rem(a: u64, b: u64) -> Option<(u64, u64)> {
+    Some((a.checked_div(b)?, a.checked_rem(b)?))
+}

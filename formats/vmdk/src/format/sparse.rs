@@ -260,11 +260,11 @@ impl SparseExtent {
             return Err(Error::Internal);
         }
         let span = u64::from(self.gtes_per_gt) * self.grain_bytes;
-        let gd_index = offset / span;
+        let (gd_index, within) = le::div_rem(offset, span).ok_or(Error::Internal)?;
         if gd_index >= u64::from(self.gd_entries) {
             return Err(Error::Internal);
         }
-        let limit = max_len.min(span - offset % span);
+        let limit = max_len.min(span - within);
         // gd_index < gd_entries, a u32.
         let gde = tables.gd_entry(extent, gd_index as u32)?;
         if gde == 0 {
@@ -286,7 +286,6 @@ impl SparseExtent {
                 })
             }
         }
-        let within = offset % span;
         tables.with_grain_table(extent, gt_offset, |table: &[u8]| {
             self.map_in_table(table, within, limit)
         })?
@@ -304,8 +303,8 @@ impl SparseExtent {
             });
         }
         let g = self.grain_bytes;
-        let mut index = (within / g) as usize;
-        let in_grain = within % g;
+        let (index, in_grain) = le::div_rem(within, g).ok_or(Error::Internal)?;
+        let mut index = index as usize;
         let first = self.decode(table, index, in_grain)?;
         let mut len = (g - in_grain).min(limit);
         if matches!(first, MappingKind::Compressed { .. }) {
