@@ -28,7 +28,8 @@
 //! - `Sink`: the request's pages (`IovIter`): uncompressed data is read
 //!   from the file straight into them, zeros are written in place.
 //!
-//! Writes are a later step: read-write attach is refused with `EROFS`.
+//! Read-write devices (`write.rs`) drive the format crate's write engine
+//! under a per-device writer mutex, which their reads take too.
 
 // Only the wrappers (and, in the core, the entry points C calls) may
 // use `unsafe`.
@@ -59,6 +60,7 @@ pub mod qcow2fmt;
 mod cache;
 mod decomp;
 mod errno;
+mod write;
 
 use crate::wrappers::compat::{fmt, CStrBytes};
 use cache::{Cache, Reserve};
@@ -67,7 +69,7 @@ use core::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use decomp::Pool;
 use kernel::prelude::*;
 use kernel::str::{BStr, CStr, CString};
-use kernel::sync::Arc;
+use kernel::sync::{new_mutex, Arc, Mutex};
 use periodic::{Periodic, Tick};
 use qcow2fmt::compressed::max_compressed_len;
 use qcow2fmt::header::HEADER_READ_LEN;
@@ -78,6 +80,7 @@ use qcow2fmt::{
 use wrappers::file::File;
 use wrappers::format::{AttachRequest, Attached, FormatDriver, Registration, SysfsBuf};
 use wrappers::iov::IovIter;
+use write::{IovSource, Writer, WriterTables};
 
 // The format logic's errors are shown in log lines.
 crate::kernel_display!(FmtError);
@@ -85,7 +88,7 @@ crate::kernel_display!(FmtError);
 module! {
     type: Qcow2Module,
     name: "loop_file_fmt_qcow2",
-    description: "qcow2 file format driver for loop_file_fmt (read-only)",
+    description: "qcow2 file format driver for loop_file_fmt",
     license: "GPL",
     alias: ["loop-file-fmt-qcow2"],
 }
@@ -100,7 +103,7 @@ fn ferr(e: kernel::error::Error) -> FmtError {
     FmtError::Io(-e.to_errno())
 }
 
-/// Read errors logged per [`LOG_WINDOW_MS`], per device.
+/// I/O errors logged per [`LOG_WINDOW_MS`], per device.
 const LOG_BURST: u32 = 10;
 /// See [`LOG_BURST`].
 const LOG_WINDOW_MS: i64 = 5000;
@@ -130,7 +133,12 @@ struct Qcow2 {
     /// Frees cache entries unused for a clean interval.
     cleaner: Periodic<Caches>,
     pool: Pool,
-    /// Read error log rate limit: window start and count.
+    /// The layers below the top one, numbered from 0 (layer 1 of the
+    /// device is 0 here): what copy-on-write reads. `None` without them.
+    backing: Option<Chain>,
+    /// The write state of a read-write device (`None`: read-only).
+    writer: Option<Pin<KBox<Mutex<Writer>>>>,
+    /// I/O error log rate limit: window start and count.
     log_window: AtomicI64,
     log_count: AtomicU32,
 }
@@ -232,19 +240,34 @@ impl Qcow2 {
     }
 
     /// Opens qcow2 layer `i`: header, warnings, the L1 table in use.
-    /// Returns the layer, its L1 table and the format of its backing file
-    /// (`None`: the chain ends here).
+    /// Returns the layer, its header, its L1 table and the format of its
+    /// backing file (`None`: the chain ends here). `writable`: the layer
+    /// is to be written (dirty and corrupt images are refused).
     fn open_qcow2_layer(
         req: &AttachRequest<'_>,
         files: &[File],
         i: usize,
         snapshot: Option<SnapshotSelector<'_>>,
-    ) -> Result<(Qcow2Layer, KVVec<u8>, Option<LayerFormat>)> {
+        writable: bool,
+    ) -> Result<(Qcow2Layer, Header, KVVec<u8>, Option<LayerFormat>)> {
         let name = req.disk_name();
         let file = &files[i];
         let file_len = file.size();
         let prefix = read_prefix(file, file_len)?;
         let header = Header::parse(&prefix).map_err(|e| Self::refuse(name, i, e))?;
+        if writable && (header.is_corrupt() || header.is_dirty()) {
+            let why = if header.is_corrupt() {
+                "marked corrupt"
+            } else {
+                "marked dirty (not closed cleanly)"
+            };
+            pr_err!(
+                "{}: qcow2: image is {}; repair it with 'qemu-img check -r all' or attach read-only\n",
+                name,
+                why
+            );
+            return Err(EROFS);
+        }
         if header.is_corrupt() {
             pr_warn!(
                 "{}: qcow2: layer {} is marked corrupt; reading it anyway (read-only)\n",
@@ -278,7 +301,7 @@ impl Qcow2 {
             })?;
 
         let Some(_) = header.backing_file_name(&prefix) else {
-            return Ok((layer, l1, None));
+            return Ok((layer, header, l1, None));
         };
         let Some(next) = files.get(i + 1) else {
             pr_err!(
@@ -303,23 +326,21 @@ impl Qcow2 {
                 );
                 kerr(&e)
             })?;
-        Ok((layer, l1, Some(format)))
+        Ok((layer, header, l1, Some(format)))
     }
 
     fn attach(req: &AttachRequest<'_>) -> Result<Attached<Self>> {
         let name = req.disk_name();
-        if !req.read_only() {
-            pr_err!(
-                "{}: qcow2: writing is not supported yet; attach read-only\n",
-                name
-            );
-            return Err(EROFS);
-        }
+        let writable = !req.read_only();
         if req.direct_io() {
             pr_err!("{}: qcow2: direct I/O is not supported\n", name);
             return Err(EINVAL);
         }
         let opts = Options::parse(name, req.options().to_byte_slice())?;
+        if writable && opts.snapshot.is_some() {
+            pr_err!("{}: qcow2: snapshots are read-only; attach read-only\n", name);
+            return Err(EROFS);
+        }
 
         let nr = req.nr_files();
         let mut files = KVec::with_capacity(nr, GFP_KERNEL)?;
@@ -333,6 +354,7 @@ impl Qcow2 {
         let mut max_cluster = 512usize;
         // The compression types of the chain (for the reserve worker).
         let mut kinds = KVec::new();
+        let mut top_header = None;
         while let Some(f) = format.take() {
             let layer = match f {
                 LayerFormat::Raw => {
@@ -343,7 +365,11 @@ impl Qcow2 {
                 }
                 LayerFormat::Qcow2 => {
                     let snap = if i == 0 { opts.snapshot } else { None };
-                    let (q, table, next) = Self::open_qcow2_layer(req, &files, i, snap)?;
+                    let (q, header, table, next) =
+                        Self::open_qcow2_layer(req, &files, i, snap, writable && i == 0)?;
+                    if i == 0 {
+                        top_header = Some(header);
+                    }
                     l1.push(table, GFP_KERNEL)?;
                     max_cluster = max_cluster.max(q.geometry().cluster_len());
                     if !kinds.contains(&q.compression()) {
@@ -370,6 +396,33 @@ impl Qcow2 {
             kept.push(f, GFP_KERNEL)?;
         }
         let files = kept;
+        let mut backing: Option<Chain> = None;
+        for layer in (1..used).filter_map(|j| chain.layer(j)) {
+            match backing.as_mut() {
+                None => backing = Some(Chain::new(*layer)),
+                Some(c) => c.push_backing(*layer).map_err(|e| kerr(&e))?,
+            }
+        }
+        // A writer takes over the top layer's L1 table and reads the
+        // refcount table.
+        let tables = match (writable, top_header.as_ref()) {
+            (false, _) => None,
+            (true, None) => return Err(EINVAL),
+            (true, Some(h)) => {
+                let cl = h.geometry().cluster_len();
+                let rt_len = (h.refcount_table_clusters as usize)
+                    .checked_mul(cl)
+                    .ok_or(EFBIG)?;
+                let mut rt = KVVec::from_elem(0u8, rt_len, GFP_KERNEL)?;
+                files[0]
+                    .read_exact_at(&mut rt, h.refcount_table_offset)
+                    .inspect_err(|_| {
+                        pr_err!("{}: qcow2: cannot read the refcount table\n", name);
+                    })?;
+                let top_l1 = core::mem::take(&mut l1[0]);
+                Some(WriterTables::new(top_l1, rt, cl)?)
+            }
+        };
 
         let kib = |k: u32| (k as usize).saturating_mul(1024);
         let l2 = Cache::new(kib(params::l2_cache_size_kib()), max_cluster)?;
@@ -394,7 +447,7 @@ impl Qcow2 {
         if caches.interval_ms() != 0 {
             cleaner.schedule(caches.interval_ms());
         }
-        let state = Qcow2 {
+        let mut state = Qcow2 {
             name: CString::try_from_fmt(fmt!("{}", name))?,
             files,
             chain,
@@ -403,9 +456,22 @@ impl Qcow2 {
             reserve,
             cleaner,
             pool,
+            backing,
+            writer: None,
             log_window: AtomicI64::new(0),
             log_count: AtomicU32::new(0),
         };
+        if let (Some(t), Some(h)) = (tables, top_header.as_ref()) {
+            // Last: from here on the header may have changed (autoclear
+            // bits cleared, the lazy refcounts dirty bit set), and
+            // dropping the state closes the image cleanly.
+            let file_len = state.files[0].size();
+            let w = Writer::open(&state, h, file_len, t).map_err(|e| {
+                pr_err!("{}: qcow2: cannot open the image for writing: {}\n", name, e);
+                kerr(&e)
+            })?;
+            state.writer = Some(KBox::pin_init(new_mutex!(w), GFP_KERNEL)?);
+        }
         if let Some(sel) = opts.snapshot {
             pr_info!(
                 "{}: qcow2: reading snapshot '{}'\n",
@@ -416,7 +482,7 @@ impl Qcow2 {
         Ok(Attached {
             state: KBox::new(state, GFP_KERNEL)?,
             size,
-            force_read_only: true,
+            force_read_only: state.writer.is_none(),
             nr_files_used: used,
         })
     }
