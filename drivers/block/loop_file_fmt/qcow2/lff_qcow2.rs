@@ -65,6 +65,7 @@ mod write;
 use crate::wrappers::compat::{fmt, CStrBytes};
 use cache::{Cache, Reserve};
 use core::fmt::Write;
+use core::pin::Pin;
 use core::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use decomp::Pool;
 use kernel::prelude::*;
@@ -75,7 +76,7 @@ use qcow2fmt::compressed::max_compressed_len;
 use qcow2fmt::header::HEADER_READ_LEN;
 use qcow2fmt::{
     find_snapshot, Chain, CompressedClusters, CompressedRead, Error as FmtError, Header, Layer,
-    LayerFormat, Qcow2Layer, Sink, SnapshotSelector, Storage, Tables,
+    LayerFormat, Qcow2Layer, Sink, SnapshotSelector, Storage, Tables, WriteEngine,
 };
 use wrappers::file::File;
 use wrappers::format::{AttachRequest, Attached, FormatDriver, Registration, SysfsBuf};
@@ -479,15 +480,18 @@ impl Qcow2 {
                 BStr::from_bytes(wanted(sel))
             );
         }
+        let force_read_only = state.writer.is_none();
         Ok(Attached {
             state: KBox::new(state, GFP_KERNEL)?,
             size,
-            force_read_only: state.writer.is_none(),
+            force_read_only,
             nr_files_used: used,
         })
     }
 
-    fn log_read_error(&self, pos: u64, len: usize, e: &FmtError) {
+    /// Logs a failed request (`op`: "read", "write", ...), at most
+    /// [`LOG_BURST`] lines per [`LOG_WINDOW_MS`].
+    fn log_error(&self, op: &str, pos: u64, len: u64, e: &FmtError) {
         let now = cache::now_ms();
         let start = self.log_window.load(Ordering::Relaxed);
         if now - start >= LOG_WINDOW_MS {
@@ -497,18 +501,55 @@ impl Qcow2 {
         let n = self.log_count.fetch_add(1, Ordering::Relaxed);
         if n < LOG_BURST {
             pr_err!(
-                "{}: qcow2: read of {} bytes at {} failed: {}\n",
+                "{}: qcow2: {} of {} bytes at {} failed: {}\n",
                 &*self.name,
+                op,
                 len,
                 pos,
                 e
             );
         } else if n == LOG_BURST {
             pr_err!(
-                "{}: qcow2: more read errors, not logged for a few seconds\n",
+                "{}: qcow2: more I/O errors, not logged for a few seconds\n",
                 &*self.name
             );
         }
+    }
+
+    /// Runs `op` on the writer (`EROFS` without one); a failure is logged
+    /// and becomes its errno.
+    fn with_writer<R>(
+        &self,
+        what: &str,
+        pos: u64,
+        len: u64,
+        op: impl FnOnce(&mut WriteEngine, &mut write::Backend<'_>, &mut [u8]) -> qcow2fmt::Result<R>,
+    ) -> Result<R> {
+        let w = self.writer.as_ref().ok_or(EROFS)?;
+        let mut g = w.lock();
+        g.run(self, op).map_err(|e| {
+            if let FmtError::MetadataOverlap { .. } = e {
+                // Always logged: the image is marked corrupt and takes no
+                // more writes.
+                pr_err!(
+                    "{}: qcow2: {} at {}: {}; image marked corrupt, writes refused from now on\n",
+                    &*self.name,
+                    what,
+                    pos,
+                    e
+                );
+            } else {
+                self.log_error(what, pos, len, &e);
+            }
+            match e {
+                FmtError::Io(n) if n > 0 => kernel::error::Error::from_errno(-n),
+                FmtError::NoSpace => ENOSPC,
+                _ => match kerr(&e) {
+                    k if k == EINVAL => EIO,
+                    k => k,
+                },
+            }
+        })
     }
 
     fn cluster_len(&self, layer: usize) -> qcow2fmt::Result<usize> {
@@ -519,12 +560,16 @@ impl Qcow2 {
     }
 }
 
-/// The engine's `Tables` for one request.
-struct ReqTables<'a>(&'a Qcow2);
+/// The engine's `Tables` for one request, of the chain that starts at
+/// the device's layer `base` (1: the backing layers, for copy-on-write).
+struct ReqTables<'a> {
+    dev: &'a Qcow2,
+    base: usize,
+}
 
 impl Tables for ReqTables<'_> {
     fn l1_entry(&mut self, layer: usize, index: u32) -> qcow2fmt::Result<u64> {
-        let table = self.0.l1.get(layer).ok_or(FmtError::Internal)?;
+        let table = self.dev.l1.get(layer + self.base).ok_or(FmtError::Internal)?;
         qcow2fmt::table::l1_table_entry(table, index)
     }
 
@@ -534,7 +579,8 @@ impl Tables for ReqTables<'_> {
         offset: u64,
         f: F,
     ) -> qcow2fmt::Result<R> {
-        let dev = self.0;
+        let dev = self.dev;
+        let layer = layer + self.base;
         let len = dev.cluster_len(layer)?;
         dev.caches.l2.with(
             cache::key(layer, offset),
@@ -547,8 +593,12 @@ impl Tables for ReqTables<'_> {
     }
 }
 
-/// The engine's `CompressedClusters` for one request.
-struct ReqClusters<'a>(&'a Qcow2);
+/// The engine's `CompressedClusters` for one request (`base` as in
+/// [`ReqTables`]).
+struct ReqClusters<'a> {
+    dev: &'a Qcow2,
+    base: usize,
+}
 
 impl CompressedClusters for ReqClusters<'_> {
     fn with_cluster<R, F: FnOnce(&[u8]) -> R>(
@@ -556,16 +606,17 @@ impl CompressedClusters for ReqClusters<'_> {
         req: &CompressedRead,
         f: F,
     ) -> qcow2fmt::Result<R> {
-        let dev = self.0;
+        let dev = self.dev;
+        let files = dev.files.get(self.base..).ok_or(FmtError::Internal)?;
         // The compressed length tells apart descriptors sharing an offset.
         dev.caches.clusters.with(
-            cache::key(req.layer, req.host_offset),
+            cache::key(req.layer + self.base, req.host_offset),
             req.len as u64,
             req.cluster_size,
             &dev.reserve,
             |out| {
                 dev.pool.with_worker(req.compression, |input, dec| {
-                    req.load(&Files(&dev.files), dec, input, out)
+                    req.load(&Files(files), dec, input, out)
                 })?
             },
             f,
@@ -644,19 +695,55 @@ impl FormatDriver for Qcow2 {
             to,
             files: &self.files,
         };
-        match self.chain.read(
-            &mut ReqTables(self),
-            &mut ReqClusters(self),
-            pos,
-            len,
-            &mut sink,
-        ) {
+        let mut clusters = ReqClusters { dev: self, base: 0 };
+        let r = match self.writer.as_ref() {
+            None => self.chain.read(
+                &mut ReqTables { dev: self, base: 0 },
+                &mut clusters,
+                pos,
+                len,
+                &mut sink,
+            ),
+            Some(w) => {
+                let g = w.lock();
+                let mut tables = write::TopTables {
+                    dev: self,
+                    t: &g.tables,
+                };
+                g.chain
+                    .read(&mut tables, &mut clusters, pos, len, &mut sink)
+            }
+        };
+        match r {
             Ok(()) => Ok(len),
             Err(e) => {
-                self.log_read_error(pos, len, &e);
+                self.log_error("read", pos, len as u64, &e);
                 Err(EIO)
             }
         }
+    }
+
+    fn write(&self, from: &mut IovIter<'_>, pos: u64) -> Result<usize> {
+        let len = from.count();
+        let file = self.files.first().ok_or(EIO)?;
+        self.with_writer("write", pos, len as u64, |e, b, s| {
+            e.write(b, s, pos, len as u64, &mut IovSource { from, file })
+        })?;
+        Ok(len)
+    }
+
+    fn flush(&self) -> Result {
+        self.with_writer("flush", 0, 0, |e, b, _| e.flush(b))
+    }
+
+    fn discard(&self, pos: u64, len: u64) -> Result {
+        self.with_writer("discard", pos, len, |e, b, s| e.discard(b, s, pos, len))
+    }
+
+    fn write_zeroes(&self, pos: u64, len: u64, may_unmap: bool) -> Result {
+        self.with_writer("write-zeroes", pos, len, |e, b, s| {
+            e.write_zeroes(b, s, pos, len, may_unmap)
+        })
     }
 
     fn show_attr(&self, index: usize, buf: &mut SysfsBuf<'_>) -> Result {
@@ -697,6 +784,24 @@ impl FormatDriver for Qcow2 {
             _ => return Err(EACCES),
         }
         Ok(())
+    }
+}
+
+impl Drop for Qcow2 {
+    /// A clean close of a read-write image: everything written back, the
+    /// lazy refcounts dirty bit cleared.
+    fn drop(&mut self) {
+        let Some(w) = self.writer.as_ref() else {
+            return;
+        };
+        let mut g = w.lock();
+        if let Err(e) = g.run(self, |e, b, _| e.close(b)) {
+            pr_err!(
+                "{}: qcow2: the image was not closed cleanly: {}; check it with 'qemu-img check'\n",
+                &*self.name,
+                e
+            );
+        }
     }
 }
 

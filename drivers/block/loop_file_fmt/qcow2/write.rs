@@ -47,7 +47,7 @@ use crate::cache;
 use crate::qcow2fmt::table::l1_table_entry;
 use crate::qcow2fmt::{
     Access, Chain, CompressedRead, Error as FmtError, Result, Sink, Source, Storage as _,
-    TableKind, WriteBackend, WriteEngine,
+    TableKind, Tables, WriteBackend, WriteEngine,
 };
 use crate::wrappers::file::{falloc, File};
 use crate::wrappers::iov::IovIter;
@@ -469,5 +469,44 @@ impl Qcow2 {
                 files,
             },
         )
+    }
+}
+
+/// The read engine's `Tables` of a read-write device (under the writer
+/// lock): the top layer's L1 table and modified L2 tables from the writer,
+/// the rest as for a read-only device.
+pub(crate) struct TopTables<'a> {
+    pub(crate) dev: &'a Qcow2,
+    pub(crate) t: &'a WriterTables,
+}
+
+impl Tables for TopTables<'_> {
+    fn l1_entry(&mut self, layer: usize, index: u32) -> Result<u64> {
+        if layer == 0 {
+            return l1_table_entry(&self.t.l1, index);
+        }
+        ReqTables {
+            dev: self.dev,
+            base: 0,
+        }
+        .l1_entry(layer, index)
+    }
+
+    fn with_l2_table<R, F: FnOnce(&[u8]) -> R>(
+        &mut self,
+        layer: usize,
+        offset: u64,
+        f: F,
+    ) -> Result<R> {
+        if layer == 0 {
+            if let Some(t) = self.t.overlay.l2(offset) {
+                return Ok(f(t));
+            }
+        }
+        ReqTables {
+            dev: self.dev,
+            base: 0,
+        }
+        .with_l2_table(layer, offset, f)
     }
 }
