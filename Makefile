@@ -14,6 +14,7 @@
 #   make kunit     only the KUnit suites (tests/kunit/) in one guest
 #   make clippy    the modules with CLIPPY=1 and cargo clippy, warnings fatal
 #   make bench     fio: our devices vs qemu-nbd vs kernel loop (BENCH_ARGS=...)
+#   make lab       N network-booting clients on one throttled uplink (LAB_ARGS=...)
 #   make fuzz      libFuzzer targets of the qcow2 logic (FUZZ_TARGET, FUZZ_SECONDS)
 #
 # KVER=7.3 selects the Linux 7.3 test kernel for every target (default
@@ -60,7 +61,7 @@ endif
 GEN_UAPI := drivers/block/loop_file_fmt/generated/uapi.rs
 UAPI_H := include/uapi/linux/loop_file_fmt.h
 
-.PHONY: all bench fuzz boot netboot deps kernel modules tools test test-host test-guest test-debug kunit clippy clippy-modules fmt clean
+.PHONY: all bench lab fuzz boot netboot deps kernel modules tools test test-host test-guest test-debug kunit clippy clippy-modules fmt clean install
 
 all: modules tools
 
@@ -108,6 +109,11 @@ clippy-modules: kernel $(GEN_UAPI)
 	$(same_tree)
 	@PATH="$$HOME/.cargo/bin:$$PATH" $(MAKE) -s -C $(KDIR) $(KMAKE_FLAGS) CLIPPY=1 modules
 
+# losetup-fmt, its man page, and the modules if built for the running
+# kernel (scripts/install; DESTDIR=DIR stages under DIR).
+install: tools
+	@scripts/install $(if $(DESTDIR),--prefix $(DESTDIR))
+
 fmt:
 	@rustfmt --config-path $(KDIR)/.rustfmt.toml $$(find drivers tests -name '*.rs' -not -path '*/generated/*')
 	@cargo fmt
@@ -121,6 +127,9 @@ netboot: deps
 
 bench: deps
 	@bench/run $(BENCH_ARGS)
+
+lab: deps
+	@bench/lab $(LAB_ARGS)
 
 FUZZ_TARGET ?= all
 FUZZ_SECONDS ?= 60

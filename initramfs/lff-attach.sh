@@ -31,6 +31,10 @@
 #   lff.flags=OPTS        extra mount options for it
 #   lff.overlay=1         a tmpfs overlay on top: a writable root whose
 #                         changes live in RAM
+#   lff.copy=ram          copy-first: read the whole image into a tmpfs
+#                         first, attach the copy and let the source go
+#                         (unmounted, NBD disconnected); the one file is
+#                         copied, so a qcow2 chain must be flattened
 #   lff.timeout=SEC       how long to wait for the source/image (default 30)
 #   lff.rescue=shell|poweroff|reboot   what a failure does (default shell)
 #
@@ -85,7 +89,7 @@ lff_fail() { # step message
 
 lff_parse_cmdline() {
 	LFF_IMAGE='' LFF_SRC='' LFF_SRCFSTYPE='' LFF_SRCFLAGS='' LFF_FORMAT=auto LFF_RO=1
-	LFF_FSTYPE='' LFF_FLAGS='' LFF_OVERLAY=0 LFF_TIMEOUT=30 LFF_RESCUE=shell
+	LFF_FSTYPE='' LFF_FLAGS='' LFF_OVERLAY=0 LFF_COPY='' LFF_TIMEOUT=30 LFF_RESCUE=shell
 	LFF_DEV='' LFF_FMT='' LFF_STEP='' LFF_ERR='' LFF_NBD_DEV='' LFF_IP=''
 	mkdir -p "$LFF_RUN"
 	# shellcheck disable=SC2013,SC2034
@@ -100,6 +104,7 @@ lff_parse_cmdline() {
 		lff.fstype=*) LFF_FSTYPE=${x#lff.fstype=} ;;
 		lff.flags=*) LFF_FLAGS=${x#lff.flags=} ;;
 		lff.overlay=*) LFF_OVERLAY=${x#lff.overlay=} ;;
+		lff.copy=*) LFF_COPY=${x#lff.copy=} ;;
 		lff.timeout=*) LFF_TIMEOUT=${x#lff.timeout=} ;;
 		lff.rescue=*) LFF_RESCUE=${x#lff.rescue=} ;;
 		ip=*) LFF_IP=${x#ip=} ;;
@@ -210,6 +215,11 @@ lff_attach() {
 		_img=$LFF_IMAGE
 		[ -e "$_img" ] || { lff_fail "image" "image file $_img not found"; return 1; }
 	fi
+	case $LFF_COPY in
+	'') ;;
+	ram) lff_copy_to_ram "$_img" || return 1; _img=$LFF_COPY_TO ;;
+	*) lff_fail "parameters" "lff.copy=$LFF_COPY: the one copy mode is lff.copy=ram"; return 1 ;;
+	esac
 
 	# Drivers built into the kernel (or loaded already) are used as they
 	# are: modprobe runs only for what is missing. Otherwise the core
@@ -235,6 +245,47 @@ lff_attach() {
 	LFF_FMT=$(cat "/sys/block/${LFF_DEV#/dev/}/loop_file_fmt/format" 2>/dev/null || echo "$LFF_FORMAT")
 	lff_log "attached $_img as $LFF_DEV (format $LFF_FMT${_ro:+, read-only})"
 	echo "$LFF_DEV" >"$LFF_RUN/dev"
+	[ "$LFF_COPY" != ram ] || lff_release_source
+}
+
+# lff.copy=ram: copies the image (a file in the source, or the NBD
+# device's bytes) into a tmpfs of its size at $LFF_RUN/ram: sets
+# LFF_COPY_TO, the copy.
+lff_copy_to_ram() { # image
+	_bytes=$(stat -L -c %s "$1" 2>/dev/null) || _bytes=0
+	case $1 in /dev/*) _bytes=$(( $(cat "/sys/block/${1#/dev/}/size") * 512 )) ;; esac
+	_mib=$(( (_bytes + 1048575) / 1048576 ))
+	_free=$(awk '/^MemAvailable:/ { print int($2 / 1024) }' /proc/meminfo)
+	if [ -n "$_free" ] && [ "$_mib" -ge "$_free" ]; then
+		lff_fail "copy" "lff.copy=ram: the image is $_mib MiB, only $_free MiB of memory available"
+		return 1
+	fi
+	mkdir -p "$LFF_RUN/ram"
+	_size=
+	[ "$_bytes" = 0 ] || _size=,size=$((_mib + 1))m
+	mount -t tmpfs -o "mode=0700$_size" lff-ram "$LFF_RUN/ram" 2>"$LFF_RUN/mount.err" ||
+		{ lff_fail "copy" "cannot mount a tmpfs of $_mib MiB: $(cat "$LFF_RUN/mount.err")"; return 1; }
+	LFF_COPY_TO=$LFF_RUN/ram/${LFF_IMAGE##*/}
+	[ -n "$LFF_IMAGE" ] || LFF_COPY_TO=$LFF_RUN/ram/image
+	lff_log "lff.copy=ram: copying $1 ($_mib MiB) into RAM"
+	_t0=$(cut -d' ' -f1 /proc/uptime)
+	cat "$1" >"$LFF_COPY_TO" 2>"$LFF_RUN/copy.err" ||
+		{ lff_fail "copy" "copying $1 into RAM: $(cat "$LFF_RUN/copy.err")"; umount "$LFF_RUN/ram"; return 1; }
+	_t1=$(cut -d' ' -f1 /proc/uptime)
+	lff_log "copied $(stat -c %s "$LFF_COPY_TO") bytes into RAM in $(awk -v a="$_t0" -v b="$_t1" 'BEGIN { printf "%.1f", b - a }') s"
+}
+
+# After a copy-first attach: the source is no longer needed.
+lff_release_source() {
+	if [ -n "$LFF_NBD_DEV" ]; then
+		nbd-client -d "$LFF_NBD_DEV" >/dev/null 2>&1 &&
+			lff_log "disconnected $LFF_NBD_DEV: the image lives in RAM" ||
+			lff_log "warning: nbd-client -d $LFF_NBD_DEV failed; the connection stays"
+	elif [ -n "$LFF_SRC" ]; then
+		umount "$LFF_RUN/src" 2>/dev/null &&
+			lff_log "unmounted the source: the image lives in RAM" ||
+			lff_log "the source stays mounted (a backing file on it is open)"
+	fi
 }
 
 # Mounts LFF_DEV (with a tmpfs overlay if asked) at TARGET.

@@ -46,6 +46,7 @@
 
 struct file;
 struct iov_iter;
+struct lff_extent;
 struct module;
 
 /**
@@ -116,6 +117,12 @@ struct lff_format_attr {
  *                themselves.
  * @attrs:        driver-specific sysfs attributes, or NULL.
  * @nr_attrs:     number of entries in @attrs.
+ * @map:          describe the virtual disk from @pos for @len bytes (> 0)
+ *                in at most @nr (> 0) struct lff_extent (UAPI header),
+ *                with image offsets in @start, in order, without gaps,
+ *                merged where they can be; fewer than @nr must cover the
+ *                whole range. Return the number filled or a negative
+ *                errno. NULL: the core answers LFF_GET_MAP with EOPNOTSUPP.
  */
 struct lff_format_ops {
 	int (*attach)(struct lff_attach_info *info, void **priv);
@@ -127,14 +134,16 @@ struct lff_format_ops {
 	int (*write_zeroes)(void *priv, loff_t pos, u64 len, bool may_unmap);
 	const struct lff_format_attr *attrs;
 	unsigned int nr_attrs;
+	int (*map)(void *priv, u64 pos, u64 len, struct lff_extent *ext,
+		   unsigned int nr);
 };
 
 /*
  * Version of this interface: every struct here, and what the core and the
  * drivers may expect of each other. Bumped on any change a driver built
- * against another version could misread.
+ * against another version could misread (2: lff_format_ops.map).
  */
-#define LFF_FORMAT_ABI_VERSION	1
+#define LFF_FORMAT_ABI_VERSION	2
 
 /**
  * struct lff_format_driver - a registered format

@@ -12,8 +12,9 @@ cat >nums.c <<'C'
 #include <stdio.h>
 #include <linux/loop_file_fmt.h>
 int main(void) {
-	printf("LFF_CONFIGURE=%lu\nLFF_CLR_FD=%lu\nLFF_GET_STATUS=%lu\n",
-	       (unsigned long)LFF_CONFIGURE, (unsigned long)LFF_CLR_FD, (unsigned long)LFF_GET_STATUS);
+	printf("LFF_CONFIGURE=%lu\nLFF_CLR_FD=%lu\nLFF_GET_STATUS=%lu\nLFF_GET_MAP=%lu\n",
+	       (unsigned long)LFF_CONFIGURE, (unsigned long)LFF_CLR_FD, (unsigned long)LFF_GET_STATUS,
+	       (unsigned long)LFF_GET_MAP);
 	printf("LFF_CTL_ADD=%lu\nLFF_CTL_REMOVE=%lu\nLFF_CTL_GET_FREE=%lu\n",
 	       (unsigned long)LFF_CTL_ADD, (unsigned long)LFF_CTL_REMOVE, (unsigned long)LFF_CTL_GET_FREE);
 	return 0;

@@ -15,8 +15,13 @@ and exits 1):
   lffctl.py status DEV            (prints key=value lines)
   lffctl.py ctl add|remove|get-free [N]
   lffctl.py cycle DEV FILE COUNT  (attach/detach COUNT times)
+  lffctl.py map DEV [--start N] [--length N] [--nr N] [--flags N]
+            [--reserved N] [--pointer N]
+                                  (LFF_GET_MAP: prints n=COUNT, then
+                                  START LENGTH HOST FLAGS DEPTH lines)
   lffctl.py numbers               (prints the request numbers)
 """
+import ctypes
 import errno
 import fcntl
 import os
@@ -25,6 +30,8 @@ import sys
 
 CONFIG = struct.Struct("=16i4I2Q32s128s8Q")
 STATUS = struct.Struct("=4I5Q32s64s8Q")
+MAP = struct.Struct("=3Q2I4Q")
+EXTENT = struct.Struct("=3Q2I")
 MAGIC = 0xBB  # LFF_IOC_MAGIC
 
 
@@ -35,6 +42,7 @@ def _ioc(direction, nr, size):
 LFF_CONFIGURE = _ioc(1, 0xA0, CONFIG.size)
 LFF_CLR_FD = _ioc(0, 0xA1, 0)
 LFF_GET_STATUS = _ioc(2, 0xA2, STATUS.size)
+LFF_GET_MAP = _ioc(3, 0xA3, MAP.size)
 LFF_CTL_ADD = _ioc(0, 0xA8, 0)
 LFF_CTL_REMOVE = _ioc(0, 0xA9, 0)
 LFF_CTL_GET_FREE = _ioc(0, 0xAA, 0)
@@ -68,6 +76,18 @@ def status(dev):
     return out
 
 
+def get_map(dev, start=0, length=0, nr=16, flags=0, reserved=0,
+            pointer=None):
+    """LFF_GET_MAP; returns the extents as tuples."""
+    room = ctypes.create_string_buffer(max(nr, 1) * EXTENT.size)
+    ptr = ctypes.addressof(room) if pointer is None else pointer
+    arg = bytearray(MAP.pack(start, length, ptr, nr, flags, reserved, 0, 0, 0))
+    with open(dev, "rb") as d:
+        fcntl.ioctl(d, LFF_GET_MAP, arg, True)
+    n = MAP.unpack(arg)[3]
+    return [EXTENT.unpack_from(room.raw, i * EXTENT.size) for i in range(n)]
+
+
 def ctl(cmd, n=-1):
     req = {"add": LFF_CTL_ADD, "remove": LFF_CTL_REMOVE,
            "get-free": LFF_CTL_GET_FREE}[cmd]
@@ -82,7 +102,7 @@ def main(argv):
     cmd = argv[1]
     if cmd == "numbers":
         for k in ("LFF_CONFIGURE", "LFF_CLR_FD", "LFF_GET_STATUS",
-                  "LFF_CTL_ADD", "LFF_CTL_REMOVE", "LFF_CTL_GET_FREE"):
+                  "LFF_GET_MAP", "LFF_CTL_ADD", "LFF_CTL_REMOVE", "LFF_CTL_GET_FREE"):
             print(f"{k}={globals()[k]}")
         return 0
     if cmd == "ctl":
@@ -94,6 +114,20 @@ def main(argv):
     if cmd == "status":
         for k, v in status(argv[2]).items():
             print(f"{k}={v}")
+        return 0
+    if cmd == "map":
+        kw, i = {}, 3
+        while i < len(argv):
+            a = argv[i]
+            if a not in ("--start", "--length", "--nr", "--flags",
+                         "--reserved", "--pointer"):
+                raise SystemExit(f"unknown argument {a}")
+            kw[a[2:]] = int(argv[i + 1], 0)
+            i += 2
+        ext = get_map(argv[2], **kw)
+        print(f"n={len(ext)}")
+        for e in ext:
+            print(" ".join(str(v) for v in e))
         return 0
     if cmd == "cycle":
         dev, path, count = argv[2], argv[3], int(argv[4])

@@ -78,6 +78,21 @@ boot_expect "the marker of the base image" '^=== switched to the image root: LFF
 boot_root_expect "format=qcow2" "backing=/run/lff/src/lab.qcow2"
 boot_done
 
+# Copy-first (lff.copy=ram), the alternative some labs use: the whole
+# image into RAM over NBD, the copy attached, the NBD device let go.
+size=$(stat -c %s "$imgdir/root.qcow2")
+nb_run "nbd copy-first" --no-build --init demo --source nbd --append "lff.copy=ram"
+[ $BOOT_RC = 0 ] && boot_ok "netboot exits 0" || boot_bad "netboot exits $BOOT_RC"
+boot_expect "the whole image was copied" "^lff: \[[0-9.]+\] copied $size bytes into RAM in [0-9.]+ s\$"
+boot_expect "the NBD device was let go" '^lff: \[[0-9.]+\] disconnected /dev/nbd0: the image lives in RAM$'
+boot_root_expect "format=qcow2" "backing=/run/lff/ram/image"
+wire=$(tail -1 "$SUMMARY" | sed -n 's/.*: \([0-9]*\) KiB of the image over nbd .*/\1/p')
+[ "${wire:-0}" -ge $((size / 1024)) ] && [ "${wire:-0}" -le $((size / 1024 + 1024)) ] &&
+	boot_ok "every byte of the image came over NBD (${wire} KiB)" ||
+	boot_bad "the link carried ${wire:-no} KiB of the image, not its $((size / 1024)) KiB"
+nb_none_left
+boot_done
+
 # NFS through the initramfs-tools hook: its own network bring-up (klibc
 # ipconfig for ip=dhcp, configure_networking), our local-top script.
 if itr=$("$ROOT/scripts/qemu-boot/gen-initramfs" initramfs-tools --no-build); then
@@ -155,5 +170,6 @@ fail_case "image missing" image '^lff: /no-such\.qcow2 not found in 10\.0\.2\.2:
 fail_case "smb wrong password" source '^lff: cannot mount //10\.0\.2\.2/img \(type cifs\).*Permission denied' 40 --source cifs --smb-pass wrong-password
 fail_case "nbd export name wrong" source '^lff: nbd-client -N no-such-export 10\.0\.2\.2 [0-9]+ /dev/nbd0: ' 60 --source nbd --export no-such-export
 fail_case "nbd server down" source '^lff: nbd-client -N root 10\.0\.2\.2 [0-9]+ /dev/nbd0: ' 90 --source nbd --server-down
+fail_case "copy-first, unknown mode" parameters '^lff: lff\.copy=disk: the one copy mode is lff\.copy=ram$' 60 --source nfs --init demo --append "lff.copy=disk"
 fail_case "no DHCP answer" network '^lff: no DHCP answer on eth0 within 10s' 60 --source nfs --no-dhcp
 boot_finish

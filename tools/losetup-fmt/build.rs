@@ -45,6 +45,7 @@ fn main() {
         "LFF_CONFIGURE",
         "LFF_CLR_FD",
         "LFF_GET_STATUS",
+        "LFF_GET_MAP",
         "LFF_CTL_ADD",
         "LFF_CTL_REMOVE",
         "LFF_CTL_GET_FREE",

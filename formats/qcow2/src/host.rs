@@ -490,6 +490,18 @@ impl Image {
         Ok(())
     }
 
+    /// The block status at `offset` for at most `max_len` bytes
+    /// ([`Chain::status`]), as the kernel module's `LFF_GET_MAP` sees it.
+    pub fn status(&mut self, offset: u64, max_len: u64) -> Result<crate::format::Status> {
+        let mut tables = HostTables {
+            storage: &self.storage,
+            l1: &self.l1,
+            l2: &mut self.l2,
+            cluster_sizes: &self.cluster_sizes,
+        };
+        self.chain.status(&mut tables, offset, max_len)
+    }
+
     /// Reads the whole virtual disk.
     pub fn read_all(&mut self) -> Result<Vec<u8>> {
         let size =

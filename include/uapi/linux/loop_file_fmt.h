@@ -10,7 +10,7 @@
  * Devices are /dev/lffN (block devices). The control node is
  * /dev/loop-file-fmt-control (misc device).
  *
- * All ioctls require CAP_SYS_ADMIN, except LFF_GET_STATUS.
+ * All ioctls require CAP_SYS_ADMIN, except LFF_GET_STATUS and LFF_GET_MAP.
  */
 #ifndef _UAPI_LINUX_LOOP_FILE_FMT_H
 #define _UAPI_LINUX_LOOP_FILE_FMT_H
@@ -116,6 +116,64 @@ struct lff_status {
 	__u64 __reserved[8];
 };
 
+/* Extent flags (struct lff_extent.flags), as qemu-img map reports them. */
+enum {
+	LFF_EXTENT_DATA		= 1 << 0, /* stored in layer @depth (qemu-img: data) */
+	LFF_EXTENT_ZERO		= 1 << 1, /* reads as zeros (qemu-img: zero) */
+	LFF_EXTENT_COMPRESSED	= 1 << 2, /* inside compressed clusters */
+	LFF_EXTENT_PRESENT	= 1 << 3, /* allocated in layer @depth, not only
+					   * past the end of the chain */
+	LFF_EXTENT_HOST_OFFSET	= 1 << 4, /* @host_offset is valid */
+};
+
+/* Most extents one LFF_GET_MAP call returns (struct lff_map.nr_extents). */
+#define LFF_MAP_MAX_EXTENTS	1024
+
+/**
+ * struct lff_extent - one run of the device as the format driver serves it
+ * @start:       device offset in bytes.
+ * @length:      bytes; adjacent runs with the same @flags, @depth and
+ *               contiguous host offsets are merged.
+ * @host_offset: byte offset in layer @depth's file of the first byte
+ *               (LFF_EXTENT_HOST_OFFSET), else 0.
+ * @flags:       LFF_EXTENT_*.
+ * @depth:       the layer that answers for the run: 0 the image, 1 its
+ *               backing file, ...; for a run allocated nowhere, the last
+ *               layer asked (as qemu-img map's "depth").
+ */
+struct lff_extent {
+	__u64 start;
+	__u64 length;
+	__u64 host_offset;
+	__u32 flags;
+	__u32 depth;
+};
+
+/**
+ * struct lff_map - argument of LFF_GET_MAP
+ * @start:      in: device offset to map from, at most the device size.
+ * @length:     in: bytes to map from @start (0: to the end); clipped at the
+ *              end of the device.
+ * @extents:    in: user pointer (as a __u64) to @nr_extents struct
+ *              lff_extent.
+ * @nr_extents: in: room in @extents, 1..LFF_MAP_MAX_EXTENTS; out: how many
+ *              were filled, in order from @start. Fewer than asked for
+ *              cover the range to its end; 0 only when @start is the end.
+ * @flags:      must be zero.
+ * @__reserved: must be zero.
+ *
+ * The runs cover [@start, @start + @length) without gaps; a caller maps a
+ * longer range by calling again from the end of the last run.
+ */
+struct lff_map {
+	__u64 start;
+	__u64 length;
+	__u64 extents;
+	__u32 nr_extents;
+	__u32 flags;
+	__u64 __reserved[4];
+};
+
 /*
  * Our own ioctl type, free in Documentation/userspace-api/ioctl/ioctl-number.rst
  * (not loop's 0x4C 'L', whose block ioctls would otherwise reach these
@@ -130,6 +188,12 @@ struct lff_status {
 #define LFF_CLR_FD	_IO(LFF_IOC_MAGIC, 0xA1)
 /* Read the configuration; ENXIO if not attached. */
 #define LFF_GET_STATUS	_IOR(LFF_IOC_MAGIC, 0xA2, struct lff_status)
+/*
+ * Report the runs of the device (struct lff_map); ENXIO if not attached,
+ * EOPNOTSUPP if the format driver does not report its mapping, EINVAL for a
+ * bad argument, EFAULT for a bad pointer. Needs only the device open.
+ */
+#define LFF_GET_MAP	_IOWR(LFF_IOC_MAGIC, 0xA3, struct lff_map)
 
 /* Control node ioctls, on /dev/loop-file-fmt-control; the argument is an int. */
 /* Add device N (or the first free number if the argument is -1); returns N. */

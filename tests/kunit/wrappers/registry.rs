@@ -146,6 +146,7 @@ pub fn register_malformed(kind: Malformed, name: &'static CStr) -> Result {
             write_zeroes: None,
             attrs: ptr::null(),
             nr_attrs: 0,
+            map: None,
         },
         GFP_KERNEL,
     )?;

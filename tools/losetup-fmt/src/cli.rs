@@ -73,6 +73,11 @@ pub fn program_name(argv0: Option<&OsStr>) -> String {
 pub fn run(argv: &[OsString], env: &Env, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     let prog = program_name(argv.first().map(OsString::as_os_str));
     let rest = argv.get(1..).unwrap_or(&[]);
+    if crate::map::is_map_command(rest.first()) {
+        let code = crate::map::run(&prog, &rest[1..], &env.roots, out, err);
+        let _ = out.flush();
+        return code;
+    }
     let action = match args::parse(rest) {
         Ok(a) => a,
         Err(e) => {
@@ -632,6 +637,7 @@ pub fn usage(prog: &str) -> String {
 Usage:
  {prog} [options] [<loopdev>]
  {prog} [options] -f | <loopdev> <file>
+ {prog} map [--json] [--start <num>] [--length <num>] <loopdev>
 
 Set up and control loop-file-fmt devices (/dev/lffN): loop devices whose
 backing file is read through a file format driver (raw, qcow2, ...).

@@ -269,6 +269,40 @@ impl Device {
     }
 }
 
+impl Device {
+    /// `LFF_GET_MAP`: fills `extents` with the runs from `start` for
+    /// `length` bytes (0: to the end); returns how many were filled.
+    pub fn map(
+        &self,
+        start: u64,
+        length: u64,
+        extents: &mut [uapi::lff_extent],
+    ) -> io::Result<usize> {
+        let mut raw = uapi::lff_map {
+            start,
+            length,
+            extents: extents.as_mut_ptr() as u64,
+            nr_extents: u32::try_from(extents.len()).unwrap_or(u32::MAX),
+            ..Default::default()
+        };
+        // SAFETY: LFF_GET_MAP reads and writes one `struct lff_map` at the
+        // pointer (a live value of that type, generated from the same
+        // header as the request number) and writes at most `nr_extents`
+        // `struct lff_extent` to `extents`, which points to that many
+        // writable ones (the kernel refuses a larger `nr_extents` than it
+        // supports, never writing more than asked).
+        let ret = unsafe {
+            libc::ioctl(
+                self.file.as_raw_fd(),
+                uapi::LFF_GET_MAP,
+                &mut raw as *mut uapi::lff_map,
+            )
+        };
+        check(ret)?;
+        Ok((raw.nr_extents as usize).min(extents.len()))
+    }
+}
+
 /// The control node `/dev/loop-file-fmt-control`.
 #[derive(Debug)]
 pub struct Control {

@@ -10,13 +10,15 @@
 //! - [`sysfs`]: what `-l`/`-a`/`-j` read;
 //! - [`output`]: the list table, raw and JSON output;
 //! - [`size`], [`args`]: the command line;
-//! - [`cli`]: the actions.
+//! - [`cli`]: the actions;
+//! - [`map`]: `losetup-fmt map`, the driver's view of a device.
 
 pub mod args;
 pub mod chain;
 pub mod cli;
 pub mod device;
 pub mod errors;
+pub mod map;
 pub mod output;
 pub mod size;
 pub mod sysfs;

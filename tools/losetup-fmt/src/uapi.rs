@@ -15,7 +15,7 @@ mod generated {
     include!(concat!(env!("OUT_DIR"), "/uapi.rs"));
 }
 
-pub use generated::{lff_config, lff_status};
+pub use generated::{lff_config, lff_extent, lff_map, lff_status};
 
 /// Maximum number of layers (image plus backing chain), `LFF_MAX_LAYERS`.
 pub const MAX_LAYERS: usize = generated::LFF_MAX_LAYERS as usize;
@@ -32,6 +32,19 @@ pub const FLAG_DIRECT_IO: u32 = generated::LFF_FLAGS_DIRECT_IO;
 pub const FLAG_AUTOCLEAR: u32 = generated::LFF_FLAGS_AUTOCLEAR;
 /// `LFF_FLAGS_PARTSCAN`.
 pub const FLAG_PARTSCAN: u32 = generated::LFF_FLAGS_PARTSCAN;
+/// `LFF_EXTENT_DATA`: stored in the layer (qemu-img map's "data").
+pub const EXTENT_DATA: u32 = generated::LFF_EXTENT_DATA;
+/// `LFF_EXTENT_ZERO`: reads as zeros.
+pub const EXTENT_ZERO: u32 = generated::LFF_EXTENT_ZERO;
+/// `LFF_EXTENT_COMPRESSED`: inside compressed clusters.
+pub const EXTENT_COMPRESSED: u32 = generated::LFF_EXTENT_COMPRESSED;
+/// `LFF_EXTENT_PRESENT`: allocated in the layer.
+pub const EXTENT_PRESENT: u32 = generated::LFF_EXTENT_PRESENT;
+/// `LFF_EXTENT_HOST_OFFSET`: `host_offset` is valid.
+pub const EXTENT_HOST_OFFSET: u32 = generated::LFF_EXTENT_HOST_OFFSET;
+/// `LFF_MAP_MAX_EXTENTS`: most extents per `LFF_GET_MAP`.
+pub const MAP_MAX_EXTENTS: usize = generated::LFF_MAP_MAX_EXTENTS as usize;
+
 /// `LFF_CONFIGURE_SETTABLE_FLAGS`.
 pub const CONFIGURE_SETTABLE_FLAGS: u32 = generated::LFF_CONFIGURE_SETTABLE_FLAGS;
 
@@ -66,6 +79,8 @@ mod requests {
     pub const LFF_CLR_FD: libc::Ioctl = generated::LFF_CLR_FD as libc::Ioctl;
     /// `LFF_GET_STATUS`: read the configuration (`_IOR(0xBB, 0xA2, struct lff_status)`).
     pub const LFF_GET_STATUS: libc::Ioctl = generated::LFF_GET_STATUS as libc::Ioctl;
+    /// `LFF_GET_MAP`: the driver's runs (`_IOWR(0xBB, 0xA3, struct lff_map)`).
+    pub const LFF_GET_MAP: libc::Ioctl = generated::LFF_GET_MAP as libc::Ioctl;
     /// `LFF_CTL_ADD`: add device N (`_IO(0xBB, 0xA8)`).
     pub const LFF_CTL_ADD: libc::Ioctl = generated::LFF_CTL_ADD as libc::Ioctl;
     /// `LFF_CTL_REMOVE`: remove device N (`_IO(0xBB, 0xA9)`).
@@ -103,6 +118,10 @@ mod tests {
             generated::LFF_GET_STATUS,
             ioc(2, 0xA2, core::mem::size_of::<lff_status>())
         );
+        assert_eq!(
+            generated::LFF_GET_MAP,
+            ioc(3, 0xA3, core::mem::size_of::<lff_map>())
+        );
         assert_eq!(generated::LFF_CTL_ADD, ioc(0, 0xA8, 0));
         assert_eq!(generated::LFF_CTL_REMOVE, ioc(0, 0xA9, 0));
         assert_eq!(generated::LFF_CTL_GET_FREE, ioc(0, 0xAA, 0));
@@ -117,6 +136,7 @@ mod tests {
             generated::LFF_CONFIGURE,
             generated::LFF_CLR_FD,
             generated::LFF_GET_STATUS,
+            generated::LFF_GET_MAP,
             generated::LFF_CTL_ADD,
             generated::LFF_CTL_REMOVE,
             generated::LFF_CTL_GET_FREE,
@@ -133,6 +153,9 @@ mod tests {
         // 4 u32 + 5 u64 + 32 + 64 + 8 u64.
         assert_eq!(core::mem::size_of::<lff_status>(), 216);
         assert_eq!(core::mem::align_of::<lff_config>(), 8);
+        // 4 u64 + 2 u32 + 4 u64; 3 u64 + 2 u32: alike for 32-bit callers.
+        assert_eq!(core::mem::size_of::<lff_map>(), 64);
+        assert_eq!(core::mem::size_of::<lff_extent>(), 32);
     }
 
     #[test]

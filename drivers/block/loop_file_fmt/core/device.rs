@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! One `/dev/lffN`: configuration (`LFF_CONFIGURE`, `LFF_CLR_FD`,
-//! `LFF_GET_STATUS`), the request path and the sysfs attributes.
+//! `LFF_GET_STATUS`), the mapping query (`LFF_GET_MAP`), the request path
+//! and the sysfs attributes.
 //!
 //! Like loop.c, configuration is one validating sequence
 //! ([`Device::configure`]: check the arguments and files, attach the
@@ -26,7 +27,7 @@ use crate::wrappers::blk::{
 };
 use crate::wrappers::compat::{fmt, user_slice, CStrBytes};
 use crate::wrappers::file::{File, FileKind, MappingNoIo};
-use crate::wrappers::format::{Instance, SysfsBuf, MAX_LAYERS};
+use crate::wrappers::format::{Extent, Instance, SysfsBuf, MAX_LAYERS};
 use crate::wrappers::{c_chars_as_bytes, capable_sys_admin, uapi};
 use core::fmt::Write;
 use kernel::prelude::*;
@@ -526,6 +527,103 @@ impl Device {
             .write(&s)
     }
 
+    /// `LFF_GET_MAP`: the format driver's runs of the device, from a
+    /// start offset, at most `nr_extents` of them.
+    fn get_map(&self, arg: usize) -> Result {
+        let (mut rd, mut wr) =
+            user_slice(arg, core::mem::size_of::<uapi::lff_map>()).reader_writer();
+        let mut m: uapi::lff_map = rd.read()?;
+        let max = uapi::LFF_MAP_MAX_EXTENTS;
+        if m.nr_extents == 0 || m.nr_extents > max {
+            pr_err_ratelimited!(
+                "{}: map: room for {} extents given, 1 to {} allowed\n",
+                self.name(),
+                m.nr_extents,
+                max
+            );
+            return Err(EINVAL);
+        }
+        if m.flags != 0 || m.__reserved.iter().any(|&r| r != 0) {
+            pr_err_ratelimited!(
+                "{}: map: flags or reserved fields are not zero\n",
+                self.name()
+            );
+            return Err(EINVAL);
+        }
+        // The request's own reference: detaching waits for nothing of
+        // ours, and the instance lives until the last user drops it.
+        let att = self.cfg.lock().attached.clone().ok_or(ENXIO)?;
+        if !att.inst.can_map() {
+            pr_err_ratelimited!(
+                "{}: map: format '{}' does not report its mapping\n",
+                self.name(),
+                att.inst.name()
+            );
+            return Err(crate::wrappers::eopnotsupp());
+        }
+        if m.start > att.size {
+            pr_err_ratelimited!(
+                "{}: map: start {} is beyond the device size {}\n",
+                self.name(),
+                m.start,
+                att.size
+            );
+            return Err(EINVAL);
+        }
+        let rest = att.size - m.start;
+        let len = if m.length == 0 {
+            rest
+        } else {
+            m.length.min(rest)
+        };
+        let mut n = 0;
+        if len > 0 {
+            let zero = Extent {
+                start: 0,
+                length: 0,
+                host_offset: 0,
+                flags: 0,
+                depth: 0,
+            };
+            let mut buf = KVec::from_elem(zero, m.nr_extents as usize, GFP_KERNEL)?;
+            let pos = att.offset + m.start;
+            n = att.inst.map(pos, len, &mut buf)?;
+            // The driver's answer is checked before userspace sees it:
+            // in order, no gaps, inside the range, covering it unless full.
+            let mut next = pos;
+            let end = pos + len;
+            for e in buf[..n].iter_mut() {
+                let Some(e_end) = e.start.checked_add(e.length) else {
+                    return Err(self.bad_map(&att));
+                };
+                if e.start != next || e.length == 0 || e_end > end {
+                    return Err(self.bad_map(&att));
+                }
+                next = e_end;
+                e.start -= att.offset;
+            }
+            if n == 0 || (next != end && n < buf.len()) {
+                return Err(self.bad_map(&att));
+            }
+            let mut out =
+                user_slice(m.extents as usize, n * core::mem::size_of::<Extent>()).writer();
+            for e in &buf[..n] {
+                out.write(e)?;
+            }
+        }
+        m.nr_extents = n as u32;
+        wr.write(&m)
+    }
+
+    fn bad_map(&self, att: &Attached) -> kernel::error::Error {
+        pr_err_ratelimited!(
+            "{}: map: format '{}' returned extents out of order or range\n",
+            self.name(),
+            att.inst.name()
+        );
+        EIO
+    }
+
     fn shown(&self) -> Option<Arc<Attached>> {
         self.shown.lock().clone()
     }
@@ -624,6 +722,10 @@ impl DiskOps for Device {
             }
             uapi::LFF_NR_GET_STATUS => {
                 self.status(arg)?;
+                Ok(0)
+            }
+            uapi::LFF_NR_GET_MAP => {
+                self.get_map(arg)?;
                 Ok(0)
             }
             _ => Err(ENOTTY),

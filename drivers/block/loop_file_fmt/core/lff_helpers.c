@@ -38,7 +38,7 @@
 /* The Rust mirrors in ../wrappers/format.rs assert the same sizes. */
 static_assert(sizeof(struct lff_attach_info) == 56);
 static_assert(sizeof(struct lff_format_attr) == 24);
-static_assert(sizeof(struct lff_format_ops) == 72);
+static_assert(sizeof(struct lff_format_ops) == 80);
 static_assert(sizeof(struct lff_format_driver) == 32);
 static_assert(offsetof(struct lff_format_driver, name) == 8);
 

@@ -76,11 +76,14 @@ use qcow2fmt::compressed::max_compressed_len;
 use qcow2fmt::header::HEADER_READ_LEN;
 use qcow2fmt::{
     find_snapshot, Chain, CompressedClusters, CompressedRead, Error as FmtError, Header, Layer,
-    LayerFormat, Qcow2Layer, Sink, SnapshotSelector, Storage, Tables, WriteEngine,
+    LayerFormat, Qcow2Layer, Sink, SnapshotSelector, StatusKind, Storage, Tables, WriteEngine,
 };
 use wrappers::file::File;
-use wrappers::format::{AttachRequest, Attached, FormatDriver, Registration, SysfsBuf};
+use wrappers::format::{
+    AttachRequest, Attached, ExtentKind, Extents, FormatDriver, Registration, SysfsBuf,
+};
 use wrappers::iov::IovIter;
+use wrappers::uapi;
 use write::{IovSource, Writer, WriterTables};
 
 // The format logic's errors are shown in log lines.
@@ -103,6 +106,10 @@ fn kerr(e: &FmtError) -> kernel::error::Error {
 fn ferr(e: kernel::error::Error) -> FmtError {
     FmtError::Io(-e.to_errno())
 }
+
+/// Whether read-write attach is allowed: off until the kernel write path
+/// has passed its guest tests.
+const WRITES_ENABLED: bool = false;
 
 /// I/O errors logged per [`LOG_WINDOW_MS`], per device.
 const LOG_BURST: u32 = 10;
@@ -333,13 +340,23 @@ impl Qcow2 {
     fn attach(req: &AttachRequest<'_>) -> Result<Attached<Self>> {
         let name = req.disk_name();
         let writable = !req.read_only();
+        if writable && !WRITES_ENABLED {
+            pr_err!(
+                "{}: qcow2: writing is not supported yet; attach read-only\n",
+                name
+            );
+            return Err(EROFS);
+        }
         if req.direct_io() {
             pr_err!("{}: qcow2: direct I/O is not supported\n", name);
             return Err(EINVAL);
         }
         let opts = Options::parse(name, req.options().to_byte_slice())?;
         if writable && opts.snapshot.is_some() {
-            pr_err!("{}: qcow2: snapshots are read-only; attach read-only\n", name);
+            pr_err!(
+                "{}: qcow2: snapshots are read-only; attach read-only\n",
+                name
+            );
             return Err(EROFS);
         }
 
@@ -420,7 +437,7 @@ impl Qcow2 {
                     .inspect_err(|_| {
                         pr_err!("{}: qcow2: cannot read the refcount table\n", name);
                     })?;
-                let top_l1 = core::mem::take(&mut l1[0]);
+                let top_l1 = core::mem::replace(&mut l1[0], KVVec::new());
                 Some(WriterTables::new(top_l1, rt, cl)?)
             }
         };
@@ -468,7 +485,11 @@ impl Qcow2 {
             // dropping the state closes the image cleanly.
             let file_len = state.files[0].size();
             let w = Writer::open(&state, h, file_len, t).map_err(|e| {
-                pr_err!("{}: qcow2: cannot open the image for writing: {}\n", name, e);
+                pr_err!(
+                    "{}: qcow2: cannot open the image for writing: {}\n",
+                    name,
+                    e
+                );
                 kerr(&e)
             })?;
             state.writer = Some(KBox::pin_init(new_mutex!(w), GFP_KERNEL)?);
@@ -552,6 +573,45 @@ impl Qcow2 {
         })
     }
 
+    /// `LFF_GET_MAP`: the chain's block status ([`Chain::status`]) from
+    /// `pos` until `len` bytes are covered or `out` is full.
+    fn map_extents(&self, pos: u64, len: u64, out: &mut Extents<'_>) -> Result {
+        let end = pos.checked_add(len).ok_or(EINVAL)?;
+        let mut at = pos;
+        while at < end {
+            let st = self
+                .chain
+                .status(&mut ReqTables { dev: self, base: 0 }, at, end - at)
+                .map_err(|e| {
+                    pr_err!("{}: qcow2: map at {} failed: {}\n", &*self.name, at, e);
+                    EIO
+                })?;
+            let (flags, host_offset) = match st.kind {
+                StatusKind::Data { host_offset } => (uapi::LFF_EXTENT_DATA, Some(host_offset)),
+                StatusKind::Compressed => {
+                    (uapi::LFF_EXTENT_DATA | uapi::LFF_EXTENT_COMPRESSED, None)
+                }
+                StatusKind::Zero => (uapi::LFF_EXTENT_ZERO, None),
+                StatusKind::Unallocated => (uapi::LFF_EXTENT_ZERO, None),
+            };
+            let present = if st.kind == StatusKind::Unallocated {
+                0
+            } else {
+                uapi::LFF_EXTENT_PRESENT
+            };
+            let kind = ExtentKind {
+                flags: flags | present,
+                depth: st.depth as u32,
+                host_offset,
+            };
+            if !out.push(at, st.len, kind) {
+                break;
+            }
+            at += st.len;
+        }
+        Ok(())
+    }
+
     fn cluster_len(&self, layer: usize) -> qcow2fmt::Result<usize> {
         match self.chain.layer(layer) {
             Some(Layer::Qcow2(q)) => Ok(q.geometry().cluster_len()),
@@ -569,7 +629,11 @@ struct ReqTables<'a> {
 
 impl Tables for ReqTables<'_> {
     fn l1_entry(&mut self, layer: usize, index: u32) -> qcow2fmt::Result<u64> {
-        let table = self.dev.l1.get(layer + self.base).ok_or(FmtError::Internal)?;
+        let table = self
+            .dev
+            .l1
+            .get(layer + self.base)
+            .ok_or(FmtError::Internal)?;
         qcow2fmt::table::l1_table_entry(table, index)
     }
 
@@ -744,6 +808,10 @@ impl FormatDriver for Qcow2 {
         self.with_writer("write-zeroes", pos, len, |e, b, s| {
             e.write_zeroes(b, s, pos, len, may_unmap)
         })
+    }
+
+    fn map(&self, pos: u64, len: u64, out: &mut Extents<'_>) -> Result {
+        self.map_extents(pos, len, out)
     }
 
     fn show_attr(&self, index: usize, buf: &mut SysfsBuf<'_>) -> Result {

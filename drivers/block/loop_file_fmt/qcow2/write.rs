@@ -81,20 +81,56 @@ struct Dirty {
     buf: KVVec<u8>,
 }
 
-/// The writer's modified tables (see the module documentation).
+/// The writer's modified tables (see the module documentation): a fixed
+/// number of slots, allocated at attach, so that keeping a table never
+/// grows the vector on the request path.
 pub(crate) struct Overlay {
-    tables: KVec<Dirty>,
+    slots: KVec<Option<Dirty>>,
 }
 
 impl Overlay {
+    fn new() -> kernel::error::Result<Self> {
+        let mut slots = KVec::with_capacity(OVERLAY_SLOTS, GFP_KERNEL)?;
+        for _ in 0..OVERLAY_SLOTS {
+            slots.push(None, GFP_KERNEL)?;
+        }
+        Ok(Self { slots })
+    }
+
     fn find(&self, key: u64) -> Option<usize> {
-        self.tables.iter().position(|d| d.key == key)
+        self.slots
+            .iter()
+            .position(|d| d.as_ref().is_some_and(|d| d.key == key))
+    }
+
+    fn get(&mut self, i: usize) -> Result<&mut [u8]> {
+        match self.slots.get_mut(i) {
+            Some(Some(d)) => Ok(&mut d.buf),
+            _ => Err(FmtError::Internal),
+        }
+    }
+
+    /// Keeps `d` in a free slot; returns the slot (`Internal` when all
+    /// are taken: the engine keeps fewer dirty tables than there are).
+    fn put(&mut self, d: Dirty) -> Result<usize> {
+        let i = self
+            .slots
+            .iter()
+            .position(|s| s.is_none())
+            .ok_or(FmtError::Internal)?;
+        self.slots[i] = Some(d);
+        Ok(i)
+    }
+
+    /// Empties slot `i`.
+    fn take(&mut self, i: usize) -> Option<Dirty> {
+        self.slots.get_mut(i).and_then(Option::take)
     }
 
     /// The modified L2 table at `offset` of the top image, if any.
     pub(crate) fn l2(&self, offset: u64) -> Option<&[u8]> {
         let i = self.find(table_key(TableKind::L2, offset))?;
-        Some(&self.tables[i].buf)
+        self.slots[i].as_ref().map(|d| &d.buf[..])
     }
 }
 
@@ -141,13 +177,15 @@ fn table_alloc(len: usize) -> Result<KVVec<u8>> {
 impl WriterTables {
     /// Tables for an image of `cluster_len`-byte clusters with the L1
     /// table `l1` and refcount table `rt` (as read from the file).
-    pub(crate) fn new(l1: KVVec<u8>, rt: KVVec<u8>, cluster_len: usize) -> kernel::error::Result<Self> {
+    pub(crate) fn new(
+        l1: KVVec<u8>,
+        rt: KVVec<u8>,
+        cluster_len: usize,
+    ) -> kernel::error::Result<Self> {
         Ok(Self {
             l1,
             rt,
-            overlay: Overlay {
-                tables: KVec::with_capacity(OVERLAY_SLOTS, GFP_KERNEL)?,
-            },
+            overlay: Overlay::new()?,
             table_buf: KVVec::from_elem(0u8, cluster_len, GFP_KERNEL)?,
             zeros: KVVec::from_elem(0u8, ZERO_BUF_LEN, GFP_KERNEL)?,
             cluster_len,
@@ -177,8 +215,8 @@ impl Writer {
             has_backing,
         )?;
         chain.grow_top_file_len(engine.file_len());
-        let scratch = KVVec::from_elem(0u8, tables.cluster_len, GFP_KERNEL)
-            .map_err(|_| ferr(ENOMEM))?;
+        let scratch =
+            KVVec::from_elem(0u8, tables.cluster_len, GFP_KERNEL).map_err(|_| ferr(ENOMEM))?;
         Ok(Self {
             engine,
             chain,
@@ -249,7 +287,7 @@ impl WriteBackend for Backend<'_> {
         let file = self.dev.files.first().ok_or(FmtError::Internal)?;
         match file.fallocate(falloc::ZERO_RANGE, offset, len) {
             Ok(()) => return Ok(()),
-            Err(e) if e == EOPNOTSUPP || e == EINVAL => {}
+            Err(e) if e == crate::wrappers::eopnotsupp() || e == EINVAL => {}
             Err(e) => return Err(ferr(e)),
         }
         let mut done = 0u64;
@@ -322,26 +360,18 @@ impl WriteBackend for Backend<'_> {
         let key = table_key(kind, offset);
         let t = &mut *self.t;
         if let Some(i) = t.overlay.find(key) {
-            return Ok(f(&mut t.overlay.tables[i].buf));
+            return Ok(f(t.overlay.get(i)?));
         }
         if access == Access::Read {
             Self::load(self.dev, key, offset, &mut t.table_buf)?;
             return Ok(f(&mut t.table_buf));
         }
-        if t.overlay.tables.len() >= OVERLAY_SLOTS {
-            return Err(FmtError::Internal);
-        }
         let mut buf = table_alloc(t.cluster_len)?;
         if access == Access::Modify {
             Self::load(self.dev, key, offset, &mut buf)?;
         }
-        // Within the capacity reserved at attach: no allocation.
-        t.overlay
-            .tables
-            .push(Dirty { key, buf }, GFP_NOWAIT)
-            .map_err(|_| FmtError::Internal)?;
-        let last = t.overlay.tables.len() - 1;
-        Ok(f(&mut t.overlay.tables[last].buf))
+        let i = t.overlay.put(Dirty { key, buf })?;
+        Ok(f(t.overlay.get(i)?))
     }
 
     fn write_table(&mut self, kind: TableKind, offset: u64) -> Result<()> {
@@ -351,9 +381,11 @@ impl WriteBackend for Backend<'_> {
             return Ok(());
         };
         let file = self.dev.files.first().ok_or(FmtError::Internal)?;
-        file.write_all_at(&self.t.overlay.tables[i].buf, offset)
+        file.write_all_at(self.t.overlay.get(i)?, offset)
             .map_err(ferr)?;
-        let d = self.t.overlay.tables.swap_remove(i);
+        let Some(d) = self.t.overlay.take(i) else {
+            return Err(FmtError::Internal);
+        };
         // The cached copy is stale: ours replaces it (or, without memory
         // for an entry, the next lookup reads the file).
         let l2 = &self.dev.caches.l2;

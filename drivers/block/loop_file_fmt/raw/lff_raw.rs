@@ -5,6 +5,9 @@
 //! Reads and writes go straight between the request's pages and the file
 //! (with `O_DIRECT` when the image was opened so); flush is `fsync`,
 //! discard punches a hole and write-zeroes zeroes a range, like loop.c.
+//! `LFF_GET_MAP` reports the whole range as data at the same file offset:
+//! finding holes would need `SEEK_DATA`, which moves the file position of
+//! the open file userspace passed (shared with it).
 
 // Only the wrappers (and, in the core, the entry points C calls) may
 // use `unsafe`.
@@ -17,8 +20,9 @@ pub mod wrappers;
 use kernel::prelude::*;
 use kernel::str::CStr;
 use wrappers::file::{falloc, File};
-use wrappers::format::{AttachRequest, Attached, FormatDriver, Registration};
+use wrappers::format::{AttachRequest, Attached, ExtentKind, Extents, FormatDriver, Registration};
 use wrappers::iov::IovIter;
+use wrappers::uapi;
 
 module! {
     type: RawModule,
@@ -75,6 +79,16 @@ impl FormatDriver for Raw {
             falloc::ZERO_RANGE
         };
         self.file.fallocate(mode | falloc::KEEP_SIZE, pos, len)
+    }
+
+    fn map(&self, pos: u64, len: u64, out: &mut Extents<'_>) -> Result {
+        let kind = ExtentKind {
+            flags: uapi::LFF_EXTENT_DATA | uapi::LFF_EXTENT_PRESENT,
+            depth: 0,
+            host_offset: Some(pos),
+        };
+        out.push(pos, len, kind);
+        Ok(())
     }
 }
 

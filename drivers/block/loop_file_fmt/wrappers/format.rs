@@ -14,6 +14,7 @@
 use super::compat::CStrBytes;
 use super::file::File;
 use super::iov::IovIter;
+use super::uapi;
 use core::marker::PhantomData;
 use kernel::bindings;
 use kernel::error::{from_result, to_result, Error, Result};
@@ -85,6 +86,8 @@ pub struct RawOps {
     pub attrs: *const RawAttr,
     /// Number of entries in `attrs`.
     pub nr_attrs: c_uint,
+    /// See the C header.
+    pub map: Option<unsafe extern "C" fn(*mut c_void, u64, u64, *mut Extent, c_uint) -> c_int>,
 }
 
 /// `LFF_FORMAT_ABI_VERSION`: the version of the interface this file mirrors
@@ -108,7 +111,7 @@ pub struct RawDriver {
 
 const _: () = assert!(core::mem::size_of::<RawAttachInfo>() == 56);
 const _: () = assert!(core::mem::size_of::<RawAttr>() == 24);
-const _: () = assert!(core::mem::size_of::<RawOps>() == 72);
+const _: () = assert!(core::mem::size_of::<RawOps>() == 80);
 const _: () = assert!(core::mem::size_of::<RawDriver>() == 32);
 const _: () = assert!(core::mem::offset_of!(RawDriver, name) == 8);
 
@@ -214,6 +217,83 @@ impl core::fmt::Write for SysfsBuf<'_> {
     }
 }
 
+/// `struct lff_extent` of the UAPI: one run of the virtual disk.
+pub type Extent = uapi::lff_extent;
+
+/// What a run of the virtual disk is, for [`Extents::push`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ExtentKind {
+    /// `LFF_EXTENT_*` flags.
+    pub flags: u32,
+    /// The layer that answers for the run (0: the image).
+    pub depth: u32,
+    /// Host offset of the first byte in layer `depth`'s file, if any.
+    pub host_offset: Option<u64>,
+}
+
+/// The runs a driver's [`FormatDriver::map`] reports, merged as they are
+/// added: a run continuing the last one (same flags and layer, contiguous
+/// host offsets) extends it.
+pub struct Extents<'a> {
+    buf: &'a mut [Extent],
+    len: usize,
+}
+
+impl<'a> Extents<'a> {
+    /// An empty list over `buf`.
+    pub fn new(buf: &'a mut [Extent]) -> Self {
+        Self { buf, len: 0 }
+    }
+
+    /// The runs filled so far.
+    pub fn as_slice(&self) -> &[Extent] {
+        &self.buf[..self.len]
+    }
+
+    /// Number of runs filled so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no run was added.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Adds `len` bytes at image offset `start` of kind `kind`. Returns
+    /// `false`, adding nothing, when the run would need a new entry and
+    /// the list is full: the caller stops there.
+    pub fn push(&mut self, start: u64, len: u64, kind: ExtentKind) -> bool {
+        let flags = if kind.host_offset.is_some() {
+            kind.flags | uapi::LFF_EXTENT_HOST_OFFSET
+        } else {
+            kind.flags & !uapi::LFF_EXTENT_HOST_OFFSET
+        };
+        let host = kind.host_offset.unwrap_or(0);
+        if let Some(last) = self.len.checked_sub(1).and_then(|i| self.buf.get_mut(i)) {
+            let follows = last.start.checked_add(last.length) == Some(start);
+            let host_follows = flags & uapi::LFF_EXTENT_HOST_OFFSET == 0
+                || last.host_offset.checked_add(last.length) == Some(host);
+            if follows && last.flags == flags && last.depth == kind.depth && host_follows {
+                last.length += len;
+                return true;
+            }
+        }
+        let Some(e) = self.buf.get_mut(self.len) else {
+            return false;
+        };
+        *e = Extent {
+            start,
+            length: len,
+            host_offset: host,
+            flags,
+            depth: kind.depth,
+        };
+        self.len += 1;
+        true
+    }
+}
+
 /// A file-format driver: the per-device state of one format.
 ///
 /// Every method may sleep; the I/O methods are called concurrently.
@@ -261,6 +341,13 @@ pub trait FormatDriver: Sized + Send + Sync + 'static {
     /// Parses a new value for attribute `ATTRS[index]`.
     fn store_attr(&self, _index: usize, _input: &[u8]) -> Result {
         Err(EACCES)
+    }
+
+    /// Describes `len` (> 0) bytes of the virtual disk from `pos` into
+    /// `out` ([`Extents::push`], image offsets, in order, no gaps), until
+    /// the range is covered or `out` is full (`LFF_GET_MAP`).
+    fn map(&self, _pos: u64, _len: u64, _out: &mut Extents<'_>) -> Result {
+        kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }
 }
 
@@ -411,6 +498,35 @@ impl<T: FormatDriver> VTable<T> {
         }
     }
 
+    /// # Safety
+    ///
+    /// Only called by the core, through the C vtable, with the pointers
+    /// its contract makes valid for the call.
+    unsafe extern "C" fn map(
+        p: *mut c_void,
+        pos: u64,
+        len: u64,
+        ext: *mut Extent,
+        nr: c_uint,
+    ) -> c_int {
+        if ext.is_null() || nr == 0 {
+            return EINVAL.to_errno();
+        }
+        // SAFETY: the core passes a live state and `nr` writable extents,
+        // exclusively ours for the call.
+        let (s, buf) = unsafe {
+            (
+                Self::state(p),
+                core::slice::from_raw_parts_mut(ext, nr as usize),
+            )
+        };
+        let mut out = Extents::new(buf);
+        from_result(|| {
+            s.map(pos, len, &mut out)?;
+            Ok(out.len() as c_int)
+        })
+    }
+
     const fn attr<const I: usize>() -> RawAttr {
         if I < T::ATTRS.len() {
             RawAttr {
@@ -466,6 +582,7 @@ impl<T: FormatDriver> VTable<T> {
             },
             attrs: core::ptr::from_ref(&Self::ATTRS).cast::<RawAttr>(),
             nr_attrs: T::ATTRS.len() as c_uint,
+            map: if T::HAS_MAP { Some(Self::map) } else { None },
         }
     };
 
@@ -810,6 +927,29 @@ impl Instance {
         let pos = i64::try_from(pos).map_err(|_| EINVAL)?;
         // SAFETY: `state` is live by the type invariant.
         to_result(unsafe { f(self.state, pos, len, may_unmap) })
+    }
+
+    /// Whether the driver reports its mapping (`LFF_GET_MAP`).
+    pub fn can_map(&self) -> bool {
+        self.drv.ops().map.is_some()
+    }
+
+    /// The driver's runs from image offset `pos` for `len` (> 0) bytes,
+    /// into `out` (not empty); returns how many were filled.
+    pub fn map(&self, pos: u64, len: u64, out: &mut [Extent]) -> Result<usize> {
+        let f = self.drv.ops().map.ok_or_else(super::eopnotsupp)?;
+        let nr = c_uint::try_from(out.len()).map_err(|_| EINVAL)?;
+        if nr == 0 || len == 0 {
+            return Err(EINVAL);
+        }
+        // SAFETY: `state` is live by the type invariant; `out` is `nr`
+        // writable extents for the call.
+        let n = unsafe { f(self.state, pos, len, out.as_mut_ptr(), nr) };
+        let n = usize::try_from(n).map_err(|_| Error::from_errno(n))?;
+        if n > out.len() {
+            return Err(EIO);
+        }
+        Ok(n)
     }
 
     /// Names of the driver's sysfs attributes.

@@ -31,3 +31,11 @@ unsafe impl FromBytes for lff_config {}
 // SAFETY: `lff_status` holds only integers and byte arrays and has no
 // padding (its layout is checked by the generated assertions).
 unsafe impl AsBytes for lff_status {}
+// SAFETY: `lff_map` holds only integers, for which every bit pattern is
+// valid, and has no padding (four u64, two u32, four u64).
+unsafe impl FromBytes for lff_map {}
+// SAFETY: as for `FromBytes`.
+unsafe impl AsBytes for lff_map {}
+// SAFETY: `lff_extent` holds only integers (three u64, two u32) and has no
+// padding.
+unsafe impl AsBytes for lff_extent {}

@@ -21,6 +21,7 @@
 //!   ([`Chain::read`]);
 //! - [`error`]: the error type and its classes (the caller maps them to errnos);
 //! - [`refcount`]: refcount entries of every width;
+//! - [`status`]: block status, what `qemu-img map` shows ([`Chain::status`]);
 //! - [`write`]: the write engine ([`WriteEngine`]) and the
 //!   [`WriteBackend`] trait its caller implements.
 //!
@@ -42,6 +43,7 @@ pub mod header;
 pub mod layer;
 pub mod refcount;
 pub mod snapshot;
+pub mod status;
 pub mod table;
 pub mod write;
 
@@ -55,5 +57,6 @@ pub use self::error::{Error, ErrorKind, Result, Structure};
 pub use self::header::{Header, HeaderLayout};
 pub use self::layer::{Chain, Layer, LayerFormat, Qcow2Layer, MAX_CHAIN_DEPTH};
 pub use self::snapshot::{find_snapshot, Snapshot, SnapshotCursor, SnapshotSelector};
+pub use self::status::{Status, StatusKind};
 pub use self::table::{Geometry, L2Entry, Mapping, MappingKind};
 pub use self::write::{Access, Source, TableKind, WriteBackend, WriteEngine, WriteStats};
