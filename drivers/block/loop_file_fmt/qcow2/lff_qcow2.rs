@@ -107,10 +107,6 @@ fn ferr(e: kernel::error::Error) -> FmtError {
     FmtError::Io(-e.to_errno())
 }
 
-/// Whether read-write attach is allowed: off until the kernel write path
-/// has passed its guest tests.
-const WRITES_ENABLED: bool = false;
-
 /// I/O errors logged per [`LOG_WINDOW_MS`], per device.
 const LOG_BURST: u32 = 10;
 /// See [`LOG_BURST`].
@@ -340,13 +336,6 @@ impl Qcow2 {
     fn attach(req: &AttachRequest<'_>) -> Result<Attached<Self>> {
         let name = req.disk_name();
         let writable = !req.read_only();
-        if writable && !WRITES_ENABLED {
-            pr_err!(
-                "{}: qcow2: writing is not supported yet; attach read-only\n",
-                name
-            );
-            return Err(EROFS);
-        }
         if req.direct_io() {
             pr_err!("{}: qcow2: direct I/O is not supported\n", name);
             return Err(EINVAL);
@@ -483,16 +472,7 @@ impl Qcow2 {
             // Last: from here on the header may have changed (autoclear
             // bits cleared, the lazy refcounts dirty bit set), and
             // dropping the state closes the image cleanly.
-            let file_len = state.files[0].size();
-            let w = Writer::open(&state, h, file_len, t).map_err(|e| {
-                pr_err!(
-                    "{}: qcow2: cannot open the image for writing: {}\n",
-                    name,
-                    e
-                );
-                kerr(&e)
-            })?;
-            state.writer = Some(KBox::pin_init(new_mutex!(w), GFP_KERNEL)?);
+            state.writer = Some(Self::open_writer(&state, h, t)?);
         }
         if let Some(sel) = opts.snapshot {
             pr_info!(
@@ -537,6 +517,23 @@ impl Qcow2 {
         }
     }
 
+    /// Opens the writer of a read-write device. Not inlined: the engine
+    /// is a large value, and `attach`'s frame is big already (the kernel
+    /// stack is 16 KiB).
+    #[inline(never)]
+    fn open_writer(state: &Qcow2, h: &Header, t: WriterTables) -> Result<Pin<KBox<Mutex<Writer>>>> {
+        let file_len = state.files.first().ok_or(EIO)?.size();
+        let w = Writer::open(state, h, file_len, t).map_err(|e| {
+            pr_err!(
+                "{}: qcow2: cannot open the image for writing: {}\n",
+                &*state.name,
+                e
+            );
+            kerr(&e)
+        })?;
+        KBox::pin_init(new_mutex!(w), GFP_KERNEL)
+    }
+
     /// Runs `op` on the writer (`EROFS` without one); a failure is logged
     /// and becomes its errno.
     fn with_writer<R>(
@@ -577,15 +574,28 @@ impl Qcow2 {
     /// `pos` until `len` bytes are covered or `out` is full.
     fn map_extents(&self, pos: u64, len: u64, out: &mut Extents<'_>) -> Result {
         let end = pos.checked_add(len).ok_or(EINVAL)?;
+        // A read-write device maps under its writer lock, through the
+        // writer's tables (as its reads do).
+        let guard = self.writer.as_ref().map(|w| w.lock());
         let mut at = pos;
         while at < end {
-            let st = self
-                .chain
-                .status(&mut ReqTables { dev: self, base: 0 }, at, end - at)
-                .map_err(|e| {
-                    pr_err!("{}: qcow2: map at {} failed: {}\n", &*self.name, at, e);
-                    EIO
-                })?;
+            let st = match guard.as_ref() {
+                None => self
+                    .chain
+                    .status(&mut ReqTables { dev: self, base: 0 }, at, end - at),
+                Some(g) => g.chain.status(
+                    &mut write::TopTables {
+                        dev: self,
+                        t: &g.tables,
+                    },
+                    at,
+                    end - at,
+                ),
+            };
+            let st = st.map_err(|e| {
+                pr_err!("{}: qcow2: map at {} failed: {}\n", &*self.name, at, e);
+                EIO
+            })?;
             let (flags, host_offset) = match st.kind {
                 StatusKind::Data { host_offset } => (uapi::LFF_EXTENT_DATA, Some(host_offset)),
                 StatusKind::Compressed => {

@@ -149,10 +149,12 @@ pub(crate) struct WriterTables {
 
 /// The per-device write state, behind the device's writer mutex.
 pub(crate) struct Writer {
-    pub(crate) engine: WriteEngine,
+    /// Boxed, as is the chain: both are large, and the kernel stack
+    /// small.
+    pub(crate) engine: KBox<WriteEngine>,
     /// The chain reads use: the top layer's file length follows the
     /// engine's.
-    pub(crate) chain: Chain,
+    pub(crate) chain: KBox<Chain>,
     /// The engine's cluster scratch buffer.
     scratch: KVVec<u8>,
     pub(crate) tables: WriterTables,
@@ -197,6 +199,7 @@ impl Writer {
     /// Opens the engine over `tables` (the top image's `header`, its file
     /// `file_len` bytes long): clears the autoclear bits and, with lazy
     /// refcounts, sets the dirty bit (see [`WriteEngine::open`]).
+    #[inline(never)]
     pub(crate) fn open(
         dev: &Qcow2,
         header: &crate::qcow2fmt::Header,
@@ -204,7 +207,7 @@ impl Writer {
         mut tables: WriterTables,
     ) -> Result<Self> {
         let has_backing = dev.chain.len() > 1;
-        let mut chain = dev.chain;
+        let mut chain = KBox::new(dev.chain, GFP_KERNEL).map_err(|_| ferr(ENOMEM))?;
         let engine = WriteEngine::open(
             header,
             &mut Backend {
@@ -215,6 +218,7 @@ impl Writer {
             has_backing,
         )?;
         chain.grow_top_file_len(engine.file_len());
+        let engine = KBox::new(engine, GFP_KERNEL).map_err(|_| ferr(ENOMEM))?;
         let scratch =
             KVVec::from_elem(0u8, tables.cluster_len, GFP_KERNEL).map_err(|_| ferr(ENOMEM))?;
         Ok(Self {
