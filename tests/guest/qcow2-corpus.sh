@@ -14,14 +14,7 @@ mkdir -p "$dir"
 cd "$dir"
 : >cases
 
-q() { qemu-img "$@" >/dev/null; }
-io() {
-	local img=$1 out; shift
-	local a=()
-	for c in "$@"; do a+=(-c "$c"); done
-	out=$(qemu-io "${a[@]}" "$img" 2>&1) || { echo "$out" >&2; return 1; }
-	if grep -qiE 'error|fail|invalid' <<<"$out"; then echo "qemu-io $img: $out" >&2; return 1; fi
-}
+. "$here/qemu-tools.sh"
 # case NAME IMAGE [ORACLE-OPTIONS -- ] [LOSETUP-ARGS...]: records a case
 # whose oracle is `qemu-img convert ORACLE-OPTIONS -O raw IMAGE`.
 case_() {

@@ -186,6 +186,37 @@ fn keys_and_hits(t: &Test) {
     check_eq!(t, stats(&c), (1, 2, 2, 2 * LEN));
 }
 
+/// `remove` (the writer replacing a table it wrote back) drops the entry
+/// and its bytes; a holder keeps its buffer; the next lookup loads.
+fn remove_drops_the_entry(t: &Test) {
+    // One shard: room for both keys whatever shards they would hash to.
+    let Some(c) = one_shard(t, 16 * LEN) else {
+        return;
+    };
+    let loads = AtomicUsize::new(0);
+    let Some(a) = t.ok(get(&c, k(0), LEN, &loads)) else {
+        return;
+    };
+    if t.ok(get(&c, k(1), LEN, &loads)).is_none() {
+        return;
+    }
+    check_eq!(t, stats(&c), (0, 2, 2, 2 * LEN));
+    c.remove(k(0));
+    check_eq!(t, stats(&c).2, 1);
+    check_eq!(t, stats(&c).3, LEN);
+    check!(t, valid(&a, k(0), LEN), "a holder lost its buffer");
+    check!(t, !cached(&c, k(0)));
+    check!(t, cached(&c, k(1)), "remove dropped another key");
+    // Removing a key that is not cached changes nothing.
+    c.remove(k(5));
+    check_eq!(t, stats(&c).2, 1);
+    let Some(b) = t.ok(get(&c, k(0), LEN, &loads)) else {
+        return;
+    };
+    check!(t, valid(&b, k(0), LEN) && !Arc::ptr_eq(&a, &b));
+    check_eq!(t, loads.load(Relaxed), 3);
+}
+
 fn failed_load_is_not_cached(t: &Test) {
     let Some(c) = t.ok(Cache::new(16 * LEN, LEN)) else {
         return;
@@ -829,6 +860,7 @@ kunit_suite!(
     lff_qcow2_cache,
     [
         keys_and_hits,
+        remove_drops_the_entry,
         failed_load_is_not_cached,
         with_fills_once_then_hits,
         reserve_serves_without_memory,

@@ -406,6 +406,23 @@ impl Cache {
         }
     }
 
+    /// Drops the entry cached for `key` (whatever its tag), if any, so
+    /// that the next lookup misses: for a buffer whose bytes on disk the
+    /// writer changed. Requests holding the old buffer keep their `Arc`.
+    pub(crate) fn remove(&self, key: u64) {
+        let mut guard = self.shard(key).lock();
+        let s = &mut *guard;
+        let Some(i) = s.map.get(&key).copied() else {
+            return;
+        };
+        s.unlink(i);
+        let _ = s.map.remove(&key);
+        let data = s.slot(i).data.take();
+        s.bytes -= data.map_or(0, |d| d.len());
+        s.entries -= 1;
+        s.release_slot(i);
+    }
+
     /// Sets the byte budget; shards over their share shrink now.
     pub(crate) fn set_budget(&self, budget: usize) {
         self.budget.store(budget, Ordering::Relaxed);

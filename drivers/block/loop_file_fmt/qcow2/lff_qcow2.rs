@@ -28,7 +28,8 @@
 //! - `Sink`: the request's pages (`IovIter`): uncompressed data is read
 //!   from the file straight into them, zeros are written in place.
 //!
-//! Writes are a later step: read-write attach is refused with `EROFS`.
+//! Read-write devices (`write.rs`) drive the format crate's write engine
+//! under a per-device writer mutex, which their reads take too.
 
 // Only the wrappers (and, in the core, the entry points C calls) may
 // use `unsafe`.
@@ -59,21 +60,23 @@ pub mod qcow2fmt;
 mod cache;
 mod decomp;
 mod errno;
+mod write;
 
 use crate::wrappers::compat::{fmt, CStrBytes};
 use cache::{Cache, Reserve};
 use core::fmt::Write;
+use core::pin::Pin;
 use core::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use decomp::Pool;
 use kernel::prelude::*;
 use kernel::str::{BStr, CStr, CString};
-use kernel::sync::Arc;
+use kernel::sync::{new_mutex, Arc, Mutex};
 use periodic::{Periodic, Tick};
 use qcow2fmt::compressed::max_compressed_len;
 use qcow2fmt::header::HEADER_READ_LEN;
 use qcow2fmt::{
     find_snapshot, Chain, CompressedClusters, CompressedRead, Error as FmtError, Header, Layer,
-    LayerFormat, Qcow2Layer, Sink, SnapshotSelector, StatusKind, Storage, Tables,
+    LayerFormat, Qcow2Layer, Sink, SnapshotSelector, StatusKind, Storage, Tables, WriteEngine,
 };
 use wrappers::file::File;
 use wrappers::format::{
@@ -81,6 +84,7 @@ use wrappers::format::{
 };
 use wrappers::iov::IovIter;
 use wrappers::uapi;
+use write::{IovSource, Writer, WriterTables};
 
 // The format logic's errors are shown in log lines.
 crate::kernel_display!(FmtError);
@@ -88,7 +92,7 @@ crate::kernel_display!(FmtError);
 module! {
     type: Qcow2Module,
     name: "loop_file_fmt_qcow2",
-    description: "qcow2 file format driver for loop_file_fmt (read-only)",
+    description: "qcow2 file format driver for loop_file_fmt",
     license: "GPL",
     alias: ["loop-file-fmt-qcow2"],
 }
@@ -103,7 +107,7 @@ fn ferr(e: kernel::error::Error) -> FmtError {
     FmtError::Io(-e.to_errno())
 }
 
-/// Read errors logged per [`LOG_WINDOW_MS`], per device.
+/// I/O errors logged per [`LOG_WINDOW_MS`], per device.
 const LOG_BURST: u32 = 10;
 /// See [`LOG_BURST`].
 const LOG_WINDOW_MS: i64 = 5000;
@@ -133,7 +137,12 @@ struct Qcow2 {
     /// Frees cache entries unused for a clean interval.
     cleaner: Periodic<Caches>,
     pool: Pool,
-    /// Read error log rate limit: window start and count.
+    /// The layers below the top one, numbered from 0 (layer 1 of the
+    /// device is 0 here): what copy-on-write reads. `None` without them.
+    backing: Option<Chain>,
+    /// The write state of a read-write device (`None`: read-only).
+    writer: Option<Pin<KBox<Mutex<Writer>>>>,
+    /// I/O error log rate limit: window start and count.
     log_window: AtomicI64,
     log_count: AtomicU32,
 }
@@ -235,19 +244,34 @@ impl Qcow2 {
     }
 
     /// Opens qcow2 layer `i`: header, warnings, the L1 table in use.
-    /// Returns the layer, its L1 table and the format of its backing file
-    /// (`None`: the chain ends here).
+    /// Returns the layer, its header, its L1 table and the format of its
+    /// backing file (`None`: the chain ends here). `writable`: the layer
+    /// is to be written (dirty and corrupt images are refused).
     fn open_qcow2_layer(
         req: &AttachRequest<'_>,
         files: &[File],
         i: usize,
         snapshot: Option<SnapshotSelector<'_>>,
-    ) -> Result<(Qcow2Layer, KVVec<u8>, Option<LayerFormat>)> {
+        writable: bool,
+    ) -> Result<(Qcow2Layer, Header, KVVec<u8>, Option<LayerFormat>)> {
         let name = req.disk_name();
         let file = &files[i];
         let file_len = file.size();
         let prefix = read_prefix(file, file_len)?;
         let header = Header::parse(&prefix).map_err(|e| Self::refuse(name, i, e))?;
+        if writable && (header.is_corrupt() || header.is_dirty()) {
+            let why = if header.is_corrupt() {
+                "marked corrupt"
+            } else {
+                "marked dirty (not closed cleanly)"
+            };
+            pr_err!(
+                "{}: qcow2: image is {}; repair it with 'qemu-img check -r all' or attach read-only\n",
+                name,
+                why
+            );
+            return Err(EROFS);
+        }
         if header.is_corrupt() {
             pr_warn!(
                 "{}: qcow2: layer {} is marked corrupt; reading it anyway (read-only)\n",
@@ -281,7 +305,7 @@ impl Qcow2 {
             })?;
 
         let Some(_) = header.backing_file_name(&prefix) else {
-            return Ok((layer, l1, None));
+            return Ok((layer, header, l1, None));
         };
         let Some(next) = files.get(i + 1) else {
             pr_err!(
@@ -306,23 +330,24 @@ impl Qcow2 {
                 );
                 kerr(&e)
             })?;
-        Ok((layer, l1, Some(format)))
+        Ok((layer, header, l1, Some(format)))
     }
 
     fn attach(req: &AttachRequest<'_>) -> Result<Attached<Self>> {
         let name = req.disk_name();
-        if !req.read_only() {
-            pr_err!(
-                "{}: qcow2: writing is not supported yet; attach read-only\n",
-                name
-            );
-            return Err(EROFS);
-        }
+        let writable = !req.read_only();
         if req.direct_io() {
             pr_err!("{}: qcow2: direct I/O is not supported\n", name);
             return Err(EINVAL);
         }
         let opts = Options::parse(name, req.options().to_byte_slice())?;
+        if writable && opts.snapshot.is_some() {
+            pr_err!(
+                "{}: qcow2: snapshots are read-only; attach read-only\n",
+                name
+            );
+            return Err(EROFS);
+        }
 
         let nr = req.nr_files();
         let mut files = KVec::with_capacity(nr, GFP_KERNEL)?;
@@ -336,6 +361,7 @@ impl Qcow2 {
         let mut max_cluster = 512usize;
         // The compression types of the chain (for the reserve worker).
         let mut kinds = KVec::new();
+        let mut top_header = None;
         while let Some(f) = format.take() {
             let layer = match f {
                 LayerFormat::Raw => {
@@ -346,7 +372,11 @@ impl Qcow2 {
                 }
                 LayerFormat::Qcow2 => {
                     let snap = if i == 0 { opts.snapshot } else { None };
-                    let (q, table, next) = Self::open_qcow2_layer(req, &files, i, snap)?;
+                    let (q, header, table, next) =
+                        Self::open_qcow2_layer(req, &files, i, snap, writable && i == 0)?;
+                    if i == 0 {
+                        top_header = Some(header);
+                    }
                     l1.push(table, GFP_KERNEL)?;
                     max_cluster = max_cluster.max(q.geometry().cluster_len());
                     if !kinds.contains(&q.compression()) {
@@ -373,6 +403,33 @@ impl Qcow2 {
             kept.push(f, GFP_KERNEL)?;
         }
         let files = kept;
+        let mut backing: Option<Chain> = None;
+        for layer in (1..used).filter_map(|j| chain.layer(j)) {
+            match backing.as_mut() {
+                None => backing = Some(Chain::new(*layer)),
+                Some(c) => c.push_backing(*layer).map_err(|e| kerr(&e))?,
+            }
+        }
+        // A writer takes over the top layer's L1 table and reads the
+        // refcount table.
+        let tables = match (writable, top_header.as_ref()) {
+            (false, _) => None,
+            (true, None) => return Err(EINVAL),
+            (true, Some(h)) => {
+                let cl = h.geometry().cluster_len();
+                let rt_len = (h.refcount_table_clusters as usize)
+                    .checked_mul(cl)
+                    .ok_or(EFBIG)?;
+                let mut rt = KVVec::from_elem(0u8, rt_len, GFP_KERNEL)?;
+                files[0]
+                    .read_exact_at(&mut rt, h.refcount_table_offset)
+                    .inspect_err(|_| {
+                        pr_err!("{}: qcow2: cannot read the refcount table\n", name);
+                    })?;
+                let top_l1 = core::mem::replace(&mut l1[0], KVVec::new());
+                Some(WriterTables::new(top_l1, rt, cl)?)
+            }
+        };
 
         let kib = |k: u32| (k as usize).saturating_mul(1024);
         let l2 = Cache::new(kib(params::l2_cache_size_kib()), max_cluster)?;
@@ -397,7 +454,7 @@ impl Qcow2 {
         if caches.interval_ms() != 0 {
             cleaner.schedule(caches.interval_ms());
         }
-        let state = Qcow2 {
+        let mut state = Qcow2 {
             name: CString::try_from_fmt(fmt!("{}", name))?,
             files,
             chain,
@@ -406,9 +463,17 @@ impl Qcow2 {
             reserve,
             cleaner,
             pool,
+            backing,
+            writer: None,
             log_window: AtomicI64::new(0),
             log_count: AtomicU32::new(0),
         };
+        if let (Some(t), Some(h)) = (tables, top_header.as_ref()) {
+            // Last: from here on the header may have changed (autoclear
+            // bits cleared, the lazy refcounts dirty bit set), and
+            // dropping the state closes the image cleanly.
+            state.writer = Some(Self::open_writer(&state, h, t)?);
+        }
         if let Some(sel) = opts.snapshot {
             pr_info!(
                 "{}: qcow2: reading snapshot '{}'\n",
@@ -416,15 +481,18 @@ impl Qcow2 {
                 BStr::from_bytes(wanted(sel))
             );
         }
+        let force_read_only = state.writer.is_none();
         Ok(Attached {
             state: KBox::new(state, GFP_KERNEL)?,
             size,
-            force_read_only: true,
+            force_read_only,
             nr_files_used: used,
         })
     }
 
-    fn log_read_error(&self, pos: u64, len: usize, e: &FmtError) {
+    /// Logs a failed request (`op`: "read", "write", ...), at most
+    /// [`LOG_BURST`] lines per [`LOG_WINDOW_MS`].
+    fn log_error(&self, op: &str, pos: u64, len: u64, e: &FmtError) {
         let now = cache::now_ms();
         let start = self.log_window.load(Ordering::Relaxed);
         if now - start >= LOG_WINDOW_MS {
@@ -434,33 +502,100 @@ impl Qcow2 {
         let n = self.log_count.fetch_add(1, Ordering::Relaxed);
         if n < LOG_BURST {
             pr_err!(
-                "{}: qcow2: read of {} bytes at {} failed: {}\n",
+                "{}: qcow2: {} of {} bytes at {} failed: {}\n",
                 &*self.name,
+                op,
                 len,
                 pos,
                 e
             );
         } else if n == LOG_BURST {
             pr_err!(
-                "{}: qcow2: more read errors, not logged for a few seconds\n",
+                "{}: qcow2: more I/O errors, not logged for a few seconds\n",
                 &*self.name
             );
         }
+    }
+
+    /// Opens the writer of a read-write device. Not inlined: the engine
+    /// is a large value, and `attach`'s frame is big already (the kernel
+    /// stack is 16 KiB).
+    #[inline(never)]
+    fn open_writer(state: &Qcow2, h: &Header, t: WriterTables) -> Result<Pin<KBox<Mutex<Writer>>>> {
+        let file_len = state.files.first().ok_or(EIO)?.size();
+        let w = Writer::open(state, h, file_len, t).map_err(|e| {
+            pr_err!(
+                "{}: qcow2: cannot open the image for writing: {}\n",
+                &*state.name,
+                e
+            );
+            kerr(&e)
+        })?;
+        KBox::pin_init(new_mutex!(w), GFP_KERNEL)
+    }
+
+    /// Runs `op` on the writer (`EROFS` without one); a failure is logged
+    /// and becomes its errno.
+    fn with_writer<R>(
+        &self,
+        what: &str,
+        pos: u64,
+        len: u64,
+        op: impl FnOnce(&mut WriteEngine, &mut write::Backend<'_>, &mut [u8]) -> qcow2fmt::Result<R>,
+    ) -> Result<R> {
+        let w = self.writer.as_ref().ok_or(EROFS)?;
+        let mut g = w.lock();
+        g.run(self, op).map_err(|e| {
+            if let FmtError::MetadataOverlap { .. } = e {
+                // Always logged: the image is marked corrupt and takes no
+                // more writes.
+                pr_err!(
+                    "{}: qcow2: {} at {}: {}; image marked corrupt, writes refused from now on\n",
+                    &*self.name,
+                    what,
+                    pos,
+                    e
+                );
+            } else {
+                self.log_error(what, pos, len, &e);
+            }
+            match e {
+                FmtError::Io(n) if n > 0 => kernel::error::Error::from_errno(-n),
+                FmtError::NoSpace => ENOSPC,
+                _ => match kerr(&e) {
+                    k if k == EINVAL => EIO,
+                    k => k,
+                },
+            }
+        })
     }
 
     /// `LFF_GET_MAP`: the chain's block status ([`Chain::status`]) from
     /// `pos` until `len` bytes are covered or `out` is full.
     fn map_extents(&self, pos: u64, len: u64, out: &mut Extents<'_>) -> Result {
         let end = pos.checked_add(len).ok_or(EINVAL)?;
+        // A read-write device maps under its writer lock, through the
+        // writer's tables (as its reads do).
+        let guard = self.writer.as_ref().map(|w| w.lock());
         let mut at = pos;
         while at < end {
-            let st = self
-                .chain
-                .status(&mut ReqTables(self), at, end - at)
-                .map_err(|e| {
-                    pr_err!("{}: qcow2: map at {} failed: {}\n", &*self.name, at, e);
-                    EIO
-                })?;
+            let st = match guard.as_ref() {
+                None => self
+                    .chain
+                    .status(&mut ReqTables { dev: self, base: 0 }, at, end - at),
+                Some(g) => g.chain.status(
+                    &mut write::TopTables {
+                        dev: self,
+                        t: &g.tables,
+                    },
+                    at,
+                    end - at,
+                ),
+            };
+            let st = st.map_err(|e| {
+                pr_err!("{}: qcow2: map at {} failed: {}\n", &*self.name, at, e);
+                EIO
+            })?;
             let (flags, host_offset) = match st.kind {
                 StatusKind::Data { host_offset } => (uapi::LFF_EXTENT_DATA, Some(host_offset)),
                 StatusKind::Compressed => {
@@ -495,12 +630,20 @@ impl Qcow2 {
     }
 }
 
-/// The engine's `Tables` for one request.
-struct ReqTables<'a>(&'a Qcow2);
+/// The engine's `Tables` for one request, of the chain that starts at
+/// the device's layer `base` (1: the backing layers, for copy-on-write).
+struct ReqTables<'a> {
+    dev: &'a Qcow2,
+    base: usize,
+}
 
 impl Tables for ReqTables<'_> {
     fn l1_entry(&mut self, layer: usize, index: u32) -> qcow2fmt::Result<u64> {
-        let table = self.0.l1.get(layer).ok_or(FmtError::Internal)?;
+        let table = self
+            .dev
+            .l1
+            .get(layer + self.base)
+            .ok_or(FmtError::Internal)?;
         qcow2fmt::table::l1_table_entry(table, index)
     }
 
@@ -510,7 +653,8 @@ impl Tables for ReqTables<'_> {
         offset: u64,
         f: F,
     ) -> qcow2fmt::Result<R> {
-        let dev = self.0;
+        let dev = self.dev;
+        let layer = layer + self.base;
         let len = dev.cluster_len(layer)?;
         dev.caches.l2.with(
             cache::key(layer, offset),
@@ -523,8 +667,12 @@ impl Tables for ReqTables<'_> {
     }
 }
 
-/// The engine's `CompressedClusters` for one request.
-struct ReqClusters<'a>(&'a Qcow2);
+/// The engine's `CompressedClusters` for one request (`base` as in
+/// [`ReqTables`]).
+struct ReqClusters<'a> {
+    dev: &'a Qcow2,
+    base: usize,
+}
 
 impl CompressedClusters for ReqClusters<'_> {
     fn with_cluster<R, F: FnOnce(&[u8]) -> R>(
@@ -532,16 +680,17 @@ impl CompressedClusters for ReqClusters<'_> {
         req: &CompressedRead,
         f: F,
     ) -> qcow2fmt::Result<R> {
-        let dev = self.0;
+        let dev = self.dev;
+        let files = dev.files.get(self.base..).ok_or(FmtError::Internal)?;
         // The compressed length tells apart descriptors sharing an offset.
         dev.caches.clusters.with(
-            cache::key(req.layer, req.host_offset),
+            cache::key(req.layer + self.base, req.host_offset),
             req.len as u64,
             req.cluster_size,
             &dev.reserve,
             |out| {
                 dev.pool.with_worker(req.compression, |input, dec| {
-                    req.load(&Files(&dev.files), dec, input, out)
+                    req.load(&Files(files), dec, input, out)
                 })?
             },
             f,
@@ -620,19 +769,55 @@ impl FormatDriver for Qcow2 {
             to,
             files: &self.files,
         };
-        match self.chain.read(
-            &mut ReqTables(self),
-            &mut ReqClusters(self),
-            pos,
-            len,
-            &mut sink,
-        ) {
+        let mut clusters = ReqClusters { dev: self, base: 0 };
+        let r = match self.writer.as_ref() {
+            None => self.chain.read(
+                &mut ReqTables { dev: self, base: 0 },
+                &mut clusters,
+                pos,
+                len,
+                &mut sink,
+            ),
+            Some(w) => {
+                let g = w.lock();
+                let mut tables = write::TopTables {
+                    dev: self,
+                    t: &g.tables,
+                };
+                g.chain
+                    .read(&mut tables, &mut clusters, pos, len, &mut sink)
+            }
+        };
+        match r {
             Ok(()) => Ok(len),
             Err(e) => {
-                self.log_read_error(pos, len, &e);
+                self.log_error("read", pos, len as u64, &e);
                 Err(EIO)
             }
         }
+    }
+
+    fn write(&self, from: &mut IovIter<'_>, pos: u64) -> Result<usize> {
+        let len = from.count();
+        let file = self.files.first().ok_or(EIO)?;
+        self.with_writer("write", pos, len as u64, |e, b, s| {
+            e.write(b, s, pos, len as u64, &mut IovSource { from, file })
+        })?;
+        Ok(len)
+    }
+
+    fn flush(&self) -> Result {
+        self.with_writer("flush", 0, 0, |e, b, _| e.flush(b))
+    }
+
+    fn discard(&self, pos: u64, len: u64) -> Result {
+        self.with_writer("discard", pos, len, |e, b, s| e.discard(b, s, pos, len))
+    }
+
+    fn write_zeroes(&self, pos: u64, len: u64, may_unmap: bool) -> Result {
+        self.with_writer("write-zeroes", pos, len, |e, b, s| {
+            e.write_zeroes(b, s, pos, len, may_unmap)
+        })
     }
 
     fn map(&self, pos: u64, len: u64, out: &mut Extents<'_>) -> Result {
@@ -677,6 +862,24 @@ impl FormatDriver for Qcow2 {
             _ => return Err(EACCES),
         }
         Ok(())
+    }
+}
+
+impl Drop for Qcow2 {
+    /// A clean close of a read-write image: everything written back, the
+    /// lazy refcounts dirty bit cleared.
+    fn drop(&mut self) {
+        let Some(w) = self.writer.as_ref() else {
+            return;
+        };
+        let mut g = w.lock();
+        if let Err(e) = g.run(self, |e, b, _| e.close(b)) {
+            pr_err!(
+                "{}: qcow2: the image was not closed cleanly: {}; check it with 'qemu-img check'\n",
+                &*self.name,
+                e
+            );
+        }
     }
 }
 
