@@ -142,7 +142,7 @@ if [ -r /usr/share/bash-completion/bash_completion ]; then
 		[[ " $opts " == *" $o "* ]] || missing="$missing $o"
 	done
 	check_eq "completion: every option --help lists" "" "$missing"
-	want=$( (tr -s ' \n' '\n' </sys/class/misc/loop-file-fmt-control/formats; printf '%s\n' raw qcow2 vdi auto) |
+	want=$( (tr -s ' \n' '\n' </sys/class/misc/loop-file-fmt-control/formats; printf '%s\n' raw qcow2 vdi vmdk auto) |
 		sed '/^$/d' | sort -u | tr '\n' ' ')
 	check_eq "completion: --file-fmt offers the kernel's formats" "$want" "$(comp "losetup-fmt --file-fmt ")"
 	check_eq "completion: --file-fmt q" "qcow2 " "$(comp "losetup-fmt --file-fmt q")"
