@@ -15,7 +15,7 @@ use crate::format::compressed::max_compressed_len;
 use crate::format::header::HEADER_READ_LEN;
 use crate::format::{
     find_snapshot, Chain, CompressedClusters, CompressedRead, CompressionType, Decompressor, Error,
-    ErrorKind, Header, Layer, LayerFormat, Qcow2Layer, Result, Sink, SnapshotCursor,
+    ErrorKind, Header, Layer, LayerFormat, Qcow2Layer, Result, SliceSink, SnapshotCursor,
     SnapshotSelector, Storage, Structure, Tables, MAX_CHAIN_DEPTH,
 };
 
@@ -237,39 +237,6 @@ impl CompressedClusters for HostCompressed<'_> {
     }
 }
 
-/// Sink writing into a byte slice.
-struct SliceSink<'a> {
-    storage: &'a FileStorage,
-    buf: &'a mut [u8],
-    pos: usize,
-}
-
-impl SliceSink<'_> {
-    fn next(&mut self, len: usize) -> Result<&mut [u8]> {
-        let end = self.pos.checked_add(len).ok_or(Error::Internal)?;
-        let out = self.buf.get_mut(self.pos..end).ok_or(Error::Internal)?;
-        self.pos = end;
-        Ok(out)
-    }
-}
-
-impl Sink for SliceSink<'_> {
-    fn fill_zero(&mut self, len: usize) -> Result<()> {
-        self.next(len)?.fill(0);
-        Ok(())
-    }
-
-    fn copy_from(&mut self, data: &[u8]) -> Result<()> {
-        self.next(data.len())?.copy_from_slice(data);
-        Ok(())
-    }
-
-    fn read_from_storage(&mut self, layer: usize, offset: u64, len: usize) -> Result<()> {
-        let storage = self.storage;
-        storage.read_at(layer, self.next(len)?, offset)
-    }
-}
-
 /// A qcow2 image (with its backing chain) opened from the host file system.
 pub struct Image {
     storage: FileStorage,
@@ -473,18 +440,17 @@ impl Image {
             decompressor: &mut self.decompressor,
             cache: &mut self.compressed,
         };
-        let mut sink = SliceSink {
-            storage: &self.storage,
-            buf,
-            pos: 0,
-        };
+        let storage = &self.storage;
+        let mut sink = SliceSink::new(buf, |layer, into: &mut [u8], offset| {
+            storage.read_at(layer, into, offset)
+        });
         self.chain
             .read(&mut tables, &mut compressed, offset, len, &mut sink)?;
-        if sink.pos != len {
+        if sink.filled() != len {
             return Err(Error::BufferSize {
                 what: Structure::Guest,
                 expected: len as u64,
-                got: sink.pos as u64,
+                got: sink.filled() as u64,
             });
         }
         Ok(())

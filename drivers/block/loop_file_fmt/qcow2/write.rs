@@ -46,7 +46,7 @@
 use crate::cache;
 use crate::qcow2fmt::table::l1_table_entry;
 use crate::qcow2fmt::{
-    Access, Chain, CompressedRead, Error as FmtError, Result, Sink, Source, Storage as _,
+    Access, Chain, CompressedRead, Error as FmtError, Result, SliceSink, Source, Storage as _,
     TableKind, Tables, WriteBackend, WriteEngine,
 };
 use crate::wrappers::file::{falloc, File};
@@ -441,41 +441,6 @@ impl Source for IovSource<'_, '_> {
     }
 }
 
-/// A [`Sink`] over a kernel buffer (copy-on-write reads of the backing
-/// chain).
-pub(crate) struct SliceSink<'a> {
-    pub(crate) buf: &'a mut [u8],
-    pub(crate) pos: usize,
-    pub(crate) files: &'a [File],
-}
-
-impl SliceSink<'_> {
-    fn next(&mut self, len: usize) -> Result<&mut [u8]> {
-        let end = self.pos.checked_add(len).ok_or(FmtError::Internal)?;
-        let part = self.buf.get_mut(self.pos..end).ok_or(FmtError::Internal)?;
-        self.pos = end;
-        Ok(part)
-    }
-}
-
-impl Sink for SliceSink<'_> {
-    fn fill_zero(&mut self, len: usize) -> Result<()> {
-        self.next(len)?.fill(0);
-        Ok(())
-    }
-
-    fn copy_from(&mut self, data: &[u8]) -> Result<()> {
-        self.next(data.len())?.copy_from_slice(data);
-        Ok(())
-    }
-
-    fn read_from_storage(&mut self, layer: usize, offset: u64, len: usize) -> Result<()> {
-        let file = self.files.get(layer).ok_or(FmtError::Internal)?;
-        let part = self.next(len)?;
-        file.read_exact_at(part, offset).map_err(ferr)
-    }
-}
-
 impl Qcow2 {
     /// Reads guest bytes at `offset` as the layers below the top see them
     /// (zeros without a backing file, or past its end).
@@ -499,11 +464,10 @@ impl Qcow2 {
             &mut ReqClusters { dev: self, base: 1 },
             offset,
             avail,
-            &mut SliceSink {
-                buf: head,
-                pos: 0,
-                files,
-            },
+            &mut SliceSink::new(head, |layer, into: &mut [u8], offset| {
+                let file = files.get(layer).ok_or(FmtError::Internal)?;
+                file.read_exact_at(into, offset).map_err(ferr)
+            }),
         )
     }
 }

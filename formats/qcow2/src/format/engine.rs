@@ -84,6 +84,55 @@ pub trait Sink {
     fn read_from_storage(&mut self, layer: usize, offset: u64, len: usize) -> Result<()>;
 }
 
+/// A [`Sink`] that fills a byte slice from its start; stored bytes are
+/// read by `read(layer, into, offset)`.
+pub struct SliceSink<'a, R> {
+    buf: &'a mut [u8],
+    pos: usize,
+    read: R,
+}
+
+impl<'a, R: FnMut(usize, &mut [u8], u64) -> Result<()>> SliceSink<'a, R> {
+    /// An empty sink over `buf`.
+    pub fn new(buf: &'a mut [u8], read: R) -> Self {
+        Self { buf, pos: 0, read }
+    }
+
+    /// The bytes written so far.
+    pub fn filled(&self) -> usize {
+        self.pos
+    }
+
+    fn next(&mut self, len: usize) -> Result<&mut [u8]> {
+        next_part(self.buf, &mut self.pos, len)
+    }
+}
+
+/// The `len` bytes of `buf` at `*pos`, moving `*pos` past them.
+fn next_part<'b>(buf: &'b mut [u8], pos: &mut usize, len: usize) -> Result<&'b mut [u8]> {
+    let end = pos.checked_add(len).ok_or(Error::Internal)?;
+    let part = buf.get_mut(*pos..end).ok_or(Error::Internal)?;
+    *pos = end;
+    Ok(part)
+}
+
+impl<R: FnMut(usize, &mut [u8], u64) -> Result<()>> Sink for SliceSink<'_, R> {
+    fn fill_zero(&mut self, len: usize) -> Result<()> {
+        self.next(len)?.fill(0);
+        Ok(())
+    }
+
+    fn copy_from(&mut self, data: &[u8]) -> Result<()> {
+        self.next(data.len())?.copy_from_slice(data);
+        Ok(())
+    }
+
+    fn read_from_storage(&mut self, layer: usize, offset: u64, len: usize) -> Result<()> {
+        let part = next_part(self.buf, &mut self.pos, len)?;
+        (self.read)(layer, part, offset)
+    }
+}
+
 fn to_usize(len: u64) -> Result<usize> {
     usize::try_from(len).map_err(|_| Error::Internal)
 }

@@ -52,7 +52,7 @@ mod be;
 pub use self::compressed::{
     decompress_cluster, CompressedDescriptor, CompressedRead, CompressionType, Decompressor,
 };
-pub use self::engine::{CompressedClusters, Sink, Storage, Tables};
+pub use self::engine::{CompressedClusters, Sink, SliceSink, Storage, Tables};
 pub use self::error::{Error, ErrorKind, Result, Structure};
 pub use self::header::{Header, HeaderLayout};
 pub use self::layer::{Chain, Layer, LayerFormat, Qcow2Layer, MAX_CHAIN_DEPTH};
