@@ -14,6 +14,7 @@
 #   make kunit     only the KUnit suites (tests/kunit/) in one guest
 #   make clippy    the modules with CLIPPY=1 and cargo clippy, warnings fatal
 #   make bench     fio: our devices vs qemu-nbd vs kernel loop (BENCH_ARGS=...)
+#   make bench-native  the qcow2 engine vs qemu-img bench, natively on the host
 #   make lab       N network-booting clients on one throttled uplink (LAB_ARGS=...)
 #   make fuzz      libFuzzer targets of the qcow2 logic (FUZZ_TARGET, FUZZ_SECONDS)
 #
@@ -61,7 +62,7 @@ endif
 GEN_UAPI := drivers/block/loop_file_fmt/generated/uapi.rs
 UAPI_H := include/uapi/linux/loop_file_fmt.h
 
-.PHONY: all bench lab fuzz boot netboot deps kernel modules tools test test-host test-guest test-debug kunit clippy clippy-modules fmt clean install
+.PHONY: all bench bench-native lab fuzz boot netboot deps kernel modules tools test test-host test-guest test-debug kunit clippy clippy-modules fmt clean install
 
 all: modules tools
 
@@ -130,6 +131,9 @@ bench: deps
 
 lab: deps
 	@bench/lab $(LAB_ARGS)
+
+bench-native: deps
+	@bench/native $(NATIVE_ARGS)
 
 FUZZ_TARGET ?= all
 FUZZ_SECONDS ?= 60

@@ -442,7 +442,7 @@ impl Reference<'_> {
                     let len = (sectors * 512 - host % 512).min(file.len() as u64 - host);
                     let input = file_range(file, host, len)?;
                     let mut cluster_data = vec![0u8; cluster as usize];
-                    let got = HostDecompressor
+                    let got = HostDecompressor::default()
                         .decompress(q.compression(), input, &mut cluster_data)
                         .map_err(|_| Refused("decompression"))?;
                     if got != cluster_data.len() {
@@ -589,7 +589,12 @@ pub fn compressed(data: &[u8]) {
     assert_eq!(request.decode_len(cluster / 2), cluster);
     let mut input = vec![0u8; max_compressed_len(cluster_bits)];
     let mut output = vec![0u8; cluster];
-    let whole = request.load(&Mem(file), &mut HostDecompressor, &mut input, &mut output);
+    let whole = request.load(
+        &Mem(file),
+        &mut HostDecompressor::default(),
+        &mut input,
+        &mut output,
+    );
     if let Err(e) = &whole {
         touch_error(e);
     }
@@ -609,7 +614,7 @@ pub fn compressed(data: &[u8]) {
     assert!(matches!(
         request.load(
             &Mem(file),
-            &mut HostDecompressor,
+            &mut HostDecompressor::default(),
             &mut input,
             &mut output[..short]
         ),
@@ -619,7 +624,7 @@ pub fn compressed(data: &[u8]) {
     assert!(request
         .load(
             &Mem(file),
-            &mut HostDecompressor,
+            &mut HostDecompressor::default(),
             &mut input[..short_in],
             &mut output
         )
@@ -708,7 +713,7 @@ impl Decompressor for Recording {
         input: &[u8],
         output: &mut [u8],
     ) -> crate::format::Result<usize> {
-        let r = HostDecompressor.decompress(kind, input, output);
+        let r = HostDecompressor::default().decompress(kind, input, output);
         self.got = Some(r);
         r
     }

@@ -41,15 +41,26 @@ pub fn errno(e: &Error) -> i32 {
     }
 }
 
-/// Decompressor for both compression types, over `flate2` (raw deflate) and
-/// `zstd` (streaming, frame must end within one cluster of output).
+/// Decompressor for both compression types, over `flate2` (raw deflate,
+/// the `zlib-rs` backend) and `zstd` (streaming, frame must end within one
+/// cluster of output). Each context is made on first use and reset for
+/// every cluster after that, as the kernel module's workers keep theirs.
 #[derive(Default)]
-pub struct HostDecompressor;
+pub struct HostDecompressor {
+    inflate: Option<flate2::Decompress>,
+    zstd: Option<zstd::stream::raw::Decoder<'static>>,
+}
 
 impl HostDecompressor {
-    fn inflate(input: &[u8], output: &mut [u8]) -> Result<usize> {
+    fn inflate(&mut self, input: &[u8], output: &mut [u8]) -> Result<usize> {
         use flate2::{Decompress, FlushDecompress, Status};
-        let mut d = Decompress::new(false);
+        let d = match self.inflate.as_mut() {
+            Some(d) => {
+                d.reset(false);
+                d
+            }
+            None => self.inflate.insert(Decompress::new(false)),
+        };
         loop {
             let in_pos = d.total_in() as usize;
             let out_pos = d.total_out() as usize;
@@ -73,9 +84,18 @@ impl HostDecompressor {
         }
     }
 
-    fn unzstd(input: &[u8], output: &mut [u8]) -> Result<usize> {
+    fn unzstd(&mut self, input: &[u8], output: &mut [u8]) -> Result<usize> {
         use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
-        let mut dec = Decoder::new().map_err(|_| Error::DecompressionFailed)?;
+        let dec = match self.zstd.as_mut() {
+            // A context left mid-frame by a failed cluster starts over.
+            Some(d) => {
+                d.reinit().map_err(|_| Error::DecompressionFailed)?;
+                d
+            }
+            None => self
+                .zstd
+                .insert(Decoder::new().map_err(|_| Error::DecompressionFailed)?),
+        };
         let mut src = InBuffer::around(input);
         let mut dst = OutBuffer::around(output);
         loop {
@@ -103,8 +123,8 @@ impl Decompressor for HostDecompressor {
         output: &mut [u8],
     ) -> Result<usize> {
         match kind {
-            CompressionType::Deflate => Self::inflate(input, output),
-            CompressionType::Zstd => Self::unzstd(input, output),
+            CompressionType::Deflate => self.inflate(input, output),
+            CompressionType::Zstd => self.unzstd(input, output),
         }
     }
 }
@@ -389,7 +409,7 @@ impl Image {
             cluster_sizes,
             l2: HashMap::new(),
             compressed: None,
-            decompressor: HostDecompressor,
+            decompressor: HostDecompressor::default(),
         })
     }
 

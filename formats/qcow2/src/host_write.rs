@@ -466,7 +466,7 @@ impl<F: ImageFile> WritableImage<F> {
             capacity: cache_tables.max(2 * crate::format::write::MAX_DIRTY_TABLES + 4),
             evictions: 0,
             backing,
-            decompressor: HostDecompressor,
+            decompressor: HostDecompressor::default(),
         };
         let engine = WriteEngine::open(&header, &mut backend, file_len, has_backing)?;
         let image = WritableImage {

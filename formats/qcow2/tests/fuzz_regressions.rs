@@ -191,7 +191,7 @@ fn compressed_harness_on_real_clusters() {
     for n in [1, 511, 4096, 30000, 65535, 65536] {
         let mut out = vec![0u8; n];
         decompress_cluster(
-            &mut HostDecompressor,
+            &mut HostDecompressor::default(),
             CompressionType::Deflate,
             &deflate,
             &mut out,
@@ -201,7 +201,7 @@ fn compressed_harness_on_real_clusters() {
     }
     let mut out = vec![0u8; 1 << cluster_bits];
     decompress_cluster(
-        &mut HostDecompressor,
+        &mut HostDecompressor::default(),
         CompressionType::Zstd,
         &zstd,
         &mut out,
