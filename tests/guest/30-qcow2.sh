@@ -78,6 +78,10 @@ range "$dev" 0 65536 direct >/dev/null
 check_eq "16 reads of one compressed cluster: 1 miss" 1 $(($(stat_field "$s" 2) - m0))
 check_eq "16 reads of one compressed cluster: 15 hits" 15 $(($(stat_field "$s" 1) - h0))
 check "cached cluster bytes are right" read_ok "$dev" zlib-64k.oracle 0 65536
+# The one inflate, timed: clusters, bytes, nanoseconds.
+d=$(sysfs "$dev" decompress_stats)
+check_eq "decompress_stats: 1 cluster of 65536 bytes" "1 65536" "$(stat_field "$d" 1) $(stat_field "$d" 2)"
+check "decompress_stats: its time is counted" test "$(stat_field "$d" 3)" -gt 0
 detach "$dev"
 # A read of the cluster's last 4 KiB inflates all of it: a read of its
 # start then hits.

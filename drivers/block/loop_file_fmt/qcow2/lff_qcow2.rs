@@ -740,6 +740,7 @@ const ATTR_CACHE_CLEAN_INTERVAL: usize = 2;
 const ATTR_L2_CACHE_STATS: usize = 3;
 const ATTR_CLUSTER_CACHE_STATS: usize = 4;
 const ATTR_RESERVE_USES: usize = 5;
+const ATTR_DECOMPRESS_STATS: usize = 6;
 
 fn parse_u32(input: &[u8]) -> Result<u32> {
     let s = core::str::from_utf8(input).map_err(|_| EINVAL)?;
@@ -757,6 +758,7 @@ impl FormatDriver for Qcow2 {
         kernel::c_str!("l2_cache_stats"),
         kernel::c_str!("cluster_cache_stats"),
         kernel::c_str!("reserve_uses"),
+        kernel::c_str!("decompress_stats"),
     ];
 
     fn attach(req: &AttachRequest<'_>) -> Result<Attached<Self>> {
@@ -839,6 +841,10 @@ impl FormatDriver for Qcow2 {
             ATTR_L2_CACHE_STATS => stats(&c.l2, buf),
             ATTR_CLUSTER_CACHE_STATS => stats(&c.clusters, buf),
             ATTR_RESERVE_USES => writeln!(buf, "{}", self.reserve.uses()),
+            ATTR_DECOMPRESS_STATS => {
+                let (clusters, bytes, nsecs) = self.pool.stats().get();
+                writeln!(buf, "{clusters} {bytes} {nsecs}")
+            }
             _ => return Err(EINVAL),
         }
         .map_err(|_| EINVAL)

@@ -93,6 +93,14 @@ pub fn now_ms() -> i64 {
     ns / 1_000_000
 }
 
+/// Nanoseconds of `CLOCK_MONOTONIC` (since boot), for timing short
+/// spans; see [`now_ms`].
+pub fn now_ns() -> u64 {
+    // SAFETY: as in `now_ms`.
+    let ns = unsafe { kernel::bindings::ktime_get() };
+    ns.max(0) as u64
+}
+
 /// The `UserSlice` of `len` bytes at the user address `addr` (7.x wraps
 /// the address in a `UserPtr`).
 pub fn user_slice(addr: usize, len: usize) -> kernel::uaccess::UserSlice {
