@@ -785,6 +785,62 @@ fn engine_reads_all_kinds_and_backing() {
     );
 }
 
+/// The compressed clusters `Chain::compressed_clusters` visits in a range.
+fn compressed_in(chain: &Chain, mem: &Mem, offset: u64, len: usize) -> Result<Vec<CompressedRead>> {
+    let mut tables = Mem {
+        files: mem.files.clone(),
+        l1: mem.l1.clone(),
+        cluster: mem.cluster,
+    };
+    let mut seen = Vec::new();
+    chain.compressed_clusters(&mut tables, offset, len, |r| {
+        seen.push(*r);
+        Ok(())
+    })?;
+    Ok(seen)
+}
+
+#[test]
+fn engine_finds_the_compressed_clusters_of_a_range() {
+    let (mut mem, header, _) = mem_image(2600, 1536);
+    let top = Qcow2Layer::new(&header, mem.files[0].len() as u64).unwrap();
+    let mut chain = Chain::new(Layer::Qcow2(top));
+    // Cluster 3 only, with the descriptor a read decompresses.
+    let want = CompressedRead {
+        layer: 0,
+        host_offset: 2048 + 300,
+        len: 1024 - 300,
+        compression: CompressionType::Deflate,
+        cluster_size: 512,
+    };
+    assert_eq!(compressed_in(&chain, &mem, 0, 2600).unwrap(), [want]);
+    assert_eq!(compressed_in(&chain, &mem, 1600, 10).unwrap(), [want]);
+    assert!(compressed_in(&chain, &mem, 0, 1536).unwrap().is_empty());
+    assert!(compressed_in(&chain, &mem, 2048, 552).unwrap().is_empty());
+    // Through a backing layer: the unallocated cluster 2 descends into a
+    // copy of the image, whose cluster 2 is unallocated too (then zeros).
+    let (base, base_header, _) = mem_image(2600, 1536);
+    mem.files.push(base.files[0].clone());
+    mem.l1.push(base.l1[0].clone());
+    let base_top = Qcow2Layer::new(&base_header, base.files[0].len() as u64).unwrap();
+    chain.push_backing(Layer::Qcow2(base_top)).unwrap();
+    assert_eq!(compressed_in(&chain, &mem, 1024, 1024).unwrap(), [want]);
+    // The same errors as a read, and the visitor's own.
+    assert!(matches!(
+        compressed_in(&chain, &mem, 2000, 601),
+        Err(Error::OutOfRange { .. })
+    ));
+    let mut tables = Mem {
+        files: mem.files.clone(),
+        l1: mem.l1.clone(),
+        cluster: mem.cluster,
+    };
+    assert_eq!(
+        chain.compressed_clusters(&mut tables, 0, 2600, |_| Err(Error::Io(12))),
+        Err(Error::Io(12))
+    );
+}
+
 #[test]
 fn engine_rejects_pointers_past_eof() {
     // Data cluster beyond the end of the file.

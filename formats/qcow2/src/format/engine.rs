@@ -157,6 +157,68 @@ enum Step {
     Descend(u64),
 }
 
+/// What a walk over a range of the virtual disk does with each run:
+/// [`Chain::read`] fills a sink, [`Chain::compressed_clusters`] only
+/// notes the compressed clusters.
+trait Visit {
+    /// `len` bytes of zeros.
+    fn zero(&mut self, len: usize) -> Result<()>;
+    /// `len` bytes of layer `layer`'s file at `offset` (inside the file).
+    fn stored(&mut self, layer: usize, offset: u64, len: usize) -> Result<()>;
+    /// Bytes `start..end` of the compressed cluster `request`.
+    fn compressed(&mut self, request: &CompressedRead, start: usize, end: usize) -> Result<()>;
+}
+
+/// [`Chain::read`]'s walk: decompressed clusters from `compressed`, every
+/// byte to `sink`.
+struct Reader<'a, C: ?Sized, K: ?Sized> {
+    compressed: &'a mut C,
+    sink: &'a mut K,
+}
+
+impl<C: CompressedClusters + ?Sized, K: Sink + ?Sized> Visit for Reader<'_, C, K> {
+    fn zero(&mut self, len: usize) -> Result<()> {
+        self.sink.fill_zero(len)
+    }
+
+    fn stored(&mut self, layer: usize, offset: u64, len: usize) -> Result<()> {
+        self.sink.read_from_storage(layer, offset, len)
+    }
+
+    fn compressed(&mut self, request: &CompressedRead, start: usize, end: usize) -> Result<()> {
+        let sink = &mut *self.sink;
+        let cluster_size = request.cluster_size;
+        self.compressed.with_cluster(request, |cluster: &[u8]| {
+            if cluster.len() != cluster_size {
+                return Err(Error::BufferSize {
+                    what: Structure::CompressedCluster,
+                    expected: cluster_size as u64,
+                    got: cluster.len() as u64,
+                });
+            }
+            let part = cluster.get(start..end).ok_or(Error::Internal)?;
+            sink.copy_from(part)
+        })?
+    }
+}
+
+/// [`Chain::compressed_clusters`]' walk.
+struct Finder<V>(V);
+
+impl<V: FnMut(&CompressedRead) -> Result<()>> Visit for Finder<V> {
+    fn zero(&mut self, _len: usize) -> Result<()> {
+        Ok(())
+    }
+
+    fn stored(&mut self, _layer: usize, _offset: u64, _len: usize) -> Result<()> {
+        Ok(())
+    }
+
+    fn compressed(&mut self, request: &CompressedRead, _start: usize, _end: usize) -> Result<()> {
+        (self.0)(request)
+    }
+}
+
 impl Chain {
     /// Reads `len` bytes of the virtual disk at `offset` into `sink`.
     ///
@@ -174,6 +236,36 @@ impl Chain {
         T: Tables + ?Sized,
         C: CompressedClusters + ?Sized,
         K: Sink + ?Sized,
+    {
+        self.walk(tables, offset, len, &mut Reader { compressed, sink })
+    }
+
+    /// Calls `visit` with each compressed cluster a [`Chain::read`] of the
+    /// same range would decompress, in the order the read would, without
+    /// reading data or decompressing anything: for a reader that
+    /// decompresses clusters ahead of the read (several at once, or before
+    /// a sequential reader reaches them). A cluster the range enters more
+    /// than once (through several layers) is visited each time. Fails as
+    /// `read` would on a bad mapping, or with `visit`'s error.
+    pub fn compressed_clusters<T, V>(
+        &self,
+        tables: &mut T,
+        offset: u64,
+        len: usize,
+        visit: V,
+    ) -> Result<()>
+    where
+        T: Tables + ?Sized,
+        V: FnMut(&CompressedRead) -> Result<()>,
+    {
+        self.walk(tables, offset, len, &mut Finder(visit))
+    }
+
+    /// The walk behind [`Chain::read`].
+    fn walk<T, W>(&self, tables: &mut T, offset: u64, len: usize, visit: &mut W) -> Result<()>
+    where
+        T: Tables + ?Sized,
+        W: Visit + ?Sized,
     {
         let size = self.virtual_size();
         let out_of_range = Error::OutOfRange {
@@ -199,7 +291,7 @@ impl Chain {
                 continue;
             }
             let layer = self.layer(depth).ok_or(Error::Internal)?;
-            let step = self.step(layer, depth, tables, compressed, pos, stop - pos, sink)?;
+            let step = Self::step(layer, depth, tables, pos, stop - pos, visit)?;
             match step {
                 Step::Done(0) | Step::Descend(0) => return Err(Error::Internal),
                 Step::Done(n) => pos += n,
@@ -208,7 +300,7 @@ impl Chain {
                         depth += 1;
                         *ends.get_mut(depth).ok_or(Error::Internal)? = pos + n;
                     } else {
-                        sink.fill_zero(to_usize(n)?)?;
+                        visit.zero(to_usize(n)?)?;
                         pos += n;
                     }
                 }
@@ -217,52 +309,46 @@ impl Chain {
     }
 
     /// Serves a prefix of `[pos, pos + want)` from `layer` (number `index`).
-    #[allow(clippy::too_many_arguments)]
-    fn step<T, C, K>(
-        &self,
+    fn step<T, W>(
         layer: &Layer,
         index: usize,
         tables: &mut T,
-        compressed: &mut C,
         pos: u64,
         want: u64,
-        sink: &mut K,
+        visit: &mut W,
     ) -> Result<Step>
     where
         T: Tables + ?Sized,
-        C: CompressedClusters + ?Sized,
-        K: Sink + ?Sized,
+        W: Visit + ?Sized,
     {
         let layer_size = layer.virtual_size();
         if pos >= layer_size {
             // Beyond a (shorter) backing layer: zeros.
-            sink.fill_zero(to_usize(want)?)?;
+            visit.zero(to_usize(want)?)?;
             return Ok(Step::Done(want));
         }
         let avail = want.min(layer_size - pos);
         match layer {
             Layer::Raw { len } => {
                 check_in_file(Structure::DataCluster, pos, avail, *len)?;
-                sink.read_from_storage(index, pos, to_usize(avail)?)?;
+                visit.stored(index, pos, to_usize(avail)?)?;
                 Ok(Step::Done(avail))
             }
-            Layer::Qcow2(q) => Self::step_qcow2(q, index, tables, compressed, pos, avail, sink),
+            Layer::Qcow2(q) => Self::step_qcow2(q, index, tables, pos, avail, visit),
         }
     }
 
-    fn step_qcow2<T, C, K>(
+    fn step_qcow2<T, W>(
         q: &Qcow2Layer,
         index: usize,
         tables: &mut T,
-        compressed: &mut C,
         pos: u64,
         avail: u64,
-        sink: &mut K,
+        visit: &mut W,
     ) -> Result<Step>
     where
         T: Tables + ?Sized,
-        C: CompressedClusters + ?Sized,
-        K: Sink + ?Sized,
+        W: Visit + ?Sized,
     {
         let m = q.map(tables, index, pos, avail)?;
         if m.len == 0 || m.len > avail {
@@ -271,12 +357,12 @@ impl Chain {
         match m.kind {
             MappingKind::Unallocated => Ok(Step::Descend(m.len)),
             MappingKind::Zero => {
-                sink.fill_zero(to_usize(m.len)?)?;
+                visit.zero(to_usize(m.len)?)?;
                 Ok(Step::Done(m.len))
             }
             MappingKind::Data { host_offset } => {
                 check_in_file(Structure::DataCluster, host_offset, m.len, q.file_len())?;
-                sink.read_from_storage(index, host_offset, to_usize(m.len)?)?;
+                visit.stored(index, host_offset, to_usize(m.len)?)?;
                 Ok(Step::Done(m.len))
             }
             MappingKind::Compressed { descriptor } => {
@@ -295,17 +381,7 @@ impl Chain {
                     compression: q.compression(),
                     cluster_size,
                 };
-                compressed.with_cluster(&request, |cluster: &[u8]| {
-                    if cluster.len() != cluster_size {
-                        return Err(Error::BufferSize {
-                            what: Structure::CompressedCluster,
-                            expected: cluster_size as u64,
-                            got: cluster.len() as u64,
-                        });
-                    }
-                    let part = cluster.get(start..end).ok_or(Error::Internal)?;
-                    sink.copy_from(part)
-                })??;
+                visit.compressed(&request, start, end)?;
                 Ok(Step::Done(m.len))
             }
         }
