@@ -104,7 +104,12 @@ struct lff_format_attr {
  * @read_iter:    fill @to (iov_iter_count(@to) bytes) with the virtual
  *                disk's bytes at @pos. Return the number of bytes read or a
  *                negative errno; a short read is an error for the request.
- * @write_iter:   write @from at @pos. NULL for read-only drivers.
+ * @write_iter:   write @from at @pos. NULL for read-only drivers. -EUCLEAN
+ *                (from this or any other I/O op) says the driver found the
+ *                image's metadata inconsistent and takes no more writes:
+ *                the core fails the request with an I/O error, marks the
+ *                disk read-only and sends no write, discard or
+ *                write-zeroes request again (they fail with EROFS).
  * @flush:        make completed writes durable (fsync semantics). NULL when
  *                the driver does not write.
  * @discard:      deallocate @len bytes at @pos; they then read as zeros or
@@ -148,9 +153,9 @@ struct lff_format_ops {
  * Version of this interface: every struct here, and what the core and the
  * drivers may expect of each other. Bumped on any change a driver built
  * against another version could misread (2: lff_format_ops.map; 3:
- * lff_format_ops.size).
+ * lff_format_ops.size; 4: -EUCLEAN from the write-side ops).
  */
-#define LFF_FORMAT_ABI_VERSION	3
+#define LFF_FORMAT_ABI_VERSION	4
 
 /**
  * struct lff_format_driver - a registered format

@@ -16,7 +16,7 @@
 # - fio with crc32c verify from several jobs;
 # - ENOSPC from a full file system: a clean errno, the image consistent;
 # - a planted overlap (an L2 entry naming the L1 table): EIO, the corrupt
-#   bit set, the metadata left intact, later writes refused.
+#   bit set, the metadata left intact, the device read-only from then on.
 # Read-write attach refusals: dirty, corrupt, a snapshot read-write.
 . "$(dirname "$0")/lib.sh"
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -275,12 +275,40 @@ l1=$(($("${PATCH[@]}" ov.qcow2 get64 40)))
 "${PATCH[@]}" ov.qcow2 l2-entry 65536 $((l1 | (1 << 63)))
 meta_before=$(dd if=ov.qcow2 bs=64k count=8 status=none | sha256sum)
 if dev=$(attach_rw ov.qcow2 2>&1); then
-	check_fails "overlap: a write to a cluster that names the L1 table fails with EIO" \
-		"Input/output error" put "$dev" 65536 4096 0 direct
+	check_eq "overlap: the device starts read-write" 0 "$(blockdev --getro "$dev")"
+	# Through one descriptor opened before the overlap: the write into the
+	# cluster that names the L1 table, then a harmless one.
+	out=$(python3 - "$dev" <<-'EOF'
+		import mmap, os, sys
+		fd = os.open(sys.argv[1], os.O_RDWR | os.O_DIRECT)
+		buf = mmap.mmap(-1, 4096)
+		buf.write(b"Z" * 4096)
+		for name, off in (("first", 65536), ("later", 0)):
+		    try:
+		        os.pwrite(fd, buf, off)
+		        print(name, "written")
+		    except OSError as e:
+		        print(name, os.strerror(e.errno))
+	EOF
+	)
+	check_eq "overlap: a write to a cluster that names the L1 table fails with EIO" \
+		"first Input/output error" "$(echo "$out" | grep '^first')"
 	check "overlap: logged with the device" \
 		sh -c 'dmesg | tail -5 | grep -q "lff[0-9]*: qcow2: write at 65536: .*marked corrupt"'
+	check "overlap: the core logs the device going read-only" \
+		sh -c "dmesg | tail -5 | grep -q '${dev#/dev/}: format .qcow2. takes no more writes .*EUCLEAN.*read-only now'"
 	check_eq "overlap: the corrupt bit is set" 2 $(($(incompat ov.qcow2) & 2))
-	check_fails "overlap: later writes fail too" "Input/output error" put "$dev" 0 4096 0 direct
+	check_eq "overlap: the device is read-only now (blockdev --getro)" 1 "$(blockdev --getro "$dev")"
+	check_eq "overlap: losetup-fmt -l shows it read-only" 1 \
+		"$(losetup-fmt -l -n -O RO "$dev" | tr -d ' ')"
+	# The block layer refuses writes to a read-only disk (EPERM), through
+	# the old descriptor and through a new one.
+	check_eq "overlap: later writes through the open descriptor are refused" \
+		"later Operation not permitted" "$(echo "$out" | grep '^later')"
+	check_fails "overlap: later writes through a new descriptor are refused" \
+		"Operation not permitted" put "$dev" 0 4096 0 direct
+	check "overlap: reads still work" cmp -n 4096 <(dd if="$dev" bs=4k count=1 status=none) \
+		<(head -c 4096 /dev/zero | tr '\0' A)
 	detach "$dev"
 	check_eq "overlap: the L1 table offset intact" "$l1" "$(($("${PATCH[@]}" ov.qcow2 get64 40)))"
 	# The first 512 KiB hold the header, L1, refcount table and blocks, the

@@ -28,9 +28,9 @@ use crate::wrappers::blk::{
 use crate::wrappers::compat::{fmt, user_slice, CStrBytes};
 use crate::wrappers::file::{File, FileKind, MappingNoIo};
 use crate::wrappers::format::{Extent, Instance, SysfsBuf, MAX_LAYERS};
-use crate::wrappers::{c_chars_as_bytes, capable_sys_admin, uapi};
+use crate::wrappers::{c_chars_as_bytes, capable_sys_admin, euclean, uapi};
 use core::fmt::Write;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kernel::prelude::*;
 use kernel::str::{CStr, CString};
 use kernel::sync::{new_mutex, new_spinlock, Arc, Mutex, SpinLock};
@@ -74,6 +74,9 @@ struct Attached {
     sizelimit: u64,
     /// Bytes exposed by the device; see [`Attached::size`].
     size: AtomicU64,
+    /// The driver answered a write with `EUCLEAN`; see
+    /// [`Device::stop_writes`].
+    writes_stopped: AtomicBool,
     /// Path of the image, for sysfs and `LFF_GET_STATUS`.
     path: KVec<u8>,
 }
@@ -86,8 +89,9 @@ impl Attached {
         self.size.load(Ordering::Relaxed)
     }
 
+    /// Configured read-only, or the driver takes no more writes.
     fn read_only(&self) -> bool {
-        self.flags & uapi::LFF_FLAGS_READ_ONLY != 0
+        self.flags & uapi::LFF_FLAGS_READ_ONLY != 0 || self.writes_stopped.load(Ordering::Relaxed)
     }
 }
 
@@ -388,6 +392,7 @@ impl Device {
                 offset: cfg.offset,
                 sizelimit: cfg.sizelimit,
                 size: AtomicU64::new(size),
+                writes_stopped: AtomicBool::new(false),
                 path,
             },
             GFP_KERNEL,
@@ -519,7 +524,11 @@ impl Device {
         let att = st.attached.as_ref().ok_or(ENXIO)?;
         let mut s = uapi::lff_status {
             index: self.index,
-            flags: att.flags,
+            flags: if att.read_only() {
+                att.flags | uapi::LFF_FLAGS_READ_ONLY
+            } else {
+                att.flags
+            },
             block_size: att.block_size,
             nr_layers: att.files.len() as u32,
             offset: att.offset,
@@ -684,7 +693,36 @@ impl Device {
         self.shown.lock().clone()
     }
 
+    /// Called when the driver answered a write-side request with
+    /// `EUCLEAN`: it found the image's metadata inconsistent (qcow2: a
+    /// write would have overlapped metadata; the image is now marked
+    /// corrupt) and takes no more writes. The core then refuses every
+    /// write-side request itself (`EROFS`) and marks the disk read-only, so
+    /// nothing keeps writing into a damaged image. The request fails with
+    /// `EIO`. Until the next attach. (A backing file system's
+    /// `EFSCORRUPTED`, which is `EUCLEAN`, passed on by a driver, has the
+    /// same effect, deliberately: the file system found corruption too.)
+    fn stop_writes(&self, att: &Attached, rq: &Request<'_>) -> kernel::error::Error {
+        if !att.writes_stopped.swap(true, Ordering::Relaxed) {
+            pr_err!(
+                "{}: format '{}' takes no more writes (image found inconsistent, EUCLEAN); the device is read-only now\n",
+                self.name(),
+                att.inst.name()
+            );
+            rq.set_disk_read_only();
+        }
+        EIO
+    }
+
     fn serve(&self, att: &Attached, rq: &Request<'_>) -> Result {
+        let r = self.serve_op(att, rq);
+        match r {
+            Err(e) if e == euclean() => Err(self.stop_writes(att, rq)),
+            r => r,
+        }
+    }
+
+    fn serve_op(&self, att: &Attached, rq: &Request<'_>) -> Result {
         let op = rq.op();
         // A flush carries no position.
         if op == Op::Flush {

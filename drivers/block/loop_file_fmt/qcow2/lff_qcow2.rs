@@ -63,6 +63,7 @@ mod errno;
 mod write;
 
 use crate::wrappers::compat::{fmt, CStrBytes};
+use crate::wrappers::euclean;
 use cache::{Cache, Reserve};
 use core::fmt::Write;
 use core::pin::Pin;
@@ -548,7 +549,8 @@ impl Qcow2 {
         g.run(self, op).map_err(|e| {
             if let FmtError::MetadataOverlap { .. } = e {
                 // Always logged: the image is marked corrupt and takes no
-                // more writes.
+                // more writes; `EUCLEAN` has the core make the disk
+                // read-only.
                 pr_err!(
                     "{}: qcow2: {} at {}: {}; image marked corrupt, writes refused from now on\n",
                     &*self.name,
@@ -556,9 +558,9 @@ impl Qcow2 {
                     pos,
                     e
                 );
-            } else {
-                self.log_error(what, pos, len, &e);
+                return euclean();
             }
+            self.log_error(what, pos, len, &e);
             match e {
                 FmtError::Io(n) if n > 0 => kernel::error::Error::from_errno(-n),
                 FmtError::NoSpace => ENOSPC,

@@ -137,6 +137,18 @@ impl Request<'_> {
         unsafe { sys::lff_rq_nounmap(self.rq) }
     }
 
+    /// Marks the request's disk read-only, as `set_disk_ro` does (with a
+    /// uevent); new opens for writing then fail with `EACCES`. For a
+    /// driver that must take no more writes.
+    pub fn set_disk_read_only(&self) {
+        // SAFETY: the queue of a started request is live, and so is its
+        // disk: `del_gendisk` drains the queue before the disk can go, and
+        // a blk-mq disk's `queue->disk` is set from allocation on.
+        // `set_disk_ro` may sleep (the uevent), which `queue_rq` on our
+        // blocking tag sets may.
+        unsafe { bindings::set_disk_ro((*self.queue()).disk, true) };
+    }
+
     /// Runs `f` with an iterator over the request's data: a destination
     /// for reads, a source for writes. Other requests carry no data:
     /// `EINVAL`.

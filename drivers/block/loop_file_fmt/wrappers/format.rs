@@ -316,6 +316,11 @@ pub trait FormatDriver: Sized + Send + Sync + 'static {
     fn read(&self, to: &mut IovIter<'_>, pos: u64) -> Result<usize>;
 
     /// Writes `from` at `pos`; returns the number of bytes written.
+    ///
+    /// [`euclean`](super::euclean) from this or any other I/O method:
+    /// the image's metadata is inconsistent and the driver takes no more
+    /// writes; the core fails the request with `EIO` and makes the device
+    /// read-only.
     fn write(&self, _from: &mut IovIter<'_>, _pos: u64) -> Result<usize> {
         kernel::build_error!(kernel::error::VTABLE_DEFAULT_ERROR)
     }

@@ -37,6 +37,14 @@ pub fn eopnotsupp() -> kernel::error::Error {
     kernel::error::Error::from_errno(-(bindings::EOPNOTSUPP as i32))
 }
 
+/// `EUCLEAN` ("structure needs cleaning"), which the `kernel` crate does
+/// not name: a format driver's answer to a write once it has found the
+/// image's metadata inconsistent and takes no more writes (see
+/// `struct lff_format_ops`).
+pub fn euclean() -> kernel::error::Error {
+    kernel::error::Error::from_errno(-(bindings::EUCLEAN as i32))
+}
+
 /// Number of possible CPU ids.
 pub fn nr_cpu_ids() -> u32 {
     // SAFETY: `nr_cpu_ids` is set during early boot and only read after.
