@@ -95,6 +95,51 @@ check_eq "last then first 4 KiB of a cluster: 1 miss, 1 hit" "1 1" \
 check "and its bytes are right" read_ok "$dev" zlib-64k.oracle 0 65536
 detach "$dev"
 
+# Decompressing ahead, with two CPUs or more online: a read spanning
+# compressed clusters decompresses them at once, each once, and a
+# sequential reader entering a cluster gets the next decompress_ahead
+# clusters decompressed with its own. zstd-64k's first MiB is 16
+# compressed clusters (text); decompress_stats' 4th field counts the
+# clusters decompressed ahead of the reads.
+ncpu=$(nproc)
+if [ "$ncpu" -ge 2 ]; then
+	dev=$(attach zstd-64k.qcow2)
+	a=$(sysfs "$dev" decompress_ahead) d=$(sysfs "$dev" decompress_stats)
+	check_eq "decompress_ahead: one cluster per other CPU by default" \
+		$((ncpu > 8 ? 7 : ncpu - 1)) "$(cat "$a")"
+	check_fails "decompress_ahead: more than 16 is refused" "Invalid argument" \
+		bash -c "echo 17 >$a"
+	# One request of 96 KiB across clusters 0 and 1: both at once.
+	check "a read across two clusters is right" cmp \
+		<(dd if="$dev" bs=96k skip=32k count=1 iflag=direct,skip_bytes status=none) \
+		<(dd if=zstd-64k.oracle bs=96k skip=32k count=1 iflag=skip_bytes status=none)
+	check_eq "a read across two clusters: both decompressed ahead, once" "2 2" \
+		"$(stat_field "$d" 1) $(stat_field "$d" 4)"
+	# 4 KiB sequential reads through clusters 4..7 (from a random read):
+	# entering 5 decompresses 5 and 6, entering 7 decompresses 7 and 8.
+	echo 1 >"$a"
+	check "sequential reads are right" read_ok "$dev" zstd-64k.oracle 262144 262144
+	check_eq "sequential reads: 5 more clusters decompressed, 4 of them ahead" "7 6" \
+		"$(stat_field "$d" 1) $(stat_field "$d" 4)"
+	detach "$dev"
+	# Without it, the same reads decompress only their own clusters.
+	dev=$(attach zstd-64k.qcow2)
+	a=$(sysfs "$dev" decompress_ahead) d=$(sysfs "$dev" decompress_stats)
+	echo 0 >"$a"
+	check "decompress_ahead 0: sequential reads are right" \
+		read_ok "$dev" zstd-64k.oracle 262144 262144
+	check_eq "decompress_ahead 0: 4 clusters decompressed, none ahead" "4 0" \
+		"$(stat_field "$d" 1) $(stat_field "$d" 4)"
+	# A buffered read of the whole device (readahead: large requests, many
+	# at once) is right and decompresses every cluster once at most.
+	echo 7 >"$a"
+	check "decompress_ahead 7: buffered reads equal qemu-img convert" same "$dev" zstd-64k.oracle
+	detach "$dev"
+else
+	# vm-run's guests have two: fewer means the test did not run.
+	fail "decompress_ahead: needs two CPUs online (nproc: $ncpu)"
+fi
+
 # Concurrent readers on a zstd image and on two devices of one image.
 dev=$(attach zstd-4k.qcow2)
 dev2=$(attach zstd-4k.qcow2)

@@ -281,6 +281,52 @@ fn with_fills_once_then_hits(t: &Test) {
     check_eq!(t, r.uses(), 0);
 }
 
+fn load_ahead_caches_once_without_the_reserve(t: &Test) {
+    let Some(c) = t.ok(Cache::new(16 * LEN, LEN)) else {
+        return;
+    };
+    let Some(r) = t.ok(Reserve::new(LEN, alloc_ok)) else {
+        return;
+    };
+    // `contains` counts nothing and keeps the LRU order.
+    check!(t, !c.contains(k(0), 0));
+    check_eq!(t, stats(&c), (0, 0, 0, 0));
+    let fills = AtomicUsize::new(0);
+    let fill = |b: &mut [u8]| {
+        fills.fetch_add(1, Relaxed);
+        fill_for(k(0), b)
+    };
+    // Loaded once (a miss), then left alone.
+    check!(t, c.load_ahead(k(0), 0, LEN, &r, fill));
+    check!(t, !c.load_ahead(k(0), 0, LEN, &r, fill));
+    check_eq!(t, fills.load(Relaxed), 1);
+    check!(t, c.contains(k(0), 0));
+    check!(t, !c.contains(k(0), 1), "another tag is not contained");
+    check_eq!(t, stats(&c), (0, 1, 1, LEN));
+    // The request then hits the bytes loaded ahead.
+    let ok = c.with(
+        k(0),
+        0,
+        LEN,
+        &r,
+        |_| Err(Error::Internal),
+        |b| b.len() == LEN && b.iter().enumerate().all(|(i, &x)| x == byte_of(k(0), i)),
+    );
+    check!(t, ok == Ok(true));
+    check_eq!(t, stats(&c), (1, 1, 1, LEN));
+    // A failed fill caches nothing; without memory it does nothing, and
+    // never takes the reserve.
+    check!(t, !c.load_ahead(k(1), 0, LEN, &r, |_| Err(Error::Io(5))));
+    check!(t, !c.contains(k(1), 0));
+    let Some(none) = t.ok(Reserve::new(LEN, alloc_none)) else {
+        return;
+    };
+    check!(t, !c.load_ahead(k(2), 0, LEN, &none, |b| fill_for(k(2), b)));
+    check!(t, !c.contains(k(2), 0));
+    check_eq!(t, (none.uses(), r.uses()), (0, 0));
+    check_eq!(t, stats(&c), (1, 1, 1, LEN));
+}
+
 fn reserve_serves_without_memory(t: &Test) {
     let Some(c) = t.ok(Cache::new(16 * LEN, LEN)) else {
         return;
@@ -863,6 +909,7 @@ kunit_suite!(
         remove_drops_the_entry,
         failed_load_is_not_cached,
         with_fills_once_then_hits,
+        load_ahead_caches_once_without_the_reserve,
         reserve_serves_without_memory,
         tags_tell_items_apart,
         lru_eviction_order,

@@ -524,6 +524,7 @@ fn pool_decompresses_in_parallel(t: &Test) {
     )) else {
         return;
     };
+    check_eq!(t, pool.workers(), 2);
     let Some(barrier) = t.ok(Barrier::new()) else {
         return;
     };

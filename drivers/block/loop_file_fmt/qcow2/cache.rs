@@ -406,6 +406,47 @@ impl Cache {
         }
     }
 
+    /// Whether a buffer is cached for `key` with `tag`; neither a hit nor
+    /// a miss, and the entry's place in the LRU order is kept.
+    pub(crate) fn contains(&self, key: u64, tag: u64) -> bool {
+        let mut s = self.shard(key).lock();
+        match s.map.get(&key).copied() {
+            Some(i) => {
+                let slot = s.slot(i);
+                slot.tag == tag && slot.data.is_some()
+            }
+            None => false,
+        }
+    }
+
+    /// Caches a buffer of `len` bytes for `key` and `tag` that `fill`
+    /// fills, unless one is cached already; counted as a miss. For loading
+    /// ahead of the requests that will read it, so it is best effort: it
+    /// never uses the reserve, and does nothing when the reserve's
+    /// allocator fails or `fill` does (a request then loads the buffer
+    /// itself, and sees the error). Returns whether it loaded the buffer.
+    pub(crate) fn load_ahead(
+        &self,
+        key: u64,
+        tag: u64,
+        len: usize,
+        reserve: &Reserve,
+        fill: impl FnOnce(&mut [u8]) -> Result<()>,
+    ) -> bool {
+        if self.contains(key, tag) {
+            return false;
+        }
+        let Some(mut buf) = (reserve.alloc)(len).filter(|b| b.len() == len) else {
+            return false;
+        };
+        if fill(&mut buf).is_err() {
+            return false;
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let _ = self.insert(key, tag, buf);
+        true
+    }
+
     /// Drops the entry cached for `key` (whatever its tag), if any, so
     /// that the next lookup misses: for a buffer whose bytes on disk the
     /// writer changed. Requests holding the old buffer keep their `Arc`.

@@ -217,6 +217,11 @@ impl Pool {
         })
     }
 
+    /// Number of workers: how many clusters it decompresses at once.
+    pub(crate) fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
     /// What the pool's decompressions took so far.
     pub(crate) fn stats(&self) -> &DecompStats {
         &self.stats

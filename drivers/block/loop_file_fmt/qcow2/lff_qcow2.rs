@@ -51,6 +51,10 @@ pub mod params;
 #[path = "../wrappers/periodic.rs"]
 pub mod periodic;
 
+#[allow(unsafe_code)]
+#[path = "../wrappers/fanout.rs"]
+pub mod fanout;
+
 #[path = "../wrappers/qcow2_sys.rs"]
 mod qcow2_sys;
 
@@ -67,7 +71,7 @@ use crate::wrappers::euclean;
 use cache::{Cache, Reserve};
 use core::fmt::Write;
 use core::pin::Pin;
-use core::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use decomp::Pool;
 use kernel::prelude::*;
 use kernel::str::{BStr, CStr, CString};
@@ -146,6 +150,14 @@ struct Qcow2 {
     /// I/O error log rate limit: window start and count.
     log_window: AtomicI64,
     log_count: AtomicU32,
+    /// Where the last read ended: a read starting there is sequential.
+    next_read: AtomicU64,
+    /// Compressed clusters decompressed ahead of a sequential reader
+    /// (sysfs `decompress_ahead`); see [`Qcow2::decompress_ahead`].
+    ahead: AtomicU32,
+    /// Clusters [`Qcow2::decompress_ahead`] loaded (sysfs
+    /// `decompress_stats`, 4th field).
+    loaded_ahead: AtomicU64,
 }
 
 /// The caches of one device and their clean interval.
@@ -468,6 +480,9 @@ impl Qcow2 {
             writer: None,
             log_window: AtomicI64::new(0),
             log_count: AtomicU32::new(0),
+            next_read: AtomicU64::new(u64::MAX),
+            ahead: AtomicU32::new(default_ahead()),
+            loaded_ahead: AtomicU64::new(0),
         };
         if let (Some(t), Some(h)) = (tables, top_header.as_ref()) {
             // Last: from here on the header may have changed (autoclear
@@ -624,6 +639,87 @@ impl Qcow2 {
         Ok(())
     }
 
+    /// Decompresses the compressed clusters a read of `len` bytes at `pos`
+    /// needs and that are not cached yet, and for a sequential read those
+    /// of the next `decompress_ahead` clusters, several at once (one per
+    /// online CPU, at most one per decompression worker), into the cluster
+    /// cache, where the read then finds them.
+    ///
+    /// Only where it can help: on a read-only device (a read-write one
+    /// reads under its writer lock), with two CPUs or more online, for a
+    /// read spanning clusters or a sequential read entering a new one, and
+    /// when the read itself needs a cluster and there are at least two to
+    /// decompress. Best effort: a cluster that fails to load here, or finds
+    /// no memory, is left to the read, which loads it (or reports its
+    /// error) as it would have anyway.
+    fn decompress_ahead(&self, pos: u64, len: usize) {
+        let end = pos.saturating_add(len as u64);
+        let sequential = self.next_read.swap(end, Ordering::Relaxed) == pos;
+        let calls = fanout::online_cpus().min(self.pool.workers());
+        let Ok(cl) = self.cluster_len(0) else {
+            return;
+        };
+        let cl = cl as u64;
+        let spans = pos / cl != end.saturating_sub(1) / cl;
+        let enters = sequential && pos % cl == 0;
+        if self.writer.is_some() || calls < 2 || len == 0 || !(spans || enters) {
+            return;
+        }
+        let mut todo = Todo::default();
+        let clusters = &self.caches.clusters;
+        let mut tables = ReqTables { dev: self, base: 0 };
+        let walk = self.chain.compressed_clusters(&mut tables, pos, len, |r| {
+            todo.add_uncached(r, clusters);
+            Ok(())
+        });
+        if walk.is_err() || todo.n == 0 {
+            // A bad mapping (the read reports it) or nothing to decompress.
+            return;
+        }
+        if sequential {
+            let ahead = u64::from(self.ahead.load(Ordering::Relaxed)) * cl;
+            let ahead = ahead.min(self.chain.virtual_size().saturating_sub(end));
+            let _ = self
+                .chain
+                .compressed_clusters(&mut tables, end, ahead as usize, |r| {
+                    todo.add_uncached(r, clusters);
+                    Ok(())
+                });
+        }
+        let todo = todo.as_slice();
+        if todo.len() < 2 {
+            // Nothing the read needs, or only one cluster: it loads that
+            // itself, as fast.
+            return;
+        }
+        let calls = calls.min(todo.len());
+        fanout::fan_out(calls, &|first| {
+            for r in todo.iter().skip(first).step_by(calls).flatten() {
+                self.load_cluster(r);
+            }
+        });
+    }
+
+    /// Decompresses the cluster `r` into the cache (best effort, see
+    /// [`Cache::load_ahead`]).
+    fn load_cluster(&self, r: &CompressedRead) {
+        let files = &self.files[..];
+        let loaded = self.caches.clusters.load_ahead(
+            cache::key(r.layer, r.host_offset),
+            r.len as u64,
+            r.cluster_size,
+            &self.reserve,
+            |out| {
+                self.pool.with_worker(r.compression, |input, dec| {
+                    r.load(&Files(files), dec, input, out)
+                })?
+            },
+        );
+        if loaded {
+            self.loaded_ahead.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     fn cluster_len(&self, layer: usize) -> qcow2fmt::Result<usize> {
         match self.chain.layer(layer) {
             Some(Layer::Qcow2(q)) => Ok(q.geometry().cluster_len()),
@@ -743,6 +839,43 @@ const ATTR_L2_CACHE_STATS: usize = 3;
 const ATTR_CLUSTER_CACHE_STATS: usize = 4;
 const ATTR_RESERVE_USES: usize = 5;
 const ATTR_DECOMPRESS_STATS: usize = 6;
+const ATTR_DECOMPRESS_AHEAD: usize = 7;
+
+/// Most clusters one read decompresses ahead ([`Qcow2::decompress_ahead`]).
+const MAX_AHEAD: usize = 16;
+
+/// The clusters [`Qcow2::decompress_ahead`] is to load, without repeats.
+#[derive(Default)]
+struct Todo {
+    list: [Option<CompressedRead>; MAX_AHEAD],
+    n: usize,
+}
+
+impl Todo {
+    /// Adds `r` unless it is cached in `clusters`, listed already, or the
+    /// list is full.
+    fn add_uncached(&mut self, r: &CompressedRead, clusters: &Cache) {
+        if self.n == MAX_AHEAD
+            || self.as_slice().contains(&Some(*r))
+            || clusters.contains(cache::key(r.layer, r.host_offset), r.len as u64)
+        {
+            return;
+        }
+        self.list[self.n] = Some(*r);
+        self.n += 1;
+    }
+
+    /// The clusters listed (every entry is `Some`).
+    fn as_slice(&self) -> &[Option<CompressedRead>] {
+        &self.list[..self.n]
+    }
+}
+
+/// `decompress_ahead` at attach: enough to keep every other online CPU
+/// busy while a sequential reader's own cluster is decompressed.
+fn default_ahead() -> u32 {
+    (fanout::online_cpus().min(fanout::MAX_CALLS) as u32).saturating_sub(1)
+}
 
 fn parse_u32(input: &[u8]) -> Result<u32> {
     let s = core::str::from_utf8(input).map_err(|_| EINVAL)?;
@@ -761,6 +894,7 @@ impl FormatDriver for Qcow2 {
         kernel::c_str!("cluster_cache_stats"),
         kernel::c_str!("reserve_uses"),
         kernel::c_str!("decompress_stats"),
+        kernel::c_str!("decompress_ahead"),
     ];
 
     fn attach(req: &AttachRequest<'_>) -> Result<Attached<Self>> {
@@ -769,6 +903,7 @@ impl FormatDriver for Qcow2 {
 
     fn read(&self, to: &mut IovIter<'_>, pos: u64) -> Result<usize> {
         let len = to.count();
+        self.decompress_ahead(pos, len);
         let mut sink = IovSink {
             to,
             files: &self.files,
@@ -845,8 +980,10 @@ impl FormatDriver for Qcow2 {
             ATTR_RESERVE_USES => writeln!(buf, "{}", self.reserve.uses()),
             ATTR_DECOMPRESS_STATS => {
                 let (clusters, bytes, nsecs) = self.pool.stats().get();
-                writeln!(buf, "{clusters} {bytes} {nsecs}")
+                let ahead = self.loaded_ahead.load(Ordering::Relaxed);
+                writeln!(buf, "{clusters} {bytes} {nsecs} {ahead}")
             }
+            ATTR_DECOMPRESS_AHEAD => writeln!(buf, "{}", self.ahead.load(Ordering::Relaxed)),
             _ => return Err(EINVAL),
         }
         .map_err(|_| EINVAL)
@@ -866,6 +1003,13 @@ impl FormatDriver for Qcow2 {
                 // The next clean is one new interval from now (0: the
                 // pending run, if any, stops the job).
                 self.cleaner.schedule(c.interval_ms());
+            }
+            ATTR_DECOMPRESS_AHEAD => {
+                let n = parse_u32(input)?;
+                if n as usize > MAX_AHEAD {
+                    return Err(EINVAL);
+                }
+                self.ahead.store(n, Ordering::Relaxed);
             }
             _ => return Err(EACCES),
         }

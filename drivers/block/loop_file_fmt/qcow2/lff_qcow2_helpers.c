@@ -7,6 +7,9 @@
  *   ../wrappers/params.rs;
  * - INIT_DELAYED_WORK and mod_delayed_work for the cache cleaner
  *   (../wrappers/periodic.rs);
+ * - on-stack work items on the unbound system workqueue, the NOIO scope
+ *   and the online CPU count for decompressing clusters in parallel
+ *   (../wrappers/fanout.rs);
  * (zlib_inflate, whose struct z_stream is not in the Rust bindings, is
  * reached through the core's lff_inflate, shared with the VMDK driver; zstd
  * is declared in ../wrappers/decompress.rs directly, its API takes plain
@@ -16,6 +19,8 @@
  */
 #include <linux/module.h>
 #include <linux/moduleparam.h>
+#include <linux/cpumask.h>
+#include <linux/sched/mm.h>
 #include <linux/workqueue.h>
 #include <linux/loop_file_fmt.h>
 
@@ -64,4 +69,34 @@ void lff_qcow2_init_delayed_work(struct delayed_work *dw, work_func_t fn)
 void lff_qcow2_mod_delayed_work(struct delayed_work *dw, unsigned int ms)
 {
 	mod_delayed_work(system_wq, dw, msecs_to_jiffies(ms));
+}
+
+void lff_qcow2_init_work_onstack(struct work_struct *w, work_func_t fn)
+{
+	INIT_WORK_ONSTACK(w, fn);
+}
+
+void lff_qcow2_destroy_work_onstack(struct work_struct *w)
+{
+	destroy_work_on_stack(w);
+}
+
+bool lff_qcow2_queue_work_unbound(struct work_struct *w)
+{
+	return queue_work(system_unbound_wq, w);
+}
+
+unsigned int lff_qcow2_noio_save(void)
+{
+	return memalloc_noio_save();
+}
+
+void lff_qcow2_noio_restore(unsigned int flags)
+{
+	memalloc_noio_restore(flags);
+}
+
+unsigned int lff_qcow2_online_cpus(void)
+{
+	return num_online_cpus();
 }
