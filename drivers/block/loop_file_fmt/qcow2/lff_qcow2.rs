@@ -703,21 +703,29 @@ impl Qcow2 {
     /// Decompresses the cluster `r` into the cache (best effort, see
     /// [`Cache::load_ahead`]).
     fn load_cluster(&self, r: &CompressedRead) {
-        let files = &self.files[..];
         let loaded = self.caches.clusters.load_ahead(
             cache::key(r.layer, r.host_offset),
             r.len as u64,
             r.cluster_size,
             &self.reserve,
-            |out| {
-                self.pool.with_worker(r.compression, |input, dec| {
-                    r.load(&Files(files), dec, input, out)
-                })?
-            },
+            |out| self.decompress(&self.files, r, out),
         );
         if loaded {
             self.loaded_ahead.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Decompresses the cluster `r` of the chain whose layers' files are
+    /// `files` into `out`, with a worker of the pool.
+    fn decompress(
+        &self,
+        files: &[File],
+        r: &CompressedRead,
+        out: &mut [u8],
+    ) -> qcow2fmt::Result<()> {
+        self.pool.with_worker(r.compression, |input, dec| {
+            r.load(&Files(files), dec, input, out)
+        })?
     }
 
     fn cluster_len(&self, layer: usize) -> qcow2fmt::Result<usize> {
@@ -786,11 +794,7 @@ impl CompressedClusters for ReqClusters<'_> {
             req.len as u64,
             req.cluster_size,
             &dev.reserve,
-            |out| {
-                dev.pool.with_worker(req.compression, |input, dec| {
-                    req.load(&Files(files), dec, input, out)
-                })?
-            },
+            |out| dev.decompress(files, req, out),
             f,
         )
     }
