@@ -64,10 +64,11 @@ bad() { echo "not ok - $*"; fails=$((fails + 1)); }
 indent() { sed 's/^/#   /' | tail -"${1:-40}"; }
 
 # variant NAME CUTS [--lazy] [qemu-img create -o options]: one image, CUTS
-# boots each ending in a cut.
+# boots each ending in a cut. LFF_CRASH_VARIANTS="NAME..." runs only those.
 variant() {
-	local name=$1 n=$2 d=$W/$1 lazy=() opts=() round=1 c rc out
+	local name=$1 n=$2 d=$W/$1 lazy=() opts=() round=1 c rc out seed=$SEED-$1
 	shift 2
+	[ -z "${LFF_CRASH_VARIANTS:-}" ] || [[ " $LFF_CRASH_VARIANTS " == *" $name "* ]] || return 0
 	[ "${1:-}" != --lazy ] || { lazy=(--lazy --dirty-copy "$d/dirty.qcow2"); shift; }
 	[ $# = 0 ] || opts=(-o "$1")
 	mkdir -p "$d"
@@ -85,7 +86,7 @@ variant() {
 		[ ! -f "$d/dirty.qcow2" ] || disks+=(--disk "$d/dirty.qcow2")
 		local tb=$SECONDS
 		"$VMRUN" --no-build --cpus 1 --memory 1024 --timeout 300 "${disks[@]}" -- \
-			"${PY[@]}" guest --seed "$SEED" --first-round $round --vsize $VSIZE \
+			"${PY[@]}" guest --seed "$seed" --first-round $round --vsize $VSIZE \
 			>"$d/console" 2>&1
 		rc=$?
 		cuts=$((cuts + 1))
@@ -101,7 +102,7 @@ variant() {
 			return
 		fi
 		local tc=$SECONDS
-		if ! out=$("${PY[@]}" host --seed "$SEED" --first-round $round --vsize $VSIZE \
+		if ! out=$("${PY[@]}" host --seed "$seed" --first-round $round --vsize $VSIZE \
 			--base "$d/state.qcow2" --base-raw "$d/state.raw" --log "$d/log.img" \
 			--console "$d/console" --out "$d/next.qcow2" --out-raw "$d/next.raw" \
 			${lazy[@]+"${lazy[@]}"} 2>&1); then
@@ -134,10 +135,12 @@ variant lazy-refcounts 2 --lazy lazy_refcounts=on
 	bad "overlay: making the base"
 sum=$(md5sum <"$W/base.qcow2")
 variant overlay-zstd 2 "backing_file=$W/base.qcow2,backing_fmt=qcow2"
-if [ "$(md5sum <"$W/base.qcow2")" = "$sum" ]; then
-	ok "overlay-zstd: the base image is unchanged"
-else
-	bad "overlay-zstd: the base image changed"
+if [ -d "$W/overlay-zstd" ]; then
+	if [ "$(md5sum <"$W/base.qcow2")" = "$sum" ]; then
+		ok "overlay-zstd: the base image is unchanged"
+	else
+		bad "overlay-zstd: the base image changed"
+	fi
 fi
 
 echo "# qcow2-crash: $cuts cuts, $fails failed, in $((SECONDS - t0)) s (seed $SEED)"
