@@ -34,6 +34,7 @@ import hashlib
 import mmap
 import os
 import random
+import re
 import shutil
 import struct
 import subprocess
@@ -107,6 +108,13 @@ def disk_by_serial(serial):
         except OSError:
             pass
     return None
+
+
+# What vm-run would find in the kernel log (guest-init's list): the guest
+# dies before vm-run can look, so the writer looks after every round.
+KERNEL_BAD = re.compile(r"Oops|BUG:|WARNING:|Kernel panic|kernel BUG|general protection|"
+                        r"Call Trace|UBSAN|KASAN|possible circular locking|"
+                        r"INFO: task .* blocked|rcu_.*stall|refcount_t:")
 
 
 def sysrq_reset():
@@ -219,6 +227,9 @@ def cmd_guest(a):
             die("dmsetup message: " + p.stderr)
         follower.wait_mark("r%d" % r)
         print("FLUSHED %d" % r, flush=True)
+        bad = [x for x in sh("dmesg").stdout.splitlines() if KERNEL_BAD.search(x)]
+        if bad:
+            die("the kernel log reports problems:\n" + "\n".join(bad[:20]))
         times.append(time.monotonic() - t0)
     print("CUT-TIMER did not fire: resetting now", flush=True)
     sysrq_reset()
