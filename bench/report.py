@@ -105,6 +105,10 @@ def aggregate(path, default_cpus):
             # a real run, its MiB/s, latency and bound with it.
             vals = sorted(e["vals"], key=lambda v: v[0])
             a.update(zip(("iops", "mib_s", "lat_us", "bound_us", "dec_per_read"), vals[(len(vals) - 1) // 2]))
+            # No decompression time (an image without compressed clusters,
+            # or every read served from the cache): no bound to compare with.
+            if not a["bound_us"]:
+                a["bound_us"] = a["dec_per_read"] = None
         out[key] = a
     return out
 

@@ -10,8 +10,8 @@ cd "$WORK"
 mkdir img out
 
 # A small image set of the kind bench/mkimages makes: raw, plain qcow2,
-# zstd (the decompression bound; rublk refuses it) and an empty qcow2 for
-# the allocating writes.
+# zstd (the decompression bound, copy-on-write of compressed clusters;
+# rublk refuses it) and an empty qcow2 for the allocating writes.
 python3 "$BENCH/gendata.py" img/raw.img 8
 qemu-img convert -f raw -O qcow2 -o cluster_size=65536 img/raw.img img/qcow2.img
 qemu-img convert -f raw -O qcow2 -c -o cluster_size=65536,compression_type=zstd img/raw.img img/qcow2-zstd.img
@@ -63,9 +63,9 @@ for n in ("1", "2"):
     if qcow2:
         qpeers = ["lff", "qemu-nbd"] + (["ublk"] if ublk else [])
         expect |= {(i, R, b, n) for i in ("qcow2", "qcow2-zstd") for b in qpeers}
-        expect |= {("qcow2-alloc", W, b, n) for b in qpeers}
+        expect |= {(i, W, b, n) for i in ("qcow2-alloc", "qcow2-zstd") for b in qpeers}
 if not qcow2:
-    expect |= {(i, c, "lff", "1") for i, c in (("qcow2", R), ("qcow2-zstd", R), ("qcow2-alloc", W))}
+    expect |= {(i, c, "lff", "1") for i, c in (("qcow2", R), ("qcow2-zstd", R), ("qcow2-zstd", W), ("qcow2-alloc", W))}
 assert set(by) == expect, f"rows: missing {sorted(expect - set(by))}, extra {sorted(set(by) - expect)}"
 for key, x in by.items():
     image, cell, b, n = key
