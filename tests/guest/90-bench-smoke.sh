@@ -12,10 +12,12 @@ mkdir img out
 # A small image set of the kind bench/mkimages makes: raw, plain qcow2,
 # zstd (the decompression bound, copy-on-write of compressed clusters;
 # rublk refuses it) and an empty qcow2 for the allocating writes.
-python3 "$BENCH/gendata.py" img/raw.img 8
+# 32 MiB: the zstd image's compressed clusters (45 % of it) are more than
+# the 4 MiB decompressed-cluster cache holds, so every run decompresses.
+python3 "$BENCH/gendata.py" img/raw.img 32
 qemu-img convert -f raw -O qcow2 -o cluster_size=65536 img/raw.img img/qcow2.img
 qemu-img convert -f raw -O qcow2 -c -o cluster_size=65536,compression_type=zstd img/raw.img img/qcow2-zstd.img
-qemu-img create -q -f qcow2 -o cluster_size=65536 img/qcow2-alloc.img 8M
+qemu-img create -q -f qcow2 -o cluster_size=65536 img/qcow2-alloc.img 32M
 qcow2=no
 modprobe loop_file_fmt_qcow2 2>/dev/null && qcow2=yes
 backends=lff,qemu-nbd,loop ublk=no rublk=()
@@ -76,6 +78,7 @@ for key, x in by.items():
         # rublk's qcow2-rs does not know zstd (an incompatible feature bit).
         assert x["iops"] == "" and x["note"].startswith("refused: "), x
         continue
+    assert x["iops"] and x["mib_s"] and x["lat_us"], f"no figures: {x}"
     iops, mib, lat = float(x["iops"]), float(x["mib_s"]), float(x["lat_us"])
     assert iops > 10 and mib > 0 and lat > 0, x
     assert abs(mib - iops * 4096 / 1048576) <= 0.02 * mib + 0.01, f"MiB/s vs IOPS: {x}"
@@ -88,7 +91,7 @@ for key, x in by.items():
         near("ratio_to_loop", ("raw", cell, "loop", n))
     if ublk and b != "ublk" and image != "qcow2-zstd":
         near("ratio_to_ublk", (image, cell, "ublk", n))
-    if image == "qcow2-zstd" and b == "lff":
+    if image == "qcow2-zstd" and b == "lff" and cell == R:
         bound = float(x["bound_us"])
         assert 0 < bound <= lat * 1.05, f"bound {bound} us vs latency {lat} us: {x}"
         assert abs(float(x["lat_to_bound"]) - lat / bound) < 0.01 + 0.001 * lat / bound, x
@@ -118,6 +121,7 @@ assert all(float(b.get("height")) > 0 for b in bars)
 titles = " ".join(b.find(ns + "title").text for b in bars)
 assert " 1 vCPU:" in titles and " 2 vCPUs:" in titles, titles
 '
+[ $FAILS = 0 ] || sed 's/^/#   /' out/table.md
 # guest-bench detached its devices; unload the format drivers it loaded.
 rmmod loop_file_fmt_qcow2 loop_file_fmt_vmdk loop_file_fmt_vdi loop_file_fmt_raw 2>/dev/null
 finish
