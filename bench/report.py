@@ -186,6 +186,8 @@ class Run:
             return "refused"
         if note.startswith("not supported"):
             return "n/a"
+        if note.startswith("failed"):
+            return "failed"
         return "—"
 
     def has_cells(self, image, cells):
@@ -292,7 +294,7 @@ def build(d):
 
 
 def notes(run, cells):
-    """The reasons behind "skipped", "refused" and "n/a", one line each."""
+    """The reasons behind "skipped", "refused", "n/a" and "failed", one line each."""
     out = []
     for image, note in run.skipped.items():
         if run.has_cells(image, cells):
@@ -302,7 +304,7 @@ def notes(run, cells):
             continue
         for b in ("ublk", "qemu-nbd"):
             ns = {run.a(image, c, b, n).get("note", "") for c in cells for n in run.cpus}
-            ns = {x for x in ns if x.startswith(("refused", "not supported"))}
+            ns = {x for x in ns if x.startswith(("refused", "not supported", "failed"))}
             for x in sorted(ns):
                 out.append(f"- {IMAGE_LABEL.get(image, image)}, {b}: {x}.")
     return out + ([""] if out else [])
