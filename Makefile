@@ -13,7 +13,7 @@
 #                  (KASAN, UBSAN, lockdep, kmemleak; scripts/test-debug)
 #   make kunit     only the KUnit suites (tests/kunit/) in one guest
 #   make clippy    the modules with CLIPPY=1 and cargo clippy, warnings fatal
-#   make bench     fio: our devices vs qemu-nbd vs kernel loop (BENCH_ARGS=...)
+#   make bench     fio: our devices vs kernel loop, qemu-nbd, ublk (BENCH_ARGS=...)
 #   make bench-native  the qcow2 engine vs qemu-img bench, natively on the host
 #   make lab       N network-booting clients on one throttled uplink (LAB_ARGS=...)
 #   make fuzz      libFuzzer targets of the qcow2 logic (FUZZ_TARGET, FUZZ_SECONDS)
