@@ -1,5 +1,5 @@
 #!/bin/bash
-# The VMDK driver (loop_file_fmt_vmdk), read-only, single-file images:
+# The VMDK driver (loop_file_fmt_vmdk), read-only. Single-file images:
 # - a corpus made here with qemu-img/qemu-io: monolithicSparse (empty,
 #   sparse writes across grain and grain-table boundaries, converted full
 #   data, zeroed-grain entries, compat6, an odd size whose last grain is
@@ -13,11 +13,25 @@
 #   refused;
 # - malformed images through the raw LFF_CONFIGURE ioctl (lffctl.py), so
 #   nothing in userspace screens them: refused at attach with their errno
-#   and a log line naming the device, leaving it free; descriptor files
-#   (monolithicFlat, twoGbMaxExtent*) and parents are refused with
-#   EOPNOTSUPP naming the subformat; a grain past the end of the file or a
-#   corrupt deflate stream fails only the reads that touch that grain (EIO);
+#   and a log line naming the device, leaving it free; parents are refused
+#   with EOPNOTSUPP; a grain past the end of the file or a corrupt deflate
+#   stream fails only the reads that touch that grain (EIO);
 # - losetup-fmt map of every corpus image equals qemu-img map.
+# Descriptor files with several extents, opened by losetup-fmt and passed
+# as fds:
+# - monolithicFlat (converted, and sparse), twoGbMaxExtentSparse and
+#   twoGbMaxExtentFlat (3 GiB: two extents, written on both sides of the
+#   2 GiB boundary) and a hand-made descriptor with a ZERO extent equal
+#   `qemu-img convert -O raw` (whole, or the written ranges of the split
+#   images), buffered and direct, with requests that cross the extent
+#   boundary; map equals qemu-img map where qemu-img sees no file holes;
+# - the malformed corpus: what losetup-fmt screens (missing, non-regular,
+#   looping extents, absolute and `..` names) is refused with a message
+#   naming the descriptor and the extent; what only the kernel sees
+#   through the raw ioctl (fewer fds than extents, a flat extent shorter
+#   than declared, a sparse extent of another size, garbage lines, a name
+#   twice, too many extents, a parent) is refused with its errno and a
+#   log line; nothing is left attached.
 . "$(dirname "$0")/lib.sh"
 FMT=vmdk
 . "$(dirname "$0")/imgfmt.sh"
@@ -161,16 +175,8 @@ head -c 65536 /dev/urandom >bad-garbage.vmdk
 refused "64 KiB of random bytes" EINVAL "" bad-garbage.vmdk
 head -c $((2 * M)) /dev/urandom >bad-garbage-big.vmdk
 refused "2 MiB of random bytes" EINVAL "" bad-garbage-big.vmdk
-qemu-img create -q -f vmdk -o subformat=monolithicFlat flat.vmdk 4M
-refused "a monolithicFlat descriptor" ENOTSUP "monolithicFlat descriptor files" flat.vmdk
-qemu-img create -q -f vmdk -o subformat=twoGbMaxExtentSparse split.vmdk 4M
-refused "a twoGbMaxExtentSparse descriptor" ENOTSUP "twoGbMaxExtentSparse descriptor files" split.vmdk
-qemu-img create -q -f vmdk -o subformat=twoGbMaxExtentFlat splitflat.vmdk 4M
-refused "a twoGbMaxExtentFlat descriptor" ENOTSUP "twoGbMaxExtentFlat descriptor files" splitflat.vmdk
 qemu-img create -q -f vmdk -b sparse.vmdk -F vmdk child.vmdk
 refused "a parent link" ENOTSUP "delta links (parent images) are not supported" child.vmdk
-check_eq "losetup-fmt: a descriptor file is refused too" 1 \
-	"$(losetup-fmt --file-fmt vmdk -r -f --show flat.vmdk >/dev/null 2>&1; echo $?)"
 
 # A grain table entry past the end of the file: attach succeeds, reads of
 # that grain fail with EIO, the other grains read right.
@@ -215,5 +221,169 @@ grain_fails "$f" 5 stream.vmdk.raw
 f=$(cp stream.vmdk bad-marker.vmdk; echo bad-marker.vmdk)
 put "$f" $(($(get32 "$f" "$(gte "$f" 2)") * 512 + 8)) $((3 * 65536)) 4
 grain_fails "$f" 2 stream.vmdk.raw
+# --- descriptor files ------------------------------------------------------
+# -S 0: every byte of the flat file written (no holes, so qemu-img map sees
+# what the driver's map shows).
+qemu-img convert -q -S 0 -f raw -O vmdk -o subformat=monolithicFlat mixed.raw flat.vmdk
+qemu-img create -q -f vmdk -o subformat=monolithicFlat flat-sparse.vmdk 8M
+io flat-sparse.vmdk "write -P 0x31 1M 64k" "write -P 0x32 $((8 * M - 512)) 512"
+compare_corpus flat flat-sparse
+dev=$(attach flat.vmdk)
+check_eq "sysfs vmdk_subformat: monolithicFlat" monolithicFlat "$(sysfs "$dev" vmdk_subformat)"
+check_eq "flat: two files attached (descriptor and extent)" 2 \
+	"$("${CTL[@]}" status "$dev" | sed -n 's/^nr_layers=//p')"
+check_eq "flat: losetup-fmt -l shows the format" vmdk "$(losetup-fmt -l -n -O FORMAT "$dev")"
+losetup-fmt map --json "$dev" >flat.map
+qemu-img map -f vmdk --output=json flat.vmdk >flat.qmap
+check "flat: map equals qemu-img map" /usr/bin/python3 "$HERE/map-compare.py" \
+	flat.map flat.qmap "$(blockdev --getsize64 "$dev")"
+detach "$dev"
+dev=$(losetup-fmt --file-fmt auto -r -f --show flat.vmdk)
+check_eq "auto: a descriptor file attaches as vmdk" vmdk "$(sysfs "$dev" format)"
+detach "$dev"
+
+# same_buffered DEV RAW MIB-OFFSET MIB-COUNT: buffered reads of that range.
+same_buffered() {
+	cmp <(dd if="$1" bs=1M skip="$3" count="$4" status=none) \
+		<(dd if="$2" bs=1M skip="$3" count="$4" status=none)
+}
+# across DEV RAW BS: one request of 2 * BS bytes across the 2 GiB boundary.
+across() {
+	local n=$((2048 * M / $3 - 1))
+	cmp <(dd if="$1" bs="$3" skip="$n" count=2 iflag=direct status=none) \
+		<(dd if="$2" bs="$3" skip="$n" count=2 status=none)
+}
+G2=$((2048 * M))
+for sub in twoGbMaxExtentSparse twoGbMaxExtentFlat; do
+	img=$sub.vmdk
+	qemu-img create -q -f vmdk -o subformat=$sub "$img" 3G
+	io "$img" "write -P 0x41 0 64k" "write -P 0x42 $((G2 - 6144)) 8k" \
+		"write -P 0x43 $((G2 + 4096)) 64k" "write -P 0x44 $((3072 * M - 512)) 512"
+	qemu-img convert -f vmdk -O raw "$img" "$img.raw"
+	if ! dev=$(attach "$img" 2>&1); then
+		fail "$sub: attach: $dev"
+		continue
+	fi
+	check_eq "$sub: 3 GiB" $((3072 * M)) "$(blockdev --getsize64 "$dev")"
+	check_eq "$sub: sysfs vmdk_subformat" "$sub" "$(sysfs "$dev" vmdk_subformat)"
+	check_eq "$sub: three files attached" 3 "$("${CTL[@]}" status "$dev" | sed -n 's/^nr_layers=//p')"
+	for range in "0 1" "2046 4" "3071 1"; do
+		# shellcheck disable=SC2086 # two numbers
+		check "$sub: MiB $range equal (buffered)" same_buffered "$dev" "$img.raw" $range
+		# shellcheck disable=SC2086
+		check "$sub: MiB $range equal (direct)" same_range "$dev" "$img.raw" $range
+	done
+	for bs in 512 4096 65536; do
+		check "$sub: one $((2 * bs))-byte request across the extent boundary" \
+			across "$dev" "$img.raw" "$bs"
+	done
+	if [ $sub = twoGbMaxExtentSparse ]; then
+		losetup-fmt map --json "$dev" >split.map
+		qemu-img map -f vmdk --output=json "$img" >split.qmap
+		check "$sub: map equals qemu-img map" /usr/bin/python3 "$HERE/map-compare.py" \
+			split.map split.qmap "$(blockdev --getsize64 "$dev")"
+	fi
+	detach "$dev"
+	rm -f "$img.raw"
+done
+
+# A hand-made descriptor: a flat extent at an offset, a ZERO extent, a
+# sparse extent (QEMU skips ZERO extents, so the expected bytes are put
+# together here).
+head -c $((2 * M)) /dev/urandom >hand-a.raw
+ms hand-b.vmdk 1M
+io hand-b.vmdk "write -P 0x61 4k 100k"
+printf '%s\n' '# Disk DescriptorFile' version=1 CID=12345678 parentCID=ffffffff \
+	'createType="monolithicFlat"' 'RW 2048 FLAT "hand-a.raw" 8' 'RDONLY 1000 ZERO' \
+	'RW 2048 SPARSE "hand-b.vmdk"' >hand.vmdk
+qemu-img convert -f vmdk -O raw hand-b.vmdk hand-b.raw
+{ dd if=hand-a.raw bs=512 skip=8 count=2048 status=none; head -c $((1000 * 512)) /dev/zero
+	cat hand-b.raw; } >hand.vmdk.raw
+if dev=$(attach hand.vmdk 2>&1); then
+	check "hand-made: equals the pieces (buffered)" cmp "$dev" hand.vmdk.raw
+	check "hand-made: equals the pieces (4 KiB direct)" same_direct "$dev" hand.vmdk
+	detach "$dev"
+else
+	fail "hand-made: attach: $dev"
+fi
+
+# What losetup-fmt refuses before the ioctl: a message naming the
+# descriptor, the line and the extent; nothing attached.
+mkdir -p sub
+cp hand-a.raw sub/a.raw
+mkfifo fifo.raw
+desc() { # FILE EXTENT-LINE...: a monolithicFlat descriptor
+	local f=$1; shift
+	printf '%s\n' '# Disk DescriptorFile' version=1 CID=1 parentCID=ffffffff \
+		'createType="monolithicFlat"' "$@" >"$f"
+}
+user_refused() { # NAME MESSAGE DESCRIPTOR [OPTION]
+	local out
+	out=$(losetup-fmt --file-fmt vmdk -r -f --show ${4:+"$4"} "$3" 2>&1)
+	check_eq "losetup-fmt refuses $1 (exit status 1)" 1 $?
+	[[ "$out" == *"$3: line 6: "*"$2"* ]] && ok "and says so: $1" || fail "$1: '$out'"
+	check_eq "nothing attached: $1" "" "$(losetup-fmt -a)"
+}
+desc bad-missing.vmdk 'RW 8 FLAT "missing.raw" 0'
+user_refused "a missing extent" "cannot open extent file '"'missing.raw'"': No such file or directory" bad-missing.vmdk
+desc bad-fifo.vmdk 'RW 8 FLAT "fifo.raw" 0'
+user_refused "a FIFO extent" "is not a regular file" bad-fifo.vmdk
+desc bad-dir.vmdk 'RW 8 FLAT "sub" 0'
+user_refused "a directory extent" "is not a regular file" bad-dir.vmdk
+desc sub/bad-up.vmdk 'RW 8 FLAT "../hand-a.raw" 0'
+user_refused "a '..' name" "is outside the descriptor's directory" sub/bad-up.vmdk
+P=$(pwd -P)
+desc bad-abs.vmdk "RW 8 FLAT \"$P/hand-a.raw\" 0"
+user_refused "an absolute name" "use --trust-image-paths to follow it" bad-abs.vmdk
+ln -s bad-self.vmdk self-link.vmdk
+desc bad-self.vmdk 'RW 1 FLAT "self-link.vmdk" 0'
+user_refused "the descriptor as its own extent" "is the same file as" bad-self.vmdk
+desc bad-short.vmdk 'RW 4100 FLAT "hand-a.raw" 8'
+user_refused "a flat extent shorter than declared" "the descriptor declares" bad-short.vmdk
+desc bad-notsparse.vmdk 'RW 2048 SPARSE "hand-a.raw"'
+user_refused "a SPARSE extent without KDMV" "no KDMV magic" bad-notsparse.vmdk
+if dev=$(losetup-fmt --file-fmt vmdk --trust-image-paths -r -f --show bad-abs.vmdk 2>&1); then
+	check "--trust-image-paths follows an absolute name" \
+		cmp -n 4096 "$dev" <(dd if=hand-a.raw bs=4k count=1 status=none)
+	detach "$dev"
+else
+	fail "--trust-image-paths: $dev"
+fi
+
+# What only the kernel sees (the raw ioctl, nothing screened).
+kattach_all() { # DESCRIPTOR EXTENT...: all passed read-only
+	local a=()
+	for f in "$@"; do a+=(--file "$f" --ro); done
+	"${CTL[@]}" configure "$D" "$FMT" --flags 1 "${a[@]}"
+}
+krefused() { # NAME ERRNO LOG FILE...
+	local name=$1 want=$2 log=$3; shift 3
+	mark
+	check_fails "refused with $want: $name" "$want" kattach_all "$@"
+	check "logged: $name" logged "$(basename "$D"): $FMT: $log"
+	check_eq "free after: $name" "" "$(cat "/sys/block/$(basename "$D")/loop_file_fmt/format" 2>/dev/null)"
+}
+desc bad-two.vmdk 'RW 8 FLAT "hand-a.raw" 0' 'RW 8 FLAT "sub/a.raw" 0'
+krefused "fewer fds than extent files" EINVAL \
+	"the monolithicFlat descriptor names 2 extent files but 1 were given" bad-two.vmdk hand-a.raw
+desc bad-kshort.vmdk 'RW 4100 FLAT "hand-a.raw" 8'
+krefused "a flat extent shorter than declared" EINVAL \
+	"extent 0 (descriptor line 6, file $P/hand-a.raw): truncated image or buffer: flat extent needs" \
+	bad-kshort.vmdk hand-a.raw
+desc bad-ksize.vmdk 'RW 2000 SPARSE "hand-b.vmdk"'
+krefused "a sparse extent of another size" EINVAL \
+	"extent 0 (descriptor line 6, file $P/hand-b.vmdk): extent size differs from its header" \
+	bad-ksize.vmdk hand-b.vmdk
+desc bad-garbage.vmdk 'RW 8 FLAT "hand-a.raw" 0' 'this is no extent line'
+krefused "a garbage line" EINVAL "invalid descriptor line: line 7" bad-garbage.vmdk hand-a.raw
+desc bad-twice.vmdk 'RW 8 FLAT "hand-a.raw" 0' 'RW 8 FLAT "hand-a.raw" 8'
+krefused "a name twice" EINVAL "extent file named twice: line 7" bad-twice.vmdk hand-a.raw hand-a.raw
+mapfile -t many < <(for i in $(seq 16); do echo "RW 1 FLAT \"f$i\" 0"; done)
+desc bad-many.vmdk "${many[@]}"
+krefused "16 extent files" EFBIG "too many extents" bad-many.vmdk
+desc bad-parent.vmdk 'parentFileNameHint="hand.vmdk"' 'RW 8 FLAT "hand-a.raw" 0'
+krefused "a parent" ENOTSUP "delta links (parent images) are not supported" bad-parent.vmdk hand-a.raw
+check_eq "nothing attached after the descriptor corpus" "" "$(losetup-fmt -a)"
+
 check "rmmod loop_file_fmt_vmdk" rmmod loop_file_fmt_vmdk
 finish

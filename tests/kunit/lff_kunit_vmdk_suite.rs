@@ -6,7 +6,9 @@
 //! and its zlib binding (`wrappers/decompress.rs` with zlib-wrapped
 //! streams): header validation on headers built in a buffer, the grain
 //! table's kinds of entries and merged runs, the read engine over an
-//! in-memory monolithicSparse image, and a grain marker plus zlib stream
+//! in-memory monolithicSparse image and over a disk of three extents
+//! (flat, `ZERO`, sparse) read across their boundaries, the descriptor
+//! checks the driver makes at attach, and a grain marker plus zlib stream
 //! through the kernel's zlib, checksum included.
 
 #![deny(unsafe_code)]
@@ -42,7 +44,7 @@ use kernel::prelude::*;
 use kunit::Test;
 use vmdkfmt::header::{FLAG_COMPRESSED, FLAG_MARKERS, FLAG_NEWLINE_DETECT, FLAG_ZERO_GRAIN};
 use vmdkfmt::{
-    CompressedGrains, Disk, Error, Extent, GrainRead, MappingKind, Sink, SparseExtent,
+    CompressedGrains, Descriptor, Disk, Error, Extent, GrainRead, MappingKind, Sink, SparseExtent,
     SparseHeader, Storage, Tables,
 };
 
@@ -212,33 +214,6 @@ impl CompressedGrains for Mem<'_> {
     }
 }
 
-/// The sink: appends to `out` (reading from `file`).
-struct Out<'a> {
-    file: &'a [u8],
-    out: &'a mut KVVec<u8>,
-}
-
-impl Sink for Out<'_> {
-    fn fill_zero(&mut self, len: usize) -> vmdkfmt::Result<()> {
-        for _ in 0..len {
-            self.out.push(0, GFP_KERNEL).map_err(|_| Error::Internal)?;
-        }
-        Ok(())
-    }
-
-    fn copy_from(&mut self, data: &[u8]) -> vmdkfmt::Result<()> {
-        self.out
-            .extend_from_slice(data, GFP_KERNEL)
-            .map_err(|_| Error::Internal)
-    }
-
-    fn read_from_storage(&mut self, _e: usize, offset: u64, len: usize) -> vmdkfmt::Result<()> {
-        let at = offset as usize;
-        let src = self.file.get(at..at + len).ok_or(Error::Internal)?;
-        self.copy_from(src)
-    }
-}
-
 fn disk(t: &Test, file: &[u8]) -> Option<Disk> {
     let hdr = t.ok(SparseHeader::parse(file.get(..512)?))?;
     let s = t.ok(SparseExtent::new(&hdr, file.len() as u64))?;
@@ -251,8 +226,8 @@ fn disk(t: &Test, file: &[u8]) -> Option<Disk> {
 fn read(t: &Test, d: &Disk, file: &[u8], pos: u64, len: usize) -> bool {
     let mut mem = Mem { file };
     let mut out = KVVec::new();
-    let mut sink = Out {
-        file,
+    let mut sink = Files {
+        files: &[file],
         out: &mut out,
     };
     let mut grains = Mem { file };
@@ -283,14 +258,226 @@ fn engine_reads_every_kind(t: &Test) {
     let mut m = Mem { file: &file };
     let mut g = Mem { file: &file };
     let mut out = KVVec::new();
-    let mut sink = Out {
-        file: &file,
+    let mut sink = Files {
+        files: &[&file],
         out: &mut out,
     };
     check_matches!(
         t,
         d.read(&mut m, &mut g, CAPACITY * 512 - 1, 2, &mut sink),
         Err(Error::OutOfRange { .. })
+    );
+}
+
+/// Several in-memory files, extent `i` reading `files[i]` (a sparse
+/// extent's grain directory at sector [`GD`], tables of 16 bytes); as a
+/// sink, appends to `out`.
+struct Files<'a, 'b> {
+    files: &'a [&'b [u8]],
+    out: &'a mut KVVec<u8>,
+}
+
+impl Files<'_, '_> {
+    fn get(&self, e: usize, at: u64, len: usize) -> vmdkfmt::Result<&[u8]> {
+        let f = self.files.get(e).ok_or(Error::Internal)?;
+        f.get(at as usize..at as usize + len).ok_or(Error::Io(5))
+    }
+}
+
+impl Tables for Files<'_, '_> {
+    fn gd_entry(&mut self, e: usize, index: u32) -> vmdkfmt::Result<u32> {
+        let b = self.get(e, (GD * SECTOR) as u64 + 4 * u64::from(index), 4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn with_grain_table<R, F: FnOnce(&[u8]) -> R>(
+        &mut self,
+        e: usize,
+        offset: u64,
+        f: F,
+    ) -> vmdkfmt::Result<R> {
+        Ok(f(self.get(e, offset, 16)?))
+    }
+}
+
+impl CompressedGrains for Files<'_, '_> {
+    fn with_grain<R, F: FnOnce(&[u8]) -> R>(
+        &mut self,
+        _r: &GrainRead,
+        _f: F,
+    ) -> vmdkfmt::Result<R> {
+        Err(Error::Internal)
+    }
+}
+
+impl Sink for Files<'_, '_> {
+    fn fill_zero(&mut self, len: usize) -> vmdkfmt::Result<()> {
+        for _ in 0..len {
+            self.out.push(0, GFP_KERNEL).map_err(|_| Error::Internal)?;
+        }
+        Ok(())
+    }
+
+    fn copy_from(&mut self, data: &[u8]) -> vmdkfmt::Result<()> {
+        self.out
+            .extend_from_slice(data, GFP_KERNEL)
+            .map_err(|_| Error::Internal)
+    }
+
+    fn read_from_storage(&mut self, e: usize, offset: u64, len: usize) -> vmdkfmt::Result<()> {
+        let f = *self.files.get(e).ok_or(Error::Internal)?;
+        let src = f
+            .get(offset as usize..offset as usize + len)
+            .ok_or(Error::Internal)?;
+        self.copy_from(src)
+    }
+}
+
+/// The flat extent's file: 4 sectors, the extent being sectors 1 to 3.
+fn flat_byte(i: usize) -> u8 {
+    (i * 29 + i / 512 + 3) as u8
+}
+
+/// What the three-extent disk holds at `pos`: 3 flat sectors, 5 `ZERO`
+/// sectors, then the sparse image of [`expected`].
+fn expected3(pos: u64) -> u8 {
+    match pos {
+        0..1536 => flat_byte(512 + pos as usize),
+        1536..4096 => 0,
+        _ => expected(pos - 4096),
+    }
+}
+
+fn engine_splits_reads_across_extents(t: &Test) {
+    let Some(sparse) = image(t) else { return };
+    let Some(mut flat) = t.ok(KVVec::from_elem(0u8, 4 * SECTOR, GFP_KERNEL)) else {
+        return;
+    };
+    for (i, b) in flat.iter_mut().enumerate() {
+        *b = flat_byte(i);
+    }
+    let Some(hdr) = t.ok(SparseHeader::parse(&sparse[..512])) else {
+        return;
+    };
+    let Some(s) = t.ok(SparseExtent::new(&hdr, sparse.len() as u64)) else {
+        return;
+    };
+    let mut d = Disk::new();
+    let extents = [
+        Extent::flat(3, 1, flat.len() as u64),
+        Extent::zero(5),
+        Extent::sparse(s, Some(CAPACITY)),
+    ];
+    for e in extents {
+        let Some(e) = t.ok(e) else { return };
+        if t.ok(d.push(e)).is_none() {
+            return;
+        }
+    }
+    check_eq!(t, d.size(), (8 + CAPACITY) * 512);
+    check_eq!(t, d.extent_start(2), Some(4096));
+    let files: [&[u8]; 3] = [&flat, &[], &sparse];
+    let size = d.size();
+    // The whole disk, and pieces across each boundary.
+    for (pos, len) in [
+        (0, size),
+        (1535, 2),
+        (1000, 4000),
+        (4095, 2),
+        (0, 4097),
+        (2000, 100),
+    ] {
+        let mut out = KVVec::new();
+        let mut tables = Files {
+            files: &files,
+            out: &mut KVVec::new(),
+        };
+        let mut grains = Files {
+            files: &files,
+            out: &mut KVVec::new(),
+        };
+        let mut sink = Files {
+            files: &files,
+            out: &mut out,
+        };
+        if t.ok(d.read(&mut tables, &mut grains, pos, len as usize, &mut sink))
+            .is_none()
+        {
+            continue;
+        }
+        check_eq!(t, out.len() as u64, len);
+        let bad = (0..len).find(|&i| out[i as usize] != expected3(pos + i));
+        check_eq!(t, bad, None);
+    }
+    // A flat extent must lie inside its file, a sparse one must have the
+    // size the descriptor declares: both refused at attach with EINVAL.
+    let einval = Some(EINVAL.to_errno());
+    let errno = |r: vmdkfmt::Result<Extent>| r.err().map(|e| errno::kernel_error(&e).to_errno());
+    check_eq!(t, errno(Extent::flat(4, 1, flat.len() as u64)), einval);
+    check_eq!(t, errno(Extent::sparse(s, Some(CAPACITY + 1))), einval);
+}
+
+fn descriptor_checks_at_attach(t: &Test) {
+    let text = b"# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n\
+        createType=\"twoGbMaxExtentSparse\"\n\nRW 4194304 SPARSE \"a-s001.vmdk\"\n\
+        RW 100 ZERO\nRW 2048 FLAT \"b.raw\" 8\n";
+    let Some(d) = t.ok(Descriptor::parse(text)) else {
+        return;
+    };
+    check_eq!(t, (d.extent_count(), d.file_count()), (3, 2));
+    check_eq!(t, d.sectors(), 4194304 + 100 + 2048);
+    check!(t, d.check_file(text).is_ok());
+    let errno = |text: &[u8]| {
+        Descriptor::parse(text)
+            .and_then(|d| d.check_file(text))
+            .err()
+            .map(|e| errno::kernel_error(&e).to_errno())
+    };
+    let head = "version=1\ncreateType=\"monolithicFlat\"\n";
+    let mut dup = KVVec::new();
+    let mut many = KVVec::new();
+    for v in [&mut dup, &mut many] {
+        if t.ok(v.extend_from_slice(head.as_bytes(), GFP_KERNEL))
+            .is_none()
+        {
+            return;
+        }
+    }
+    if t.ok(dup.extend_from_slice(b"RW 1 FLAT \"x\"\nRW 1 FLAT \"x\"\n", GFP_KERNEL))
+        .is_none()
+    {
+        return;
+    }
+    // Sixteen extent files: with the descriptor, more than 16 layers.
+    for i in 0..16u8 {
+        let line = [
+            b'R',
+            b'W',
+            b' ',
+            b'1',
+            b' ',
+            b'F',
+            b'L',
+            b'A',
+            b'T',
+            b' ',
+            b'"',
+            b'a' + i,
+            b'"',
+            b'\n',
+        ];
+        if t.ok(many.extend_from_slice(&line, GFP_KERNEL)).is_none() {
+            return;
+        }
+    }
+    check_eq!(t, errno(&dup[..]), Some(EINVAL.to_errno()));
+    check_eq!(t, errno(&many[..]), Some(EFBIG.to_errno()));
+    let parent =
+        b"version=1\ncreateType=\"monolithicFlat\"\nparentFileNameHint=\"p.vmdk\"\nRW 1 ZERO\n";
+    check_eq!(
+        t,
+        errno(&parent[..]),
+        Some(-(kernel::bindings::EOPNOTSUPP as i32))
     );
 }
 
@@ -445,6 +632,8 @@ kunit_suite!(
         header_fields_and_refusals,
         grain_table_kinds_and_runs,
         engine_reads_every_kind,
+        engine_splits_reads_across_extents,
+        descriptor_checks_at_attach,
         zlib_streams_through_the_kernel,
         marked_grains_load_whole,
         io_errors_keep_their_errno

@@ -325,7 +325,7 @@ pub fn descriptor(data: &[u8]) {
     if let Some(p) = d.parent {
         assert!(p.get(data).is_some());
     }
-    for r in [d.check_file(), d.check_embedded()] {
+    for r in [d.check_file(data), d.check_embedded()] {
         if let Err(e) = r {
             touch_error(&e);
         }

@@ -284,7 +284,7 @@ impl Image {
             let mut text = vec![0u8; len as usize];
             top.read_exact_at(&mut text, 0).map_err(Error::Io)?;
             let d = Descriptor::parse(&text)?;
-            d.check_file()?;
+            d.check_file(&text)?;
             for line in d.extents() {
                 let name = line.name.and_then(|s| s.get(&text));
                 let (extent, data) = match (line.kind, name) {

@@ -104,7 +104,9 @@ fn descriptor_parse() {
     assert_eq!((e[2].kind, e[2].name), (ExtentType::Zero, None));
     assert_eq!(e[3].kind, ExtentType::Flat { offset: 0 });
     assert_eq!(d.sectors(), 4192256 + 2048 + 1000 + 10);
-    assert!(d.check_file().is_ok());
+    assert!(d.check_file(text).is_ok());
+    assert!(super::descriptor::has_signature(text));
+    assert!(!super::descriptor::has_signature(b"version=1\n"));
     assert_eq!(d.check_embedded(), Err(Error::CreateTypeMismatch));
     let p = Descriptor::parse(
         b"version=1\ncreateType=\"monolithicSparse\"\nparentFileNameHint=\"b.vmdk\"\n",
@@ -147,4 +149,20 @@ fn disk_extents() {
         d.push(Extent::zero(1).unwrap()).unwrap();
     }
     assert_eq!(d.push(Extent::zero(1).unwrap()), Err(Error::TooManyExtents));
+}
+
+#[test]
+fn descriptor_duplicates_and_file_count() {
+    let text = b"version=1\ncreateType=\"monolithicFlat\"\nRW 10 FLAT \"a\"\nRW 1 ZERO\nRW 10 FLAT \"b\" 3\n";
+    let d = Descriptor::parse(text).unwrap();
+    assert_eq!((d.extent_count(), d.file_count()), (3, 2));
+    assert!(d.check_file(text).is_ok());
+    let dup = b"version=1\ncreateType=\"monolithicFlat\"\nRW 10 FLAT \"a\"\nRW 1 ZERO\nRW 10 FLAT \"a\" 10\n";
+    let d = Descriptor::parse(dup).unwrap();
+    assert_eq!(d.check_file(dup), Err(Error::DuplicateExtentName(5)));
+    let vmfs = b"version=1\ncreateType=\"monolithicFlat\"\nRW 10 VMFS \"a\"\n";
+    assert!(matches!(
+        Descriptor::parse(vmfs),
+        Err(Error::UnsupportedExtentType(_))
+    ));
 }

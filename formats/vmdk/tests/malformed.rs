@@ -454,6 +454,24 @@ fn descriptor_files() {
     }
     let many = "RW 1 ZERO\n".repeat(17);
     assert_eq!(ok(&desc(&many), &[]).err(), Some(Error::TooManyExtents));
+    // Sixteen extents, but sixteen files and the descriptor are more than
+    // the kernel's 16 layers; fifteen are fine.
+    let names =
+        |n: usize| -> String { (0..n).map(|i| format!("RW 16 FLAT \"f{i}\" 0\n")).collect() };
+    let files: Vec<&[u8]> = vec![&flat; 16];
+    assert_eq!(
+        ok(&desc(&names(16)), &files).err(),
+        Some(Error::TooManyExtents)
+    );
+    let mut fifteen = ok(&desc(&(names(15) + "RW 5 ZERO")), &files[..15]).unwrap();
+    assert_eq!(fifteen.disk().len(), 16);
+    assert_eq!(fifteen.read_all().unwrap().len(), 15 * 8192 + 5 * 512);
+    // The same file twice.
+    let twice = desc("RW 16 FLAT \"f\" 0\nRW 8 ZERO\nRW 16 FLAT \"f\" 0");
+    assert_eq!(
+        ok(&twice, &[&flat, &flat]).err(),
+        Some(Error::DuplicateExtentName(8))
+    );
     // Too long for a descriptor, and not a sparse extent.
     let huge = vec![b'#'; (64 << 10) + 1];
     assert_eq!(ok(&huge, &[]).err(), Some(Error::BadMagic(0x2323_2323)));

@@ -48,6 +48,9 @@ pub struct Setup {
     pub show: bool,
     /// `-L`: reuse a device already attached to the same file and range.
     pub nooverlap: bool,
+    /// `--trust-image-paths`: follow absolute extent names and names with
+    /// `..` that a VMDK descriptor gives.
+    pub trust_paths: bool,
 }
 
 /// How to print device lists.
@@ -144,6 +147,7 @@ enum Opt {
     Snapshot,
     SetCapacity,
     NoOverlap,
+    TrustImagePaths,
 }
 
 /// (long name, short letter, argument, option)
@@ -179,6 +183,7 @@ const OPTIONS: &[(&str, Option<u8>, HasArg, Opt)] = &[
         Opt::SetCapacity,
     ),
     ("nooverlap", Some(b'L'), HasArg::No, Opt::NoOverlap),
+    ("trust-image-paths", None, HasArg::No, Opt::TrustImagePaths),
 ];
 
 /// Groups of mutually exclusive options (util-linux's `excl[]`).
@@ -353,6 +358,7 @@ pub fn parse(args: &[OsString]) -> Result<Action, UsageError> {
     let mut act: Option<Act> = None;
     let mut capacity_of: Option<OsString> = None;
     let mut nooverlap = false;
+    let mut trust_paths = false;
     let mut detach: Vec<OsString> = Vec::new();
     let mut associated: Option<OsString> = None;
     let mut list = false;
@@ -408,6 +414,7 @@ pub fn parse(args: &[OsString]) -> Result<Action, UsageError> {
                 capacity_of = Some(value);
             }
             Opt::NoOverlap => nooverlap = true,
+            Opt::TrustImagePaths => trust_paths = true,
             Opt::Find => act = Some(Act::FindFree),
             Opt::Help => return Ok(Action::Help),
             Opt::Version => return Ok(Action::Version),
@@ -539,11 +546,12 @@ pub fn parse(args: &[OsString]) -> Result<Action, UsageError> {
         || block_size.is_some()
         || format != FileFmt::Default
         || !fmt_options.is_empty()
-        || snapshot.is_some();
+        || snapshot.is_some()
+        || trust_paths;
     if setup_file.is_none() && setup_only {
         return err(
             "the options --{sizelimit,partscan,read-only,show,direct-io,sector-size,\
-             file-fmt,fmt-option,snapshot} are allowed during loop device setup only",
+             file-fmt,fmt-option,snapshot,trust-image-paths} are allowed during loop device setup only",
         );
     }
     if offset.is_some() && setup_file.is_none() && !(act == Some(Act::Show) && associated.is_some())
@@ -595,6 +603,7 @@ pub fn parse(args: &[OsString]) -> Result<Action, UsageError> {
             options,
             show,
             nooverlap,
+            trust_paths,
         }));
     }
     if let Some(device) = show_one {
@@ -654,6 +663,7 @@ mod tests {
             options: String::new(),
             show: false,
             nooverlap: false,
+            trust_paths: false,
         }
     }
 
@@ -915,7 +925,7 @@ mod tests {
     #[test]
     fn context_errors() {
         let setup_only = "the options --{sizelimit,partscan,read-only,show,direct-io,sector-size,\
-                          file-fmt,fmt-option,snapshot} are allowed during loop device setup only";
+                          file-fmt,fmt-option,snapshot,trust-image-paths} are allowed during loop device setup only";
         assert_eq!(e(&["-r", "-a"]), setup_only);
         assert_eq!(e(&["--show", "-f"]), setup_only);
         assert_eq!(e(&["--file-fmt=qcow2", "-d", "lff0"]), setup_only);

@@ -43,7 +43,7 @@ pub enum Format {
     Qcow2,
     /// VirtualBox VDI: its driver reads the file alone (no chain).
     Vdi,
-    /// VMDK (monolithicSparse, streamOptimized): one file, no chain.
+    /// VMDK: one sparse file, or a descriptor and its extent files.
     Vmdk,
 }
 
@@ -84,7 +84,7 @@ fn read_full(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
 
 /// The first bytes of `file`, as many as the kernel driver parses
 /// ([`HEADER_READ_LEN`], or the whole file if shorter).
-fn read_prefix(file: &File, len: usize) -> io::Result<Vec<u8>> {
+pub(crate) fn read_prefix(file: &File, len: usize) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; len];
     let n = read_full(file, &mut buf, 0)?;
     buf.truncate(n);
@@ -102,8 +102,8 @@ fn magic_format(first_bytes: &[u8]) -> Format {
 
 /// Detects the format by its magic: qcow2 if the file starts with
 /// "QFI\xfb", VDI with its signature at byte 64, VMDK with the sparse
-/// extent magic "KDMV", raw otherwise. (A VMDK descriptor file is text:
-/// it probes as raw, as its driver refuses it.)
+/// extent magic "KDMV" or a descriptor file's first line
+/// "# Disk DescriptorFile", raw otherwise.
 pub fn probe(file: &File) -> io::Result<Format> {
     // The VDI signature ends at byte 68.
     let first = read_prefix(file, 68)?;
@@ -112,7 +112,7 @@ pub fn probe(file: &File) -> io::Result<Format> {
         format
     } else if vdi_format::header::has_signature(&first) {
         Format::Vdi
-    } else if vmdk_format::header::has_magic(&first) {
+    } else if crate::vmdk::probe(&first) {
         Format::Vmdk
     } else {
         format
@@ -476,12 +476,13 @@ pub fn resolve_chain(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Write;
     use std::process::Command;
 
-    fn qemu_img(dir: &Path, args: &[&str]) {
+    /// `qemu-img ARGS` in `dir`, which must succeed.
+    pub(crate) fn qemu_img(dir: &Path, args: &[&str]) {
         let out = Command::new("qemu-img")
             .current_dir(dir)
             .args(args)

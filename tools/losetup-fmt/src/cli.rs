@@ -19,6 +19,7 @@ use crate::errors::strerror;
 use crate::output::{self, Column};
 use crate::sysfs::{self, DeviceInfo, Roots};
 use crate::uapi;
+use crate::vmdk;
 
 /// The environment the tool runs in.
 #[derive(Debug, Clone)]
@@ -293,7 +294,7 @@ impl Cx<'_> {
                 ));
             }
         }
-        let (format, mut layers) = match resolve_layers(file, top, &s.format) {
+        let (format, mut layers) = match resolve_layers(file, top, s) {
             Ok(x) => x,
             Err(msg) => {
                 self.warn(msg);
@@ -603,11 +604,7 @@ fn open_direct(path: &Path, write: bool) -> io::Result<File> {
 }
 
 /// Decides the kernel format name and the layers to pass.
-fn resolve_layers(
-    path: &Path,
-    top: File,
-    wanted: &FileFmt,
-) -> Result<(String, Vec<Layer>), String> {
+fn resolve_layers(path: &Path, top: File, s: &Setup) -> Result<(String, Vec<Layer>), String> {
     let single = |name: &str, top: File, format: Format| {
         (
             name.to_string(),
@@ -618,21 +615,25 @@ fn resolve_layers(
             }],
         )
     };
-    let format = match wanted {
+    let format = match &s.format {
         FileFmt::Default => return Ok(single("raw", top, Format::Raw)),
         FileFmt::Named(n) if n == "raw" => return Ok(single("raw", top, Format::Raw)),
         FileFmt::Named(n) if n == "qcow2" => Format::Qcow2,
+        FileFmt::Named(n) if n == "vmdk" => Format::Vmdk,
         // Other formats: the kernel driver gets the file alone.
         FileFmt::Named(n) => return Ok(single(n, top, Format::Raw)),
         FileFmt::Auto => {
             chain::probe(&top).map_err(|e| format!("{}: {}", path.display(), strerror(&e)))?
         }
     };
-    if format != Format::Qcow2 {
-        return Ok(single(format.name(), top, format));
-    }
-    let layers =
-        chain::resolve_chain(path, top, format, &mut SystemOpener).map_err(|e| e.to_string())?;
+    let layers = match format {
+        Format::Qcow2 => {
+            chain::resolve_chain(path, top, format, &mut SystemOpener).map_err(|e| e.to_string())?
+        }
+        Format::Vmdk => vmdk::resolve_extents(path, top, s.trust_paths, &mut SystemOpener)
+            .map_err(|e| e.to_string())?,
+        Format::Raw | Format::Vdi => return Ok(single(format.name(), top, format)),
+    };
     Ok((format.name().to_string(), layers))
 }
 
@@ -749,6 +750,8 @@ Options:
      --fmt-option <opt>        option for the format driver (repeatable)
      --snapshot <name>         attach qcow2 internal snapshot <name>
                                  (read-only; implies --file-fmt qcow2)
+     --trust-image-paths       follow absolute extent names and names
+                                 with '..' in a VMDK descriptor
 
  -J, --json                    use JSON --list output format
  -l, --list                    list info about all or specified (default)

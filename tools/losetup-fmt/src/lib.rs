@@ -7,6 +7,8 @@
 //! - [`device`]: [`device::Device`] and [`device::Control`], the ioctls;
 //! - [`chain`]: format detection and backing chains, with the
 //!   `qcow2-format` crate's header parsing;
+//! - [`vmdk`]: the extent files of VMDK descriptor files, with the
+//!   `vmdk-format` crate's descriptor parser;
 //! - [`sysfs`]: what `-l`/`-a`/`-j` read;
 //! - [`output`]: the list table, raw and JSON output;
 //! - [`size`], [`args`]: the command line;
@@ -23,5 +25,6 @@ pub mod output;
 pub mod size;
 pub mod sysfs;
 pub mod uapi;
+pub mod vmdk;
 
 pub use cli::{run, Env};

@@ -560,7 +560,7 @@ fn usage_errors() {
     for (args, msg) in [
         (&["--bogus"][..], "unrecognized option '--bogus'"),
         (&["-a", "-d", "lff0"][..], "mutually exclusive arguments: --detach-all --all --set-capacity --detach --find --associated"),
-        (&["-r", "-a"][..], "the options --{sizelimit,partscan,read-only,show,direct-io,sector-size,file-fmt,fmt-option,snapshot} are allowed during loop device setup only"),
+        (&["-r", "-a"][..], "the options --{sizelimit,partscan,read-only,show,direct-io,sector-size,file-fmt,fmt-option,snapshot,trust-image-paths} are allowed during loop device setup only"),
         (&["-o", "abc", "-f", "x"][..], "failed to parse offset: 'abc'"),
     ] {
         let (code, out, err) = t.run(args);
@@ -621,5 +621,75 @@ fn binary_uses_its_invocation_name() {
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         format!("{} raw\n{} qcow2\n", t.dev("lff0"), t.dev("lff2"))
+    );
+}
+
+/// VMDK descriptor files: the extents are resolved before any ioctl, and
+/// a bad one stops the attach with a message naming the descriptor, the
+/// line and the extent (exit status 1); `auto` takes a descriptor as VMDK.
+#[test]
+fn setup_vmdk_descriptor_errors_are_reported_before_any_ioctl() {
+    let t = Tree::new();
+    fs::write(t.env.roots.dev.join("lff0"), "").unwrap();
+    qemu_img(
+        t.dir.path(),
+        &[
+            "create",
+            "-q",
+            "-f",
+            "vmdk",
+            "-o",
+            "subformat=twoGbMaxExtentFlat",
+            "split.vmdk",
+            "3G",
+        ],
+    );
+    let desc = t.path("split.vmdk");
+    let d = desc.to_str().unwrap();
+    // Both formats fail with `want` and exit status 1.
+    let both = |want: String| {
+        for fmt in ["auto", "vmdk"] {
+            let (code, _, err) = t.run(&["--file-fmt", fmt, "-r", "lff0", d]);
+            assert_eq!((code, &err), (1, &want), "{fmt}");
+        }
+    };
+    // All extents there: both reach the ioctl (a regular file here, so
+    // ENOTTY).
+    both(format!(
+        "losetup-fmt: {}: failed to set up loop device: Inappropriate ioctl for device\n",
+        t.dev("lff0")
+    ));
+    fs::remove_file(t.path("split-f002.vmdk")).unwrap();
+    both(format!(
+        "losetup-fmt: {d}: line 9: cannot open extent file '{}': No such file or directory\n",
+        t.path("split-f002.vmdk").display()
+    ));
+    // An absolute name needs consent.
+    let text = fs::read_to_string(&desc).unwrap();
+    let abs = t.path("split-f001.vmdk");
+    fs::write(
+        &desc,
+        text.replace(
+            "RW 4194304 FLAT \"split-f001.vmdk\" 0",
+            &format!("RW 4194304 FLAT \"{}\" 0", abs.display()),
+        )
+        .replace("RW 2097152 FLAT \"split-f002.vmdk\" 0", "RW 2097152 ZERO"),
+    )
+    .unwrap();
+    let (code, _, err) = t.run(&["--file-fmt=vmdk", "-r", "lff0", d]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        format!(
+            "losetup-fmt: {d}: line 8: extent file '{}' is outside the descriptor's directory \
+             (absolute or with '..'); use --trust-image-paths to follow it\n",
+            abs.display()
+        )
+    );
+    let (code, _, err) = t.run(&["--file-fmt=vmdk", "--trust-image-paths", "-r", "lff0", d]);
+    assert_eq!(code, 1);
+    assert!(
+        err.ends_with("failed to set up loop device: Inappropriate ioctl for device\n"),
+        "{err}"
     );
 }

@@ -25,18 +25,31 @@
 //! rest (`CID`, `ddb.*`, ...) is ignored; lines starting with an access
 //! mode are extents: `ACCESS SECTORS TYPE "NAME" [OFFSET]`, with access
 //! `RW` or `RDONLY` (`NOACCESS` is refused), type `SPARSE`, `FLAT`
-//! (optional sector offset, 0 if absent) or `ZERO` (no name), at most
-//! [`MAX_EXTENTS`]. Anything else is an invalid line. Names are returned
-//! as they are written: the caller resolves them (relative to the
-//! descriptor's directory) and decides which paths it accepts.
+//! (optional sector offset, 0 if absent) or `ZERO` (no name); ESX types
+//! (`VMFS`, `VMFSSPARSE`, `SESPARSE`) are refused (QEMU 7.2 reads a
+//! `vmfs` descriptor's first extent twice, so there is no oracle), at most [`MAX_EXTENTS`]. Anything else is an invalid
+//! line. Names are returned as they are written: the caller resolves them
+//! (relative to the descriptor's directory) and decides which paths it
+//! accepts; [`Descriptor::check_file`] refuses a name written twice and
+//! more than [`MAX_EXTENT_FILES`] extent files.
 
-use super::disk::MAX_EXTENTS;
+use super::disk::{MAX_EXTENTS, MAX_EXTENT_FILES};
 use super::error::{Error, Result, Word};
 use super::header::MAX_SECTORS;
 
 /// Longest descriptor text read: 64 KiB (QEMU's embedded descriptors are
 /// 10 KiB; a descriptor with [`MAX_EXTENTS`] extents is far shorter).
 pub const MAX_DESCRIPTOR_LEN: usize = 64 << 10;
+
+/// The first line QEMU and VMware write in a descriptor file.
+pub const SIGNATURE: &[u8] = b"# Disk DescriptorFile";
+
+/// Whether `first` (the first bytes of a file) starts with
+/// [`SIGNATURE`]: what `--file-fmt auto` takes as a descriptor file (a
+/// hand-written descriptor without it is read only when asked for).
+pub fn has_signature(first: &[u8]) -> bool {
+    first.starts_with(SIGNATURE)
+}
 
 /// A byte range of the descriptor text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -361,9 +374,16 @@ impl Descriptor {
         self.sectors
     }
 
-    /// Checks a descriptor file (not embedded): a descriptor-file create
-    /// type, at least one extent, no parent.
-    pub fn check_file(&self) -> Result<()> {
+    /// Number of extents with a file (all but `ZERO` extents).
+    pub fn file_count(&self) -> usize {
+        self.extents().filter(|e| e.name.is_some()).count()
+    }
+
+    /// Checks a descriptor file (not embedded) whose text is `text`: a
+    /// descriptor-file create type, at least one extent, at most
+    /// [`MAX_EXTENT_FILES`] extent files, no name written twice, no
+    /// parent.
+    pub fn check_file(&self, text: &[u8]) -> Result<()> {
         if !self.create_type.is_descriptor_file() {
             return Err(Error::CreateTypeMismatch);
         }
@@ -372,6 +392,20 @@ impl Descriptor {
         }
         if self.parent.is_some() {
             return Err(Error::ParentUnsupported);
+        }
+        if self.file_count() > MAX_EXTENT_FILES {
+            return Err(Error::TooManyExtents);
+        }
+        for (i, e) in self.extents().enumerate() {
+            let name = e.name.and_then(|s| s.get(text));
+            if name.is_some()
+                && self
+                    .extents()
+                    .take(i)
+                    .any(|p| p.name.and_then(|s| s.get(text)) == name)
+            {
+                return Err(Error::DuplicateExtentName(e.line));
+            }
         }
         Ok(())
     }

@@ -21,6 +21,10 @@ use super::sparse::SparseExtent;
 /// Most extents in a disk (the kernel's `LFF_MAX_LAYERS` files).
 pub const MAX_EXTENTS: usize = 16;
 
+/// Most extent files a descriptor file may name: the kernel takes at most
+/// `LFF_MAX_LAYERS` (16) files, the descriptor itself being the first.
+pub const MAX_EXTENT_FILES: usize = MAX_EXTENTS - 1;
+
 /// How an extent stores its data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExtentKind {

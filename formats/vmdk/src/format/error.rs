@@ -191,8 +191,12 @@ pub enum Error {
     /// The descriptor names a parent (`parentFileNameHint`): delta links
     /// are not supported.
     ParentUnsupported,
-    /// More extents than [`super::disk::MAX_EXTENTS`].
+    /// More extents than [`super::disk::MAX_EXTENTS`], or more extent
+    /// files than [`super::disk::MAX_EXTENT_FILES`].
     TooManyExtents,
+    /// A descriptor names the same extent file twice (1-based line number
+    /// of the second extent line).
+    DuplicateExtentName(u32),
     /// The descriptor lists no extent.
     NoExtents,
     /// The create type does not match the extents (e.g. `monolithicFlat`
@@ -285,6 +289,7 @@ impl Error {
             | Error::MissingVersion
             | Error::MissingCreateType
             | Error::NoExtents
+            | Error::DuplicateExtentName(_)
             | Error::CreateTypeMismatch
             | Error::ExtentSizeMismatch { .. }
             | Error::BufferSize { .. }
@@ -342,6 +347,7 @@ impl Error {
             Error::ParentUnsupported => "delta links (parent images) are not supported",
             Error::TooManyExtents => "too many extents",
             Error::NoExtents => "descriptor lists no extent",
+            Error::DuplicateExtentName(_) => "extent file named twice",
             Error::CreateTypeMismatch => "create type does not match the extents",
             Error::ExtentSizeMismatch { .. } => "extent size differs from its header",
             Error::DiskTooLarge => "disk too large",
@@ -387,7 +393,9 @@ impl fmt::Display for Error {
             Error::UnsupportedCreateType(w) | Error::UnsupportedExtentType(w) => {
                 write!(f, "{d}: {w}")
             }
-            Error::NoAccessExtent(n) => write!(f, "{d}: line {n}"),
+            Error::NoAccessExtent(n) | Error::DuplicateExtentName(n) => {
+                write!(f, "{d}: line {n}")
+            }
             Error::ExtentSizeMismatch { declared, capacity } => {
                 write!(f, "{d}: {declared} sectors declared, {capacity} in header")
             }

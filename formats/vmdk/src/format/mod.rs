@@ -46,7 +46,7 @@ pub mod sparse;
 mod le;
 
 pub use self::descriptor::{Access, CreateType, Descriptor, ExtentLine, ExtentType, Span};
-pub use self::disk::{Disk, Extent, ExtentKind, MAX_EXTENTS};
+pub use self::disk::{Disk, Extent, ExtentKind, MAX_EXTENTS, MAX_EXTENT_FILES};
 pub use self::engine::{CompressedGrains, Sink, Storage, Tables};
 pub use self::error::{Error, ErrorKind, Result, Structure};
 pub use self::grain::{Decompressor, GrainRead};
