@@ -5,8 +5,10 @@
 # 60; 300 in `make test-debug`):
 # - an ext4 file system in a zstd-compressed qcow2 image, attached
 #   read-only, is read by two readers that checksum its files;
-# - an ext4 file system on a raw image, attached read-write, is written,
-#   synced and read back by a writer;
+# - an ext4 file system on a raw image, and one in a qcow2 image (every
+#   write allocates: L2 tables, refcounts, clusters), attached read-write,
+#   are written, synced and read back by a writer each; the qcow2 image
+#   passes `qemu-img check` afterwards;
 # - swap is on a third /dev/lffN (raw, direct I/O), and a memory hog
 #   (memhog.py) has more anonymous memory than the cgroup may use and keeps
 #   touching parts of it, so reclaim swaps out through the device, and in
@@ -32,7 +34,7 @@ cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
 	wait 2>/dev/null
 	swapoff -a 2>/dev/null
-	umount "$S/ro" "$S/rw" 2>/dev/null
+	umount "$S/ro" "$S/rw" "$S/qw" 2>/dev/null
 	for d in "${devs[@]}"; do losetup-fmt -d "$d" 2>/dev/null; done
 	umount "$S" 2>/dev/null
 	[ -z "${CG:-}" ] || rmdir "$CG" 2>/dev/null
@@ -58,7 +60,7 @@ check "mount it" mount -o noatime "$disk" "$S"
 
 # --- the images -------------------------------------------------------------
 # 48 files of 1 MiB, half random, half compressible, in ext4 in a zstd qcow2.
-mkdir -p "$S/src" "$S/ro" "$S/rw"
+mkdir -p "$S/src" "$S/ro" "$S/rw" "$S/qw"
 for i in $(seq 0 47); do
 	if [ $((i % 2)) = 0 ]; then
 		head -c 1M /dev/urandom >"$S/src/f$i"
@@ -74,6 +76,7 @@ rm -f "$S/ro.raw"
 # Written out, not fallocated: no unwritten extents to convert (a journal
 # transaction) when the device writes them.
 check "raw image for ext4 (256 MiB)" dd if=/dev/zero of="$S/rw.raw" bs=1M count=256 conv=fsync status=none
+check "qcow2 image for ext4 (256 MiB, empty)" qemu-img create -q -f qcow2 "$S/qw.qcow2" 256M
 check "raw image for swap (512 MiB)" dd if=/dev/zero of="$S/swap.raw" bs=1M count=512 conv=fsync status=none
 
 if ! ro=$(losetup-fmt --file-fmt qcow2 -r -f --show "$S/ro.qcow2" 2>&1); then
@@ -84,6 +87,10 @@ if ! rw=$(losetup-fmt --file-fmt raw -f --show "$S/rw.raw" 2>&1); then
 	fail "attach the ext4 raw image: $rw"; finish
 fi
 devs+=("$rw")
+if ! qw=$(losetup-fmt --file-fmt qcow2 -f --show "$S/qw.qcow2" 2>&1); then
+	fail "attach the ext4 qcow2 image read-write: $qw"; finish
+fi
+devs+=("$qw")
 # Swap with direct I/O, as on loop devices: a buffered write to the backing
 # file needs a page cache page for every page swapped out, and when memory
 # is gone that page can only come from the swap-out itself. (Seen here:
@@ -98,6 +105,8 @@ devs+=("$sw")
 check "mount the qcow2 ext4 read-only" mount -o ro,noload "$ro" "$S/ro"
 check "mkfs.ext4 on $rw" mkfs.ext4 -q "$rw"
 check "mount it" mount -o noatime "$rw" "$S/rw"
+check "mkfs.ext4 on $qw" mkfs.ext4 -q "$qw"
+check "mount it" mount -o noatime "$qw" "$S/qw"
 check "mkswap on $sw" mkswap -q "$sw"
 check "swapon $sw" swapon "$sw"
 check_eq "the only swap is $sw" "$sw" "$(awk 'NR > 1 {print $1}' /proc/swaps)"
@@ -145,25 +154,27 @@ reader() {
 	done
 	echo "$n $bad" >"$WORK/reader$1"
 }
-# Writer: 2 MiB files written, synced, dropped from the cache and read back.
+# Writer NAME: 2 MiB files written to $S/NAME, synced, dropped from the
+# cache and read back.
 writer() {
 	local n=0 bad=0 f sum
 	while [ ! -e "$DONE" ]; do
-		f="$S/rw/w$((n % 16))"
-		head -c 2M /dev/urandom >"$WORK/w.tmp"
-		sum=$(sha256sum <"$WORK/w.tmp")
-		cp "$WORK/w.tmp" "$f" && sync "$f" || bad=$((bad + 1))
+		f="$S/$1/w$((n % 16))"
+		head -c 2M /dev/urandom >"$WORK/$1.tmp"
+		sum=$(sha256sum <"$WORK/$1.tmp")
+		cp "$WORK/$1.tmp" "$f" && sync "$f" || bad=$((bad + 1))
 		echo 1 >/proc/sys/vm/drop_caches
 		[ "$(sha256sum <"$f")" = "$sum" ] || bad=$((bad + 1))
 		n=$((n + 1))
 	done
-	rm -f "$WORK/w.tmp"
-	echo "$n $bad" >"$WORK/writer"
+	rm -f "$WORK/$1.tmp"
+	echo "$n $bad" >"$WORK/writer.$1"
 }
 incg() { echo "$BASHPID" >$CG/cgroup.procs && "$@"; }
 incg reader 1 & pids+=($!)
 incg reader 2 & pids+=($!)
-incg writer & pids+=($!)
+incg writer rw & pids+=($!)
+incg writer qw & pids+=($!)
 incg /usr/bin/python3 -u "$HERE/memhog.py" "$HOG" "$SECS" "$DONE" >"$WORK/hog.out" 2>&1 &
 pids+=($!)
 # Wait for the workers. Progress every 30 s, and the most swap in use; if
@@ -218,8 +229,9 @@ echo "# qcow2 reserve uses: $(cat "/sys/block/${ro#/dev/}/loop_file_fmt/reserve_
 grep -E 'SwapTotal|SwapFree' /proc/meminfo | sed 's/^/# /'
 read -r r1 b1 <"$WORK/reader1" 2>/dev/null
 read -r r2 b2 <"$WORK/reader2" 2>/dev/null
-read -r wn wb <"$WORK/writer" 2>/dev/null
-echo "# readers: ${r1:-?}+${r2:-?} files of 1 MiB checked; writer: ${wn:-?} files of 2 MiB"
+read -r wn wb <"$WORK/writer.rw" 2>/dev/null
+read -r qn qb <"$WORK/writer.qw" 2>/dev/null
+echo "# readers: ${r1:-?}+${r2:-?} files of 1 MiB checked; writers: ${wn:-?} (raw) and ${qn:-?} (qcow2) files of 2 MiB"
 check "swap was used: at most $peak MiB" test "$peak" -gt 0
 check "swap was used (pswpout grew by $pswpout)" test "$pswpout" -gt 0
 check "reclaim happened (pgsteal grew by $steal)" test "$steal" -gt 0
@@ -228,8 +240,8 @@ check "the hog finished" grep -q passes "$WORK/hog.out"
 check "readers read files" test "${r1:-0}" -gt 0 -a "${r2:-0}" -gt 0
 check_eq "every reader checksum matched" "0 0" "${b1:-?} ${b2:-?}"
 [ "${b1:-0}${b2:-0}" = 00 ] || cat "$WORK"/reader*.err 2>/dev/null | sed 's/^/#   /' | head
-check "the writer wrote" test "${wn:-0}" -gt 0
-check_eq "every written file read back right" 0 "${wb:-?}"
+check "the writers wrote" test "${wn:-0}" -gt 0 -a "${qn:-0}" -gt 0
+check_eq "every written file read back right (raw, qcow2)" "0 0" "${wb:-?} ${qb:-?}"
 
 # --- teardown ---------------------------------------------------------------
 pids=()
@@ -237,7 +249,10 @@ check "swapoff (reads the swapped pages back)" swapoff "$sw"
 check "the files of the qcow2 ext4 still match" bash -c "cd '$S/ro' && sha256sum --quiet -c '$S/sums'"
 check "umount the qcow2 ext4" umount "$S/ro"
 check "umount the raw ext4" umount "$S/rw"
+check "umount the qcow2 ext4 written" umount "$S/qw"
 check "fsck of the written ext4" fsck.ext4 -n -f "$rw"
+check "fsck of the ext4 written in qcow2" fsck.ext4 -n -f "$qw"
 for d in "${devs[@]}"; do check "detach $d" losetup-fmt -d "$d"; done
 devs=()
+check "qemu-img check of the written qcow2 image" qemu-img check -q "$S/qw.qcow2"
 finish
