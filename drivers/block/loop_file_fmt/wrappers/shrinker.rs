@@ -21,6 +21,7 @@
 
 use core::ptr::NonNull;
 use kernel::bindings;
+// `unsigned long` is `usize` in the kernel's `ffi` crate.
 use kernel::ffi::c_ulong;
 use kernel::prelude::*;
 use kernel::str::CStr;
@@ -140,8 +141,8 @@ unsafe extern "C" fn count_objects<T: Shrink>(
 ) -> c_ulong {
     // SAFETY: reclaim calls this only while the shrinker is registered and
     // holds a reference, which `drop` waits for.
-    let n = unsafe { data_of::<T>(shrinker) }.count();
-    match n as c_ulong {
+    let n: c_ulong = unsafe { data_of::<T>(shrinker) }.count();
+    match n {
         0 => SHRINK_EMPTY,
         // Never mistaken for SHRINK_EMPTY or SHRINK_STOP.
         n => n.min(SHRINK_EMPTY - 1),
@@ -159,10 +160,10 @@ unsafe extern "C" fn scan_objects<T: Shrink>(
     sc: *mut bindings::shrink_control,
 ) -> c_ulong {
     // SAFETY: `sc` is valid for the call (reclaim's contract); only read.
-    let nr = unsafe { (*sc).nr_to_scan } as usize;
+    let nr: usize = unsafe { (*sc).nr_to_scan };
     // SAFETY: as in `count_objects`.
     match unsafe { data_of::<T>(shrinker) }.scan(nr) {
-        Some(freed) => (freed as c_ulong).min(SHRINK_EMPTY - 1),
+        Some(freed) => freed.min(SHRINK_EMPTY - 1),
         None => SHRINK_STOP,
     }
 }
