@@ -148,8 +148,9 @@ struct Qcow2 {
     reserve: Reserve,
     /// Frees cache entries unused for a clean interval.
     cleaner: Periodic<Caches>,
-    /// Frees cache entries under memory pressure. Dropped (waiting for a
-    /// running scan) before the state goes.
+    /// Frees cache entries under memory pressure. Its drop, at detach,
+    /// waits for a running scan, and only then releases its reference to
+    /// the caches.
     _shrinker: Shrinker<Caches>,
     pool: Pool,
     /// The layers below the top one, numbered from 0 (layer 1 of the
