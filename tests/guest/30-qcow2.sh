@@ -5,8 +5,8 @@
 #   v2, odd sizes, snapshots, 3-layer chains with a short raw base): every
 #   device equals `qemu-img convert -O raw`, read with large buffered
 #   requests and with 4 KiB direct requests;
-# - caches: decompress-once, sysfs sizes and clean interval, module
-#   parameters, concurrent readers;
+# - caches: decompress-once, sysfs sizes and clean interval, the shrinker
+#   (drop_caches), module parameters, concurrent readers;
 # - malformed images: refused at attach with the right errno, or failing
 #   only the requests that touch bad metadata with EIO;
 # - an ext4 file system inside a compressed image, mounted and verified.
@@ -177,6 +177,30 @@ sleep 2.5
 # Nothing touches the device while it sleeps: the periodic job frees them.
 check_eq "unused tables are freed after the clean interval" 0 "$(stat_field "$(sysfs "$dev" l2_cache_stats)" 3)"
 check "reads are right after cleaning" same_direct "$dev" plain-512.oracle
+detach "$dev"
+
+# Memory pressure: the caches' shrinker. zstd-64k holds 48 compressed
+# clusters (MiB 0, 3 and 4) and one L2 table. With a 64 MiB cluster cache
+# a whole read caches all 48; `drop_caches` 2 runs every shrinker (to
+# the floor: the most recently used entry of each of the cache's 16
+# shards), and the next reads are right and fill the cache again.
+dev=$(attach zstd-64k.qcow2)
+s=$(sysfs "$dev" cluster_cache_stats) l=$(sysfs "$dev" l2_cache_stats)
+echo 65536 >"$(sysfs "$dev" cluster_cache_size)"
+check "shrinker: a whole read is right" same_direct "$dev" zstd-64k.oracle
+check_eq "shrinker: every compressed cluster cached" "48 $((48 * 65536))" \
+	"$(stat_field "$s" 3) $(stat_field "$s" 4)"
+m0=$(stat_field "$s" 2)
+echo 2 >/proc/sys/vm/drop_caches
+n=$(stat_field "$s" 3)
+check "shrinker: drop_caches shrank the cluster cache to the floor ($n entries)" \
+	test "$n" -ge 1 -a "$n" -le 16
+check_eq "shrinker: bytes follow the entries" $((n * 65536)) "$(stat_field "$s" 4)"
+check_eq "shrinker: the floor keeps the one L2 table" 1 "$(stat_field "$l" 3)"
+check "shrinker: reads after shrinking are right" same_direct "$dev" zstd-64k.oracle
+check_eq "shrinker: the evicted clusters were loaded again" $((48 - n)) \
+	$(($(stat_field "$s" 2) - m0))
+check_eq "shrinker: the cache refilled" 48 "$(stat_field "$s" 3)"
 detach "$dev"
 
 # Module parameters set the defaults of new devices.

@@ -5,10 +5,11 @@
 //! compiled into this module as the driver compiles it: hits and misses,
 //! LRU eviction order (against a naive model, over random sequences of
 //! entries of several sizes), the byte bound after every insert, entries of
-//! different sizes, tags, budget changes, cleaning of idle entries, the
-//! reserve that serves a request when no buffer can be allocated, and
-//! lookups from several kworkers at once (no lost or duplicated entries,
-//! the bound kept, the reserve shared).
+//! different sizes, tags, budget changes, cleaning of idle entries,
+//! shrinking (as the shrinker does under memory pressure), the reserve
+//! that serves a request when no buffer can be allocated, and lookups from
+//! several kworkers at once (no lost or duplicated entries, the bound kept,
+//! the reserve shared, a shrinker running alongside).
 //!
 //! Buffers are filled from their key ([`contents`]), so every buffer a
 //! lookup returns is checked to be the one cached for its key. Eviction
@@ -663,6 +664,110 @@ fn clean_frees_idle_entries(t: &Test) {
     check_eq!(t, (c.stats().entries, c.stats().bytes), (0, 0));
 }
 
+/// The shrinker's eviction takes the least recently used entries, keeps
+/// the most recently used one, and counts entries and bytes right.
+fn shrink_keeps_lru_order(t: &Test) {
+    let Some(c) = one_shard(t, 16 * LEN) else {
+        return;
+    };
+    let loads = AtomicUsize::new(0);
+    // Eight entries of mixed sizes; 0 and 2 used again: the order from the
+    // back is 1, 3, 4, 5, 6, 7, 0, 2.
+    let len = |i: u64| if i % 2 == 0 { LEN } else { LEN / 2 };
+    let mut first = None;
+    for i in [0, 1, 2, 3, 4, 5, 6, 7, 0, 2] {
+        let b = t.ok(get(&c, k(i), len(i), &loads));
+        first = first.or(b);
+    }
+    let total = 4 * LEN + 4 * (LEN / 2);
+    check_eq!(t, stats(&c), (2, 8, 8, total));
+    // All but the most recently used entry (2) may go.
+    check_eq!(t, c.shrinkable(), total - LEN);
+    let s = c.shrink(3);
+    check_eq!(t, (s.entries, s.bytes), (3, LEN / 2 + LEN / 2 + LEN));
+    check_eq!(t, stats(&c), (2, 8, 5, total - s.bytes));
+    check_eq!(t, c.shrinkable(), total - s.bytes - LEN);
+    let present = [0, 1, 2, 3, 4, 5, 6, 7].map(|i| c.contains(k(i), 0));
+    check_eq!(
+        t,
+        present,
+        [true, false, true, false, false, true, true, true]
+    );
+    // Everything else but 2, then nothing more.
+    let s = c.shrink(usize::MAX);
+    check_eq!(t, (s.entries, s.bytes), (4, LEN / 2 + LEN / 2 + LEN + LEN));
+    check_eq!(t, stats(&c), (2, 8, 1, LEN));
+    check!(t, c.contains(k(2), 0), "the most recently used entry went");
+    check_eq!(t, c.shrinkable(), 0);
+    check_eq!(t, c.shrink(1), cache::Shrunk::default());
+    check_eq!(t, c.shrink(0), cache::Shrunk::default());
+    // A holder of an evicted buffer keeps it; the next lookup loads.
+    check!(
+        t,
+        first.is_some_and(|b| valid(&b, k(0), LEN)),
+        "evicted buffer changed"
+    );
+    let Some(b) = t.ok(get(&c, k(0), LEN, &loads)) else {
+        return;
+    };
+    check!(t, valid(&b, k(0), LEN));
+    check_eq!(t, loads.load(Relaxed), 9);
+    // The cache fills again up to its budget.
+    for i in 10..30 {
+        let _ = t.ok(get(&c, k(i), LEN, &loads));
+    }
+    check_eq!(t, (c.stats().entries, c.stats().bytes), (16, 16 * LEN));
+    // An empty cache has nothing to give.
+    let Some(e) = one_shard(t, 16 * LEN) else {
+        return;
+    };
+    check_eq!(
+        t,
+        (e.shrinkable(), e.shrink(5)),
+        (0, cache::Shrunk::default())
+    );
+}
+
+/// Across shards: exactly as many entries as asked for while the shards
+/// can give them, then down to one entry per shard in use.
+fn shrink_spreads_over_shards(t: &Test) {
+    let Some(c) = t.ok(Cache::new(MAX_SHARDS * 8 * LEN, LEN)) else {
+        return;
+    };
+    let loads = AtomicUsize::new(0);
+    for i in 0..96 {
+        let _ = t.ok(get(&c, key((i % 3) as usize, i << 16), LEN, &loads));
+    }
+    let (hits, misses, n, bytes) = stats(&c);
+    check_eq!(t, bytes, n * LEN);
+    let spare = c.shrinkable() / LEN;
+    // Shards in use, each keeping one entry.
+    let used = n - spare;
+    check!(
+        t,
+        used > 1 && used <= MAX_SHARDS && spare > 40,
+        "{n} entries, {spare} shrinkable"
+    );
+    let s = c.shrink(5);
+    check_eq!(t, (s.entries, s.bytes), (5, 5 * LEN));
+    check_eq!(t, c.shrinkable(), (spare - 5) * LEN);
+    let s = c.shrink(spare);
+    check_eq!(t, (s.entries, s.bytes), (spare - 5, (spare - 5) * LEN));
+    // Lookups and misses are not counted by shrinking.
+    check_eq!(t, stats(&c), (hits, misses, used, used * LEN));
+    check_eq!(t, c.shrinkable(), 0);
+    check_eq!(t, c.shrink(usize::MAX), cache::Shrunk::default());
+    // Every key still reads right: a hit or a fresh load.
+    let mut bad = 0;
+    for i in 0..96 {
+        let kk = key((i % 3) as usize, i << 16);
+        if !get(&c, kk, LEN, &loads).is_ok_and(|b| valid(&b, kk, LEN)) {
+            bad += 1;
+        }
+    }
+    check_eq!(t, bad, 0);
+}
+
 /// What the threads of a concurrent case share and record.
 struct Shared {
     cache: Cache,
@@ -859,6 +964,51 @@ fn concurrent_lookups_keep_the_bound(t: &Test) {
     );
 }
 
+fn concurrent_lookups_while_shrinking(t: &Test) {
+    // Room for every key, so only the shrinker evicts.
+    const BUDGET: usize = MAX_SHARDS * KEYS as usize * SMALL;
+    let Some(cache) = t.ok(Cache::new(BUDGET, SMALL)) else {
+        return;
+    };
+    let Some(shared) = t.ok(Shared::new(cache)) else {
+        return;
+    };
+    run_threads(t, &shared, THREADS, |s, w| {
+        let mut x = w as u64 + 7;
+        for i in 0..ROUNDS * KEYS {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            s.lookup(key(w % 2, ((x >> 33) % KEYS) << 16), SMALL);
+            // Thread 0 shrinks as reclaim would, between its lookups.
+            if w == 0 && i % 4 == 0 {
+                let done = s.cache.shrink(((x >> 40) % 8) as usize);
+                if done.bytes != done.entries * SMALL {
+                    s.over.fetch_add(1, Relaxed);
+                }
+            }
+            let st = s.cache.stats();
+            if st.bytes != st.entries * SMALL || st.bytes > BUDGET {
+                s.over.fetch_add(1, Relaxed);
+            }
+        }
+    });
+    let (hits, misses, entries, bytes) = stats(&shared.cache);
+    check_eq!(t, shared.bad.load(Relaxed), 0);
+    check_eq!(t, shared.over.load(Relaxed), 0);
+    check_eq!(t, hits + misses, THREADS as u64 * ROUNDS * KEYS);
+    check_eq!(t, shared.loads.load(Relaxed) as u64, misses);
+    check!(t, hits > 0, "{hits} hits");
+    // The shrinker made entries miss again: more misses than keys.
+    check!(t, misses > 2 * KEYS, "{misses} misses");
+    check_eq!(t, bytes, entries * SMALL);
+    // Shrinking everything leaves one entry per shard in use.
+    let spare = shared.cache.shrinkable() / SMALL;
+    check_eq!(t, shared.cache.shrink(usize::MAX).entries, spare);
+    check_eq!(t, shared.cache.shrinkable(), 0);
+    check!(t, shared.cache.stats().entries <= MAX_SHARDS);
+}
+
 fn concurrent_lookups_share_the_reserve(t: &Test) {
     let Some(cache) = t.ok(Cache::new(MAX_SHARDS * SMALL, SMALL)) else {
         return;
@@ -918,8 +1068,11 @@ kunit_suite!(
         entries_of_any_size,
         budget_change_shrinks,
         clean_frees_idle_entries,
+        shrink_keeps_lru_order,
+        shrink_spreads_over_shards,
         concurrent_lookups_share_entries,
         concurrent_lookups_keep_the_bound,
+        concurrent_lookups_while_shrinking,
         concurrent_lookups_share_the_reserve,
     ]
 );

@@ -35,6 +35,16 @@
 //! frees entries unused since a given time, from the back of the list
 //! (`last_used` never decreases towards the front).
 //!
+//! Under memory pressure the device's shrinker (`lff_qcow2.rs`) asks
+//! [`Cache::shrinkable`] how many bytes could go and evicts with
+//! [`Cache::shrink`], from the backs of the shards, down to the same floor
+//! as a small budget: the most recently used entry of each shard. It runs
+//! in reclaim, possibly in the direct reclaim of one of this device's own
+//! requests; by the rules below such a request holds no shard lock while
+//! it allocates, so the shrinker only ever waits for a lookup, insert or
+//! eviction in progress, and it allocates nothing (the tree nodes of the
+//! entries it evicts are freed, their slots kept on the free list).
+//!
 //! Two requests missing the same key at once both load it; the first
 //! insert wins and the second request uses the cached copy.
 //!
@@ -232,6 +242,18 @@ pub(crate) struct Cache {
     budget: AtomicUsize,
     hits: AtomicU64,
     misses: AtomicU64,
+    /// The shard [`Cache::shrink`] starts from next, so that the shards
+    /// take turns.
+    shrink_next: AtomicUsize,
+}
+
+/// What [`Cache::shrink`] evicted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Shrunk {
+    /// Entries evicted.
+    pub(crate) entries: usize,
+    /// Their bytes.
+    pub(crate) bytes: usize,
 }
 
 impl Cache {
@@ -269,6 +291,7 @@ impl Cache {
             budget: AtomicUsize::new(budget),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            shrink_next: AtomicUsize::new(0),
         })
     }
 
@@ -494,6 +517,59 @@ impl Cache {
             }
         }
         freed
+    }
+
+    /// The bytes [`Cache::shrink`] could free now: those of every entry
+    /// but the most recently used one of each shard.
+    pub(crate) fn shrinkable(&self) -> usize {
+        let mut bytes = 0;
+        for shard in self.shards.iter() {
+            let s = shard.lock();
+            let kept = match s.front {
+                NIL => 0,
+                f => s.slots[f as usize].data.as_ref().map_or(0, |d| d.len()),
+            };
+            bytes += s.bytes - kept;
+        }
+        bytes
+    }
+
+    /// Evicts up to `n` entries, each the least recently used of its
+    /// shard, spread evenly over the shards (they take turns to go first),
+    /// but never the most recently used entry of a shard. For the
+    /// shrinker: allocates nothing, and holds one shard lock at a time.
+    /// A request holding an evicted buffer keeps it (an `Arc`); its memory
+    /// is freed when the last holder drops it.
+    pub(crate) fn shrink(&self, n: usize) -> Shrunk {
+        let mut done = Shrunk::default();
+        let nr = self.shards.len();
+        let start = self.shrink_next.fetch_add(1, Ordering::Relaxed);
+        // A pass takes an even share of what is left from each shard;
+        // another pass takes from the fuller shards what the emptier ones
+        // could not give.
+        loop {
+            let before = done.entries;
+            for j in 0..nr {
+                let left = n - done.entries;
+                if left == 0 {
+                    return done;
+                }
+                let share = left.div_ceil(nr - j);
+                let mut s = self.shards[start.wrapping_add(j) % nr].lock();
+                for _ in 0..share {
+                    if s.entries <= 1 {
+                        break;
+                    }
+                    let bytes = s.bytes;
+                    s.evict_back();
+                    done.entries += 1;
+                    done.bytes += bytes - s.bytes;
+                }
+            }
+            if done.entries == before {
+                return done;
+            }
+        }
     }
 
     /// Current counters.

@@ -24,7 +24,9 @@
 //!   preallocated at attach, with decompression worker 0, also
 //!   preallocated (see `cache.rs` and `decomp.rs`);
 //! - a periodic job ([`periodic::Periodic`]) freeing cache entries unused
-//!   for `cache_clean_interval` seconds;
+//!   for `cache_clean_interval` seconds, and a shrinker
+//!   ([`shrinker::Shrinker`]) that gives cache memory back under memory
+//!   pressure (see [`Caches`]);
 //! - `Sink`: the request's pages (`IovIter`): uncompressed data is read
 //!   from the file straight into them, zeros are written in place.
 //!
@@ -55,6 +57,10 @@ pub mod periodic;
 #[path = "../wrappers/fanout.rs"]
 pub mod fanout;
 
+#[allow(unsafe_code)]
+#[path = "../wrappers/shrinker.rs"]
+pub mod shrinker;
+
 #[path = "../wrappers/qcow2_sys.rs"]
 mod qcow2_sys;
 
@@ -83,6 +89,7 @@ use qcow2fmt::{
     find_snapshot, Chain, CompressedClusters, CompressedRead, Error as FmtError, Header, Layer,
     LayerFormat, Qcow2Layer, Sink, SnapshotSelector, StatusKind, Storage, Tables, WriteEngine,
 };
+use shrinker::{Shrink, Shrinker};
 use wrappers::file::File;
 use wrappers::format::{
     AttachRequest, Attached, ExtentKind, Extents, FormatDriver, Registration, SysfsBuf,
@@ -141,6 +148,10 @@ struct Qcow2 {
     reserve: Reserve,
     /// Frees cache entries unused for a clean interval.
     cleaner: Periodic<Caches>,
+    /// Frees cache entries under memory pressure. Its drop, at detach,
+    /// waits for a running scan, and only then releases its reference to
+    /// the caches.
+    _shrinker: Shrinker<Caches>,
     pool: Pool,
     /// The layers below the top one, numbered from 0 (layer 1 of the
     /// device is 0 here): what copy-on-write reads. `None` without them.
@@ -161,11 +172,20 @@ struct Qcow2 {
 }
 
 /// The caches of one device and their clean interval.
+///
+/// They are also the device's shrinker: under memory pressure, reclaim
+/// counts the pages held beyond the floor (the most recently used entry of
+/// each shard, see [`Cache::shrinkable`]) and has them evicted from the
+/// least recently used end, decompressed clusters first (recreated from
+/// one read), then L2 tables (each maps a whole range of clusters).
+/// `echo 2 >/proc/sys/vm/drop_caches` runs it to the floor.
 struct Caches {
     l2: Cache,
     clusters: Cache,
     /// Clean interval in seconds (0: never).
     clean_interval: AtomicU32,
+    /// The largest buffer either cache holds (one cluster).
+    item_len: usize,
 }
 
 impl Caches {
@@ -188,6 +208,34 @@ impl Tick for Caches {
         self.l2.clean(cutoff);
         self.clusters.clean(cutoff);
         Some(ms)
+    }
+}
+
+/// The shrinker's unit.
+const PAGE: usize = kernel::page::PAGE_SIZE;
+
+impl Shrink for Caches {
+    /// Pages of both caches beyond their floor.
+    fn count(&self) -> usize {
+        (self.clusters.shrinkable() + self.l2.shrinkable()).div_ceil(PAGE)
+    }
+
+    /// Evicts entries worth at least `nr` pages, if there are so many;
+    /// only takes shard locks, which no request holds while it allocates
+    /// (see `cache.rs`), and allocates nothing.
+    fn scan(&self, nr: usize) -> Option<usize> {
+        let want = nr.saturating_mul(PAGE);
+        let mut freed = 0;
+        for c in [&self.clusters, &self.l2] {
+            while freed < want {
+                let s = c.shrink((want - freed).div_ceil(self.item_len));
+                if s.entries == 0 {
+                    break;
+                }
+                freed += s.bytes;
+            }
+        }
+        (freed > 0).then(|| freed.div_ceil(PAGE))
     }
 }
 
@@ -460,10 +508,13 @@ impl Qcow2 {
                 l2,
                 clusters,
                 clean_interval: AtomicU32::new(params::cache_clean_interval_secs()),
+                item_len: max_cluster,
             },
             GFP_KERNEL,
         )?;
         let cleaner = Periodic::new(caches.clone())?;
+        let shrinker_name = CString::try_from_fmt(fmt!("lff-qcow2-{}", name))?;
+        let shrinker = Shrinker::new(&shrinker_name, caches.clone())?;
         if caches.interval_ms() != 0 {
             cleaner.schedule(caches.interval_ms());
         }
@@ -475,6 +526,7 @@ impl Qcow2 {
             caches,
             reserve,
             cleaner,
+            _shrinker: shrinker,
             pool,
             backing,
             writer: None,

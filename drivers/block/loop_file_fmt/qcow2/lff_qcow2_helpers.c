@@ -10,6 +10,8 @@
  * - on-stack work items on the unbound system workqueue, the NOIO scope
  *   and the online CPU count for decompressing clusters in parallel
  *   (../wrappers/fanout.rs);
+ * - shrinker_alloc, which is variadic, for the caches' shrinker
+ *   (../wrappers/shrinker.rs);
  * (zlib_inflate, whose struct z_stream is not in the Rust bindings, is
  * reached through the core's lff_inflate, shared with the VMDK driver; zstd
  * is declared in ../wrappers/decompress.rs directly, its API takes plain
@@ -21,6 +23,7 @@
 #include <linux/moduleparam.h>
 #include <linux/cpumask.h>
 #include <linux/sched/mm.h>
+#include <linux/shrinker.h>
 #include <linux/workqueue.h>
 #include <linux/loop_file_fmt.h>
 
@@ -99,4 +102,9 @@ void lff_qcow2_noio_restore(unsigned int flags)
 unsigned int lff_qcow2_online_cpus(void)
 {
 	return num_online_cpus();
+}
+
+struct shrinker *lff_qcow2_shrinker_alloc(const char *name)
+{
+	return shrinker_alloc(0, "%s", name);
 }
