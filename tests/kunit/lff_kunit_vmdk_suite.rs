@@ -123,17 +123,57 @@ fn header_fields_and_refusals(t: &Test) {
     let eopnotsupp = -(kernel::bindings::EOPNOTSUPP as i32);
     let efbig = EFBIG.to_errno();
     check_eq!(t, refusal(|h| put(h, 0, b"COWD")), Some(einval));
-    check_eq!(t, refusal(|h| put(h, 4, &4u32.to_le_bytes())), Some(eopnotsupp));
+    check_eq!(
+        t,
+        refusal(|h| put(h, 4, &4u32.to_le_bytes())),
+        Some(eopnotsupp)
+    );
     check_eq!(t, refusal(|h| put(h, 74, b"\n")), Some(einval));
-    check_eq!(t, refusal(|h| put(h, 77, &2u16.to_le_bytes())), Some(eopnotsupp));
-    check_eq!(t, refusal(|h| put(h, 20, &3u64.to_le_bytes())), Some(einval));
-    check_eq!(t, refusal(|h| put(h, 20, &4096u64.to_le_bytes())), Some(einval));
-    check_eq!(t, refusal(|h| put(h, 44, &0u32.to_le_bytes())), Some(einval));
-    check_eq!(t, refusal(|h| put(h, 44, &513u32.to_le_bytes())), Some(einval));
-    check_eq!(t, refusal(|h| put(h, 12, &(1u64 << 41).to_le_bytes())), Some(efbig));
-    check_eq!(t, refusal(|h| put(h, 56, &0u64.to_le_bytes())), Some(einval));
-    check_eq!(t, refusal(|h| put(h, 56, &100u64.to_le_bytes())), Some(einval));
-    check_eq!(t, refusal(|h| put(h, 64, &100u64.to_le_bytes())), Some(einval));
+    check_eq!(
+        t,
+        refusal(|h| put(h, 77, &2u16.to_le_bytes())),
+        Some(eopnotsupp)
+    );
+    check_eq!(
+        t,
+        refusal(|h| put(h, 20, &3u64.to_le_bytes())),
+        Some(einval)
+    );
+    check_eq!(
+        t,
+        refusal(|h| put(h, 20, &4096u64.to_le_bytes())),
+        Some(einval)
+    );
+    check_eq!(
+        t,
+        refusal(|h| put(h, 44, &0u32.to_le_bytes())),
+        Some(einval)
+    );
+    check_eq!(
+        t,
+        refusal(|h| put(h, 44, &513u32.to_le_bytes())),
+        Some(einval)
+    );
+    check_eq!(
+        t,
+        refusal(|h| put(h, 12, &(1u64 << 41).to_le_bytes())),
+        Some(efbig)
+    );
+    check_eq!(
+        t,
+        refusal(|h| put(h, 56, &0u64.to_le_bytes())),
+        Some(einval)
+    );
+    check_eq!(
+        t,
+        refusal(|h| put(h, 56, &100u64.to_le_bytes())),
+        Some(einval)
+    );
+    check_eq!(
+        t,
+        refusal(|h| put(h, 64, &100u64.to_le_bytes())),
+        Some(einval)
+    );
     check_matches!(t, SparseHeader::parse(&header(0)[..300]), Err(_));
 }
 
@@ -169,7 +209,11 @@ fn image(t: &Test) -> Option<KVVec<u8>> {
 /// What the disk holds at `pos`.
 fn expected(pos: u64) -> u8 {
     let grain = (pos / GRAIN as u64) as usize;
-    let entry = if grain < 4 { GT0[grain] } else { GT1[grain - 4] };
+    let entry = if grain < 4 {
+        GT0[grain]
+    } else {
+        GT1[grain - 4]
+    };
     match entry {
         0 | 1 => 0,
         s => pattern(u64::from(s), pos % GRAIN as u64),
@@ -209,7 +253,11 @@ impl Tables for Mem<'_> {
 }
 
 impl CompressedGrains for Mem<'_> {
-    fn with_grain<R, F: FnOnce(&[u8]) -> R>(&mut self, _r: &GrainRead, _f: F) -> vmdkfmt::Result<R> {
+    fn with_grain<R, F: FnOnce(&[u8]) -> R>(
+        &mut self,
+        _r: &GrainRead,
+        _f: F,
+    ) -> vmdkfmt::Result<R> {
         Err(Error::Internal)
     }
 }
@@ -495,7 +543,13 @@ fn grain_table_kinds_and_runs(t: &Test) {
     // Grains 0 and 1 are contiguous (sectors 8 and 16): one run.
     let m = t.ok(s.map_in_table(&table, 100, 16384));
     check_eq!(t, m.map(|m| m.len), Some(2 * 4096 - 100));
-    check_eq!(t, m.map(|m| m.kind), Some(MappingKind::Data { host_offset: 8 * 512 + 100 }));
+    check_eq!(
+        t,
+        m.map(|m| m.kind),
+        Some(MappingKind::Data {
+            host_offset: 8 * 512 + 100
+        })
+    );
     let m = t.ok(s.map_in_table(&table, 2 * 4096, 16384));
     check_eq!(t, m.map(|m| m.kind), Some(MappingKind::Unallocated));
     check_eq!(t, m.map(|m| m.len), Some(4096));
@@ -509,7 +563,11 @@ fn grain_table_kinds_and_runs(t: &Test) {
         return;
     };
     let m = t.ok(plain.map_in_table(&table, 3 * 4096, 4096));
-    check_eq!(t, m.map(|m| m.kind), Some(MappingKind::Data { host_offset: 512 }));
+    check_eq!(
+        t,
+        m.map(|m| m.kind),
+        Some(MappingKind::Data { host_offset: 512 })
+    );
     // A table of the wrong size is refused.
     check_matches!(t, s.map_in_table(&table[..12], 0, 1), Err(_));
 }
@@ -542,18 +600,34 @@ fn zlib_streams_through_the_kernel(t: &Test) {
         return;
     };
     let mut out = [0u8; 512];
-    check_eq!(t, z.inflate(&ZLIB_GRAIN, &mut out), Ok(InflateStatus::StreamEnd(512)));
+    check_eq!(
+        t,
+        z.inflate(&ZLIB_GRAIN, &mut out),
+        Ok(InflateStatus::StreamEnd(512))
+    );
     check_eq!(t, (0..512).find(|&i| out[i] != grain_text(i)), None);
     // Trailing bytes after the stream are ignored.
     let mut padded = [0u8; 64];
     padded[..24].copy_from_slice(&ZLIB_GRAIN);
-    check_eq!(t, z.inflate(&padded, &mut out), Ok(InflateStatus::StreamEnd(512)));
+    check_eq!(
+        t,
+        z.inflate(&padded, &mut out),
+        Ok(InflateStatus::StreamEnd(512))
+    );
     // A bad Adler-32, a truncated stream, more than the output.
     let mut bad = ZLIB_GRAIN;
     bad[23] ^= 1;
     check_eq!(t, z.inflate(&bad, &mut out), Err(DecompressError::Corrupt));
-    check_eq!(t, z.inflate(&ZLIB_GRAIN[..12], &mut out), Err(DecompressError::Truncated));
-    check_eq!(t, z.inflate(&ZLIB_GRAIN, &mut out[..100]), Ok(InflateStatus::OutputFull));
+    check_eq!(
+        t,
+        z.inflate(&ZLIB_GRAIN[..12], &mut out),
+        Err(DecompressError::Truncated)
+    );
+    check_eq!(
+        t,
+        z.inflate(&ZLIB_GRAIN, &mut out[..100]),
+        Ok(InflateStatus::OutputFull)
+    );
     // The same bytes are not raw deflate: qcow2's wrapping refuses them.
     let Some(mut raw) = t.ok(Inflate::new(GFP_KERNEL, Wrapping::Raw)) else {
         return;
@@ -594,27 +668,51 @@ fn marked_grains_load_whole(t: &Test) {
     let mut input = [0u8; 1024];
     let mut out = [0u8; 512];
     let s = Bytes(&file);
-    check_eq!(t, req(1024, 512).load(&s, &mut z, &mut input, &mut out), Ok(()));
+    check_eq!(
+        t,
+        req(1024, 512).load(&s, &mut z, &mut input, &mut out),
+        Ok(())
+    );
     check_eq!(t, (0..512).find(|&i| out[i] != grain_text(i)), None);
     // Past the end of the file, a zero or oversized marker size, garbage:
     // all are read errors of that grain (EIO), never a panic.
     let eio = EIO.to_errno();
     let errno = |r: vmdkfmt::Result<()>| r.err().map(|e| errno::kernel_error(&e).to_errno());
-    check_eq!(t, errno(req(4096, 512).load(&s, &mut z, &mut input, &mut out)), Some(eio));
+    check_eq!(
+        t,
+        errno(req(4096, 512).load(&s, &mut z, &mut input, &mut out)),
+        Some(eio)
+    );
     let mut f2 = file;
     put(&mut f2, 1032, &0u32.to_le_bytes());
-    check_eq!(t, errno(req(1024, 512).load(&Bytes(&f2), &mut z, &mut input, &mut out)), Some(eio));
+    check_eq!(
+        t,
+        errno(req(1024, 512).load(&Bytes(&f2), &mut z, &mut input, &mut out)),
+        Some(eio)
+    );
     put(&mut f2, 1032, &1020u32.to_le_bytes());
-    check_eq!(t, errno(req(1024, 512).load(&Bytes(&f2), &mut z, &mut input, &mut out)), Some(eio));
+    check_eq!(
+        t,
+        errno(req(1024, 512).load(&Bytes(&f2), &mut z, &mut input, &mut out)),
+        Some(eio)
+    );
     let mut f3 = file;
     put(&mut f3, 1040, &[0xff; 8]);
-    check_eq!(t, errno(req(1024, 512).load(&Bytes(&f3), &mut z, &mut input, &mut out)), Some(eio));
+    check_eq!(
+        t,
+        errno(req(1024, 512).load(&Bytes(&f3), &mut z, &mut input, &mut out)),
+        Some(eio)
+    );
     // A compressed, marked header is what streamOptimized images carry.
     let h = header(FLAG_COMPRESSED | FLAG_MARKERS);
     let mut h2 = h;
     put(&mut h2, 77, &1u16.to_le_bytes());
     let hdr = t.ok(SparseHeader::parse(&h2));
-    check_eq!(t, hdr.map(|h| (h.compressed(), h.markers())), Some((true, true)));
+    check_eq!(
+        t,
+        hdr.map(|h| (h.compressed(), h.markers())),
+        Some((true, true))
+    );
 }
 
 fn io_errors_keep_their_errno(t: &Test) {
