@@ -122,58 +122,25 @@ fn header_fields_and_refusals(t: &Test) {
     let einval = EINVAL.to_errno();
     let eopnotsupp = -(kernel::bindings::EOPNOTSUPP as i32);
     let efbig = EFBIG.to_errno();
-    check_eq!(t, refusal(|h| put(h, 0, b"COWD")), Some(einval));
-    check_eq!(
-        t,
-        refusal(|h| put(h, 4, &4u32.to_le_bytes())),
-        Some(eopnotsupp)
-    );
-    check_eq!(t, refusal(|h| put(h, 74, b"\n")), Some(einval));
-    check_eq!(
-        t,
-        refusal(|h| put(h, 77, &2u16.to_le_bytes())),
-        Some(eopnotsupp)
-    );
-    check_eq!(
-        t,
-        refusal(|h| put(h, 20, &3u64.to_le_bytes())),
-        Some(einval)
-    );
-    check_eq!(
-        t,
-        refusal(|h| put(h, 20, &4096u64.to_le_bytes())),
-        Some(einval)
-    );
-    check_eq!(
-        t,
-        refusal(|h| put(h, 44, &0u32.to_le_bytes())),
-        Some(einval)
-    );
-    check_eq!(
-        t,
-        refusal(|h| put(h, 44, &513u32.to_le_bytes())),
-        Some(einval)
-    );
-    check_eq!(
-        t,
-        refusal(|h| put(h, 12, &(1u64 << 41).to_le_bytes())),
-        Some(efbig)
-    );
-    check_eq!(
-        t,
-        refusal(|h| put(h, 56, &0u64.to_le_bytes())),
-        Some(einval)
-    );
-    check_eq!(
-        t,
-        refusal(|h| put(h, 56, &100u64.to_le_bytes())),
-        Some(einval)
-    );
-    check_eq!(
-        t,
-        refusal(|h| put(h, 64, &100u64.to_le_bytes())),
-        Some(einval)
-    );
+    // (offset, bytes written there, errno of the refusal)
+    let cases: [(usize, &[u8], i32); 12] = [
+        (0, b"COWD", einval),
+        (4, &4u32.to_le_bytes(), eopnotsupp),
+        (74, b"\n", einval),
+        (77, &2u16.to_le_bytes(), eopnotsupp),
+        (20, &3u64.to_le_bytes(), einval),
+        (20, &4096u64.to_le_bytes(), einval),
+        (44, &0u32.to_le_bytes(), einval),
+        (44, &513u32.to_le_bytes(), einval),
+        (12, &(1u64 << 41).to_le_bytes(), efbig),
+        (56, &0u64.to_le_bytes(), einval),
+        (56, &100u64.to_le_bytes(), einval),
+        (64, &100u64.to_le_bytes(), einval),
+    ];
+    for (at, bytes, errno) in cases {
+        // The offset is in both sides, so a failure names the case.
+        check_eq!(t, (at, refusal(|h| put(h, at, bytes))), (at, Some(errno)));
+    }
     check_matches!(t, SparseHeader::parse(&header(0)[..300]), Err(_));
 }
 
