@@ -705,6 +705,9 @@ impl Qcow2 {
     /// no memory, is left to the read, which loads it (or reports its
     /// error) as it would have anyway.
     fn decompress_ahead(&self, pos: u64, len: usize) {
+        if self.writer.is_some() {
+            return;
+        }
         let end = pos.saturating_add(len as u64);
         let sequential = self.next_read.swap(end, Ordering::Relaxed) == pos;
         let calls = fanout::online_cpus().min(self.pool.workers());
@@ -714,7 +717,7 @@ impl Qcow2 {
         let cl = cl as u64;
         let spans = pos / cl != end.saturating_sub(1) / cl;
         let enters = sequential && pos % cl == 0;
-        if self.writer.is_some() || calls < 2 || len == 0 || !(spans || enters) {
+        if calls < 2 || len == 0 || !(spans || enters) {
             return;
         }
         let mut todo = Todo::default();
