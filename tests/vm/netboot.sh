@@ -20,7 +20,7 @@ export TMPDIR=$NB_TMP
 trap 'rm -rf "$BOOT_LOG" "$SUMMARY" "$STORE" "$NB_TMP"' EXIT
 
 # nb_run NAME [netboot options]: like boot_run, and the summary line.
-# QEMU's limit is generous (300 s; an idle machine boots in 30-50 s):
+# QEMU's limit is generous (300 s; on an idle machine a boot takes 15-40 s):
 # under TCG on a loaded host the guest stalls for seconds at a time
 # (the kernel logs "clocksource: Long readout interval"), most after
 # dracut's switch_root, and a dracut boot that was still making progress
