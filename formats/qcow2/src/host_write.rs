@@ -256,6 +256,27 @@ impl<F: ImageFile> HostBackend<F> {
             self.evictions += 1;
         }
     }
+
+    /// The cache entry of table `kind` at `offset`, read from the file
+    /// unless it is cached or `fresh` (a new table: any content).
+    fn entry(&mut self, kind: TableKind, offset: u64, fresh: bool) -> Result<&mut CacheEntry> {
+        let key = (kind, offset);
+        if !self.cache.contains_key(&key) {
+            self.evict();
+            let mut data = vec![0u8; self.cluster_len];
+            if !fresh {
+                self.file.read_at(&mut data, offset)?;
+            }
+            self.cache.insert(
+                key,
+                CacheEntry {
+                    data,
+                    pinned: false,
+                },
+            );
+        }
+        self.cache.get_mut(&key).ok_or(Error::Internal)
+    }
 }
 
 impl<F: ImageFile> WriteBackend for HostBackend<F> {
@@ -337,6 +358,15 @@ impl<F: ImageFile> WriteBackend for HostBackend<F> {
         Ok(())
     }
 
+    fn read_table<R, Fun: FnOnce(&[u8]) -> R>(
+        &mut self,
+        kind: TableKind,
+        offset: u64,
+        f: Fun,
+    ) -> Result<R> {
+        Ok(f(&self.entry(kind, offset, false)?.data))
+    }
+
     fn with_table<R, Fun: FnOnce(&mut [u8]) -> R>(
         &mut self,
         kind: TableKind,
@@ -344,25 +374,8 @@ impl<F: ImageFile> WriteBackend for HostBackend<F> {
         access: Access,
         f: Fun,
     ) -> Result<R> {
-        let key = (kind, offset);
-        if !self.cache.contains_key(&key) {
-            self.evict();
-            let mut data = vec![0u8; self.cluster_len];
-            if access != Access::Fresh {
-                self.file.read_at(&mut data, offset)?;
-            }
-            self.cache.insert(
-                key,
-                CacheEntry {
-                    data,
-                    pinned: false,
-                },
-            );
-        }
-        let e = self.cache.get_mut(&key).ok_or(Error::Internal)?;
-        if access != Access::Read {
-            e.pinned = true;
-        }
+        let e = self.entry(kind, offset, access == Access::Fresh)?;
+        e.pinned = true;
         Ok(f(&mut e.data))
     }
 
@@ -387,7 +400,7 @@ impl<F: ImageFile> Tables for HostBackend<F> {
         offset: u64,
         f: Fun,
     ) -> Result<R> {
-        self.with_table(TableKind::L2, offset, Access::Read, |t| f(t))
+        self.read_table(TableKind::L2, offset, f)
     }
 }
 

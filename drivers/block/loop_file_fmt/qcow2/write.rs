@@ -24,9 +24,10 @@
 //!   never evicted, until the engine writes it back
 //!   ([`WriteBackend::write_table`]), when it replaces the cached copy.
 //!   Reads of the top layer look in the overlay first, so they see every
-//!   write, flushed or not. A read-only lookup by the engine copies the
-//!   cached table into one preallocated buffer (the cache hands out
-//!   shared, immutable buffers);
+//!   write, flushed or not. A table the engine only reads (the L2 entry
+//!   and the refcounts of every cluster a write touches) is read in
+//!   place, the overlay's or the cache's shared, immutable copy: copying
+//!   a whole table per lookup cost more than the data write itself;
 //! - the layers below the top (copy-on-write over a backing chain), read
 //!   with the read engine over a chain of the backing layers;
 //! - decompression of the top image's compressed clusters, with the
@@ -35,9 +36,9 @@
 //! # Memory
 //!
 //! The request path may sit under reclaim (see `cache.rs`): the engine's
-//! cluster scratch buffer, the table copy buffer, a zero buffer and the
-//! overlay's slots are allocated at attach. Only an overlay table is
-//! allocated on the request path, with `__GFP_RETRY_MAYFAIL`
+//! cluster scratch buffer, a zero buffer and the overlay's slots are
+//! allocated at attach. Only an overlay table is allocated on the request
+//! path, with `__GFP_RETRY_MAYFAIL`
 //! ([`crate::wrappers::kvvec_zeroed_mayfail`]); without it the request
 //! fails with `ENOMEM` (the engine leaves the image consistent: at most a
 //! leaked cluster), it never waits indefinitely. Lock order: writer →
@@ -110,6 +111,13 @@ impl Overlay {
         }
     }
 
+    fn slot(&self, i: usize) -> Result<&[u8]> {
+        match self.slots.get(i) {
+            Some(Some(d)) => Ok(&d.buf),
+            _ => Err(FmtError::Internal),
+        }
+    }
+
     /// Keeps `d` in a free slot; returns the slot (`Internal` when all
     /// are taken: the engine keeps fewer dirty tables than there are).
     fn put(&mut self, d: Dirty) -> Result<usize> {
@@ -141,8 +149,6 @@ pub(crate) struct WriterTables {
     /// The refcount table, big endian.
     rt: KVVec<u8>,
     pub(crate) overlay: Overlay,
-    /// One cluster: the engine's read-only view of a cached table.
-    table_buf: KVVec<u8>,
     zeros: KVVec<u8>,
     cluster_len: usize,
 }
@@ -188,7 +194,6 @@ impl WriterTables {
             l1,
             rt,
             overlay: Overlay::new()?,
-            table_buf: KVVec::from_elem(0u8, cluster_len, GFP_KERNEL)?,
             zeros: KVVec::from_elem(0u8, ZERO_BUF_LEN, GFP_KERNEL)?,
             cluster_len,
         })
@@ -259,22 +264,33 @@ impl Backend<'_> {
 
     /// Fills `buf` with table `key` at `offset` through the device cache.
     fn load(dev: &Qcow2, key: u64, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let len = buf.len();
+        Self::read_cached(dev, key, offset, buf.len(), |t| {
+            if t.len() == buf.len() {
+                buf.copy_from_slice(t);
+                Ok(())
+            } else {
+                Err(FmtError::Internal)
+            }
+        })?
+    }
+
+    /// Calls `f` on the cached copy of table `key` at `offset` (`len`
+    /// bytes), read into the device cache first if it is not there.
+    fn read_cached<R>(
+        dev: &Qcow2,
+        key: u64,
+        offset: u64,
+        len: usize,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
         dev.caches.l2.with(
             key,
             0,
             len,
             &dev.reserve,
             |t| Files(&dev.files).read_at(0, t, offset),
-            |t| {
-                if t.len() == buf.len() {
-                    buf.copy_from_slice(t);
-                    Ok(())
-                } else {
-                    Err(FmtError::Internal)
-                }
-            },
-        )?
+            f,
+        )
     }
 }
 
@@ -354,6 +370,20 @@ impl WriteBackend for Backend<'_> {
         Ok(())
     }
 
+    fn read_table<R, F: FnOnce(&[u8]) -> R>(
+        &mut self,
+        kind: TableKind,
+        offset: u64,
+        f: F,
+    ) -> Result<R> {
+        let key = table_key(kind, offset);
+        let t = &*self.t;
+        if let Some(i) = t.overlay.find(key) {
+            return Ok(f(t.overlay.slot(i)?));
+        }
+        Self::read_cached(self.dev, key, offset, t.cluster_len, f)
+    }
+
     fn with_table<R, F: FnOnce(&mut [u8]) -> R>(
         &mut self,
         kind: TableKind,
@@ -365,10 +395,6 @@ impl WriteBackend for Backend<'_> {
         let t = &mut *self.t;
         if let Some(i) = t.overlay.find(key) {
             return Ok(f(t.overlay.get(i)?));
-        }
-        if access == Access::Read {
-            Self::load(self.dev, key, offset, &mut t.table_buf)?;
-            return Ok(f(&mut t.table_buf));
         }
         let mut buf = table_alloc(t.cluster_len)?;
         if access == Access::Modify {

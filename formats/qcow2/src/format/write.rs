@@ -122,11 +122,11 @@ pub enum TableKind {
     Refcount,
 }
 
-/// How the engine uses a table it asks the cache for.
+/// How the engine uses a table it asks for to change
+/// ([`WriteBackend::with_table`]; tables it only reads come from
+/// [`WriteBackend::read_table`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
-    /// Only reads it; load it from the file if it is not cached.
-    Read,
     /// Modifies it; load it if needed, and keep it cached (never evict
     /// it) until [`WriteBackend::write_table`] is called for it.
     Modify,
@@ -182,7 +182,18 @@ pub trait WriteBackend {
     fn resize_refcount_table(&mut self, entries: u64) -> Result<()>;
 
     /// Calls `f` with the table of kind `kind` at file offset `offset`
-    /// (one cluster of raw big-endian bytes), per `access`.
+    /// (one cluster of raw big-endian bytes) to read it, loaded from the
+    /// file if it is not cached. Called on every cluster a request
+    /// touches (the L2 entry, the refcounts that decide copy-on-write), so
+    /// a backend should hand out its cached copy rather than copy it.
+    fn read_table<R, F: FnOnce(&[u8]) -> R>(
+        &mut self,
+        kind: TableKind,
+        offset: u64,
+        f: F,
+    ) -> Result<R>;
+    /// Calls `f` with the table of kind `kind` at file offset `offset`
+    /// (one cluster of raw big-endian bytes) to change it, per `access`.
     fn with_table<R, F: FnOnce(&mut [u8]) -> R>(
         &mut self,
         kind: TableKind,
@@ -853,9 +864,7 @@ impl WriteEngine {
             return Ok(0);
         };
         let rg = self.refcounts;
-        b.with_table(TableKind::Refcount, block, Access::Read, |t| {
-            rg.get(t, entry)
-        })?
+        b.read_table(TableKind::Refcount, block, |t| rg.get(t, entry))?
     }
 
     fn set_refcount<B: WriteBackend + ?Sized>(
@@ -918,7 +927,7 @@ impl WriteEngine {
             else {
                 return Ok(c);
             };
-            let found = b.with_table(TableKind::Refcount, block, Access::Read, |t| {
+            let found = b.read_table(TableKind::Refcount, block, |t| {
                 for i in entry..to_usize(per_block)? {
                     if rg.get(t, i)? == 0 {
                         return Ok(Some(i));
@@ -1220,7 +1229,7 @@ impl WriteEngine {
         index: usize,
     ) -> Result<(u64, u64)> {
         let g = self.geometry;
-        b.with_table(TableKind::L2, table, Access::Read, |t| {
+        b.read_table(TableKind::L2, table, |t| {
             super::table::l2_table_entry(&g, t, index)
         })?
     }
@@ -1309,9 +1318,7 @@ impl WriteEngine {
                 }
                 let new = self.alloc(b, scratch)?;
                 self.stats.l2_copies += 1;
-                b.with_table(TableKind::L2, table, Access::Read, |t| {
-                    copy_exact(scratch, t)
-                })??;
+                b.read_table(TableKind::L2, table, |t| copy_exact(scratch, t))??;
                 self.dirty_l2.insert(new)?;
                 self.new_l2.insert(new)?;
                 b.with_table(TableKind::L2, new, Access::Fresh, |t| {
